@@ -1,0 +1,3 @@
+"""klomflow: score machine-unlearning methods with KLOM against retrained oracles."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,170 @@
+"""Datasets as tensors: an embedded default (scikit-learn digits) and torchvision loaders.
+
+Every dataset becomes float32 inputs and int64 labels for a training split
+and a validation split. Evaluation points are the training points, in
+training-index order, followed by the validation points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TORCHVISION_DATASETS = {
+    # name: (torchvision class name, per-channel mean, per-channel std)
+    "cifar10": ("CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("CIFAR100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ("MNIST", (0.1307,), (0.3081,)),
+    "fashion_mnist": ("FashionMNIST", (0.2860,), (0.3530,)),
+}
+DATASETS = ("digits", *TORCHVISION_DATASETS)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # [n_train, *input_shape] float32
+    train_y: torch.Tensor  # [n_train] int64
+    val_x: torch.Tensor  # [n_val, *input_shape] float32
+    val_y: torch.Tensor  # [n_val] int64
+    n_classes: int
+    # Where each point came from in the source data (recorded in points.parquet).
+    train_source_index: np.ndarray
+    val_source_index: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_y)
+
+    @property
+    def eval_x(self) -> torch.Tensor:
+        """All evaluation points: training points first, then validation points."""
+        return torch.cat([self.train_x, self.val_x])
+
+    @property
+    def eval_y(self) -> torch.Tensor:
+        return torch.cat([self.train_y, self.val_y])
+
+    def to(self, device) -> "Dataset":
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in ("train_x", "train_y", "val_x", "val_y")
+        }
+        return Dataset(
+            name=self.name,
+            n_classes=self.n_classes,
+            train_source_index=self.train_source_index,
+            val_source_index=self.val_source_index,
+            **moved,
+        )
+
+
+def load_dataset(dataset_config: dict) -> Dataset:
+    """Load the dataset a config's `dataset` section names."""
+    name = dataset_config["name"]
+    if name == "digits":
+        return load_digits(dataset_config.get("val_fraction", 0.2), dataset_config.get("split_seed", 0))
+    if name in TORCHVISION_DATASETS:
+        return load_torchvision(name, dataset_config["data_dir"])
+    raise ValueError(f"dataset.name: unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+def load_digits(val_fraction: float, split_seed: int) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped inside the package).
+
+    The train/validation split is a permutation drawn from `split_seed`, so it
+    is fixed for a given config and recorded in points.parquet.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = torch.tensor(bunch.data / 16.0, dtype=torch.float32)  # pixel values are 0..16
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = np.random.default_rng(split_seed).permutation(len(y))
+    n_val = int(round(val_fraction * len(y)))
+    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return Dataset(
+        name="digits",
+        train_x=x[train_index],
+        train_y=y[train_index],
+        val_x=x[val_index],
+        val_y=y[val_index],
+        n_classes=10,
+        train_source_index=train_index,
+        val_source_index=val_index,
+    )
+
+
+def _torchvision_split(name: str, data_dir: str, train: bool, download: bool = False):
+    import torchvision
+
+    class_name = TORCHVISION_DATASETS[name][0]
+    root = Path(data_dir)
+    try:
+        return getattr(torchvision.datasets, class_name)(root=root, train=train, download=download)
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+        raise FileNotFoundError(
+            f"dataset {name!r} not found under dataset.data_dir={str(root)!r} ({error}); "
+            f"run `snakemake download_data` to download it"
+        ) from error
+
+
+def _to_tensors(name: str, split):
+    _, mean, std = TORCHVISION_DATASETS[name]
+    images = torch.as_tensor(np.asarray(split.data))
+    if images.ndim == 3:  # MNIST-like: [n, H, W] -> [n, 1, H, W]
+        images = images.unsqueeze(1)
+    else:  # CIFAR: [n, H, W, C] -> [n, C, H, W]
+        images = images.permute(0, 3, 1, 2)
+    x = images.float() / 255.0
+    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    y = torch.as_tensor(np.asarray(split.targets), dtype=torch.int64)
+    return x.contiguous(), y
+
+
+def load_torchvision(name: str, data_dir: str) -> Dataset:
+    """A torchvision dataset from `data_dir`: its train split trains, its test split validates."""
+    train_x, train_y = _to_tensors(name, _torchvision_split(name, data_dir, train=True))
+    val_x, val_y = _to_tensors(name, _torchvision_split(name, data_dir, train=False))
+    return Dataset(
+        name=name,
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        n_classes=100 if name == "cifar100" else 10,
+        train_source_index=np.arange(len(train_y)),
+        val_source_index=np.arange(len(val_y)),
+    )
+
+
+def download(name: str, data_dir: str) -> None:
+    """Fetch a torchvision dataset into `data_dir` (the explicit download rule only)."""
+    if name not in TORCHVISION_DATASETS:
+        raise ValueError(f"dataset.name: {name!r} is embedded or unknown; nothing to download")
+    for train in (True, False):
+        _torchvision_split(name, data_dir, train=train, download=True)
+
+
+def points_table(dataset: Dataset):
+    """One row per evaluation point: point, split, label, source_index."""
+    import pandas as pd
+
+    n_train, n_val = dataset.n_train, len(dataset.val_y)
+    return pd.DataFrame(
+        {
+            "point": np.arange(n_train + n_val, dtype=np.int64),
+            "split": ["train"] * n_train + ["val"] * n_val,
+            "label": dataset.eval_y.numpy().astype(np.int64),
+            "source_index": np.concatenate(
+                [dataset.train_source_index, dataset.val_source_index]
+            ).astype(np.int64),
+        }
+    )

@@ -1,0 +1,82 @@
+"""Files: atomic writes, self-describing checkpoints and Parquet with provenance.
+
+Every write goes to a temporary file in the same folder and is renamed into
+place, so a job that dies never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+import klomflow
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_array(path, array) -> None:
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+
+def load_array(path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def save_torch(path, payload) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_torch(path):
+    # Checkpoints hold numpy arrays and plain metadata beside tensors.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_json(path, payload) -> None:
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def save_parquet(path, frame: pd.DataFrame, metadata: dict | None = None) -> None:
+    """Write `frame` with `metadata` (JSON-encoded) in the file's schema metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    stored = dict(table.schema.metadata or {})
+    payload = {"klomflow_version": klomflow.__version__} | (metadata or {})
+    stored[b"klomflow"] = json.dumps(payload, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(stored)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+
+
+def read_parquet_metadata(path) -> dict:
+    stored = pq.read_schema(path).metadata or {}
+    return json.loads(stored.get(b"klomflow", b"{}"))
+
+
+def shard_ranges(n_models: int, per_job: int) -> list[range]:
+    """Model indices of each job: [0, per_job), [per_job, 2 per_job), ..."""
+    return [range(start, min(start + per_job, n_models)) for start in range(0, n_models, per_job)]

@@ -1,0 +1,153 @@
+"""KLOM: per-point binned KL divergence between unlearned and oracle margins.
+
+Follows ../shared/KLOM.md (Georgiev et al. 2024, appendix E.1, and the
+authors' evaluation code) so that numbers are comparable with published ones.
+`klom_per_point` is the vectorised implementation used by the workflow;
+`klom_one_point_reference` is a literal, one-point-at-a-time transcription kept
+for the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Bump when a change to this module can change KLOM values: it enters the KLOM
+# rules' params, so Snakemake recomputes every KLOM file (README, "Code versions").
+VERSION = "1"
+
+BINNINGS = ("reference", "inclusive")
+DIRECTIONS = ("unlearned_to_oracle", "oracle_to_unlearned")
+SPLITS = ("forget", "retain", "val")
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True)
+class KlomOptions:
+    bins: int = 20
+    eps: float = 1e-5
+    clip: float = 100.0
+    binning: str = "reference"
+    direction: str = "unlearned_to_oracle"
+
+    def __post_init__(self):
+        if self.binning not in BINNINGS:
+            raise ValueError(f"klom.binning must be one of {BINNINGS}, got {self.binning!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"klom.direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.bins < 1 or self.eps <= 0 or self.clip <= 0:
+            raise ValueError("klom.bins, klom.eps and klom.clip must be positive")
+
+
+def _bin_probabilities(samples, edges, bins: int, binning: str):
+    """Histogram of `samples` [n_models, n_points] over per-point `edges` [n_points, bins+1].
+
+    Returns probabilities [n_points, bins]. Reference binning is
+    numpy.digitize(value, edges) keeping indices 1..bins only, so a sample equal
+    to the upper edge is dropped; inclusive binning closes the last bin.
+    """
+    # digitize(x, edges) with increasing edges = number of edges <= x.
+    index = (samples[:, :, None] >= edges[None, :, :]).sum(axis=2)  # [n_models, n_points]
+    if binning == "inclusive":
+        index = np.minimum(index, bins)
+    counts = np.zeros((samples.shape[1], bins + 2), dtype=np.int64)
+    point = np.broadcast_to(np.arange(samples.shape[1]), samples.shape)
+    np.add.at(counts, (point.ravel(), index.ravel()), 1)
+    counts = counts[:, 1 : bins + 1]
+    total = counts.sum(axis=1, keepdims=True)
+    # A side whose every sample sits on the upper edge has no counted sample;
+    # the reference code then divides 0 by 0 and its `p > 0` mask skips the
+    # point (KLOM 0). Only margins all clipped at +clip can do that.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        probabilities = counts / total
+    return np.nan_to_num(probabilities, nan=0.0)
+
+
+def klom_per_point(unlearned, oracle, options: KlomOptions = KlomOptions(), chunk: int = 4096):
+    """KLOM of every point.
+
+    unlearned: [n_unlearned, n_points] margins; oracle: [n_oracle, n_points].
+    Returns float64 [n_points].
+    """
+    unlearned = np.asarray(unlearned, dtype=np.float64)
+    oracle = np.asarray(oracle, dtype=np.float64)
+    if unlearned.ndim != 2 or oracle.ndim != 2 or unlearned.shape[1] != oracle.shape[1]:
+        raise ValueError(
+            f"margins must be [n_models, n_points] with equal n_points, got "
+            f"{unlearned.shape} and {oracle.shape}"
+        )
+    if len(unlearned) == 0 or len(oracle) == 0:
+        raise ValueError("KLOM needs at least one model on each side")
+    result = np.empty(unlearned.shape[1])
+    for start in range(0, unlearned.shape[1], chunk):
+        window = slice(start, start + chunk)
+        result[window] = _klom_chunk(unlearned[:, window], oracle[:, window], options)
+    return result
+
+
+def _klom_chunk(unlearned, oracle, options: KlomOptions):
+    u = np.clip(unlearned, -options.clip, options.clip)
+    o = np.clip(oracle, -options.clip, options.clip)
+    low = np.minimum(u.min(axis=0), o.min(axis=0))
+    high = np.maximum(u.max(axis=0), o.max(axis=0))
+    high = np.where(high <= low, low + 1.0, high)
+    edges = np.linspace(low, high, options.bins + 1, axis=1)  # [n_points, bins+1]
+    p_u = _bin_probabilities(u, edges, options.bins, options.binning)
+    p_o = _bin_probabilities(o, edges, options.bins, options.binning)
+    p, q = (p_u, p_o) if options.direction == "unlearned_to_oracle" else (p_o, p_u)
+    q = np.maximum(q, options.eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p / q), 0.0)
+    return terms.sum(axis=1)
+
+
+def klom_one_point_reference(u, o, options: KlomOptions = KlomOptions()) -> float:
+    """KLOM of one point, written as KLOM.md states it, with numpy's own binning."""
+    u = np.clip(np.asarray(u, dtype=np.float64), -options.clip, options.clip)
+    o = np.clip(np.asarray(o, dtype=np.float64), -options.clip, options.clip)
+    low = min(u.min(), o.min())
+    high = max(u.max(), o.max())
+    if high <= low:
+        high = low + 1
+    edges = np.linspace(low, high, options.bins + 1)
+
+    def probabilities(sample):
+        if options.binning == "inclusive":
+            counts, _ = np.histogram(sample, bins=edges)
+        else:
+            index = np.digitize(sample, edges)
+            counts = np.array([(index == i).sum() for i in range(1, options.bins + 1)])
+        return counts / counts.sum() if counts.sum() else np.zeros(options.bins)
+
+    p, q = probabilities(u), probabilities(o)
+    if options.direction == "oracle_to_unlearned":
+        p, q = q, p
+    total = 0.0
+    for p_bin, q_bin in zip(p, q):
+        if p_bin > 0:
+            total += p_bin * np.log(p_bin / max(q_bin, options.eps))
+    return float(total)
+
+
+def finite_models(margins) -> np.ndarray:
+    """Boolean [n_models]: rows without NaN or infinity (diverged runs are excluded)."""
+    return np.isfinite(np.asarray(margins)).all(axis=1)
+
+
+def summarise(values) -> dict:
+    """Mean, std and percentiles (numpy linear interpolation) of per-point KLOM values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"klom_mean": np.nan, "klom_std": np.nan} | {
+            f"klom_p{q}": np.nan for q in PERCENTILES
+        }
+    summary = {"klom_mean": float(values.mean()), "klom_std": float(values.std())}
+    for q in PERCENTILES:
+        summary[f"klom_p{q}"] = float(np.percentile(values, q))
+    return summary
+
+
+def average_95(p95_by_split: dict) -> float:
+    """The headline number: mean of the forget, retain and validation 95th percentiles."""
+    return float(np.mean([p95_by_split[split] for split in SPLITS]))

@@ -1,0 +1,35 @@
+"""Job logs: timestamped lines, flushed at once so a user can `tail -f` a long job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def open_log(path=None):
+    """A `log(message)` function appending to `path` (stderr when None).
+
+    Appending keeps the lines of earlier attempts of a retried job, which show
+    where it resumed from.
+    """
+    if path is None:
+        stream = sys.stderr
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(path, "a", buffering=1)
+
+    def log(message: str) -> None:
+        stream.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}\n")
+        stream.flush()
+
+    return log
+
+
+def script_context(snakemake):
+    """(log, config) for a workflow script; pins torch to the job's thread count."""
+    import torch
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    log = open_log(snakemake.log[0] if snakemake.log else None)
+    return log, snakemake.config

@@ -1,0 +1,85 @@
+"""The one interface every unlearning method implements.
+
+A method is a function `unlearn(model, data, params) -> model` plus its
+default hyperparameters. It receives the original model (a private copy it
+may modify in place), the data it may touch, and its resolved
+hyperparameters, and returns the unlearned model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from klomflow.training import autocast
+
+
+@dataclass
+class UnlearningData:
+    """What an unlearning method may use; tensors live on `device`."""
+
+    train_x: torch.Tensor  # [n_train, ...]
+    train_y: torch.Tensor  # [n_train]
+    forget_indices: torch.Tensor  # [n_forget] int64, into the training set
+    retain_indices: torch.Tensor  # [n_retain] int64, the rest of the training set
+    n_classes: int
+    generator: torch.Generator  # CPU generator; the method's only source of randomness
+    device: torch.device
+    log: Callable[[str], None] = print
+    # Inputs only some methods declare in `Method.needs`, e.g. held-out oracle
+    # logits for oracle_matching or datamodels for dmm.
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def forget_x(self):
+        return self.train_x[self.forget_indices]
+
+    @property
+    def forget_y(self):
+        return self.train_y[self.forget_indices]
+
+    @property
+    def retain_x(self):
+        return self.train_x[self.retain_indices]
+
+    @property
+    def retain_y(self):
+        return self.train_y[self.retain_indices]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    unlearn: Callable[[nn.Module, UnlearningData, dict], nn.Module]
+    # Every hyperparameter with its default; config keys outside it are errors.
+    defaults: dict
+    # Bump when a change can alter this method's output; it enters the unlearn
+    # rule's params so Snakemake reruns exactly this method's jobs.
+    version: str = "1"
+    # Designed for forgetting a whole class: refuses other forget sets.
+    class_only: bool = False
+    # Extra inputs the workflow must provide in UnlearningData.extras.
+    needs: tuple = ()
+    # Uses oracles: an upper-bound diagnostic, not a competitor.
+    diagnostic: bool = False
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device):
+    """Index batches over range(n) in an order drawn from `generator`."""
+    return torch.randperm(n, generator=generator).to(device).split(batch_size)
+
+
+def cross_entropy(model, x, y, device):
+    with autocast(device):
+        return F.cross_entropy(model(x), y)
+
+
+def sgd(model, params: dict):
+    """SGD from a method's `lr`, `momentum` and `weight_decay` hyperparameters."""
+    return torch.optim.SGD(model.parameters(), lr=params["lr"],
+                           momentum=params.get("momentum", 0.0),
+                           weight_decay=params.get("weight_decay", 0.0))

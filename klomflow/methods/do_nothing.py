@@ -1,0 +1,14 @@
+"""do_nothing: return the original model unchanged.
+
+The baseline every KLOM table needs: it shows how far the original models are
+from the oracles, so it scores high on the forget split.
+"""
+
+from klomflow.methods.base import Method
+
+
+def unlearn(model, data, params):
+    return model
+
+
+METHOD = Method(name="do_nothing", unlearn=unlearn, defaults={})

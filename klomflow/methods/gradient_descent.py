@@ -1,0 +1,29 @@
+"""gradient_descent (GD, "fine-tune"): keep training on the retain set only.
+
+The forget set's influence decays as the model fits the retain set
+(catastrophic forgetting). Data: retain set only. SGD with momentum and
+weight decay, as in the KLOM benchmark's fine-tuning baseline.
+"""
+
+from klomflow.methods.base import Method, cross_entropy, sgd, shuffled_batches
+
+
+def unlearn(model, data, params):
+    model.train()
+    optimizer = sgd(model, params)
+    for _ in range(params["epochs"]):
+        for batch in shuffled_batches(len(data.retain_indices), params["batch_size"],
+                                      data.generator, data.device):
+            index = data.retain_indices[batch]
+            loss = cross_entropy(model, data.train_x[index], data.train_y[index], data.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model
+
+
+METHOD = Method(
+    name="gradient_descent",
+    unlearn=unlearn,
+    defaults={"lr": 0.01, "epochs": 3, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4},
+)

@@ -1,0 +1,212 @@
+"""Jobs' work: train a shard of models, unlearn a shard of models.
+
+A job handles a shard of seeds because starting a process costs more than
+training a small model. Training checkpoints every model it finishes, and
+the model in progress after its epochs, under a resume folder that is not a
+declared output, so a killed job continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import klomflow
+from klomflow import training
+from klomflow.config import MethodSetting, model_seed, stable_hash
+from klomflow.datasets import Dataset, load_dataset
+from klomflow.io import load_torch, save_torch, shard_ranges
+from klomflow.methods import METHODS, UnlearningData
+from klomflow.models import build_model
+from klomflow.training import Recipe, TrainingState, pick_device, predict_logits, train_model
+
+ROLES = ("original", "oracle")
+
+
+def indices_digest(indices) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def dataset_for(config: dict, base_dir=".") -> Dataset:
+    dataset = dict(config["dataset"])
+    dataset["data_dir"] = str(Path(base_dir) / dataset["data_dir"])
+    return load_dataset(dataset)
+
+
+def n_models(config: dict, role: str) -> int:
+    """Models a role trains: originals, or scored plus held-out oracles per forget set."""
+    models = config["models"]
+    if role == "original":
+        return models["n_originals"]
+    return models["n_oracles"] + models["n_holdout_oracles"]
+
+
+def shard_indices(config: dict, role: str, shard: int) -> range:
+    ranges = shard_ranges(n_models(config, role), config["models"]["seeds_per_job"])
+    if not 0 <= shard < len(ranges):
+        raise ValueError(f"{role} shard {shard} does not exist; there are {len(ranges)}")
+    return ranges[shard]
+
+
+def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
+    """Seed of model `index` of a role; oracles of each forget set get their own seeds."""
+    return model_seed(config["models"]["base_seed"], role, forget_set or "", index)
+
+
+def training_indices(n_train: int, forget_indices) -> np.ndarray:
+    keep = np.ones(n_train, dtype=bool)
+    if forget_indices is not None:
+        keep[np.asarray(forget_indices)] = False
+    return np.flatnonzero(keep)
+
+
+def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str | None = None,
+                forget_indices=None, log=print, base_dir=".", device=None):
+    """Train shard `shard` of `role` ("original" or "oracle" of `forget_set`).
+
+    Returns (checkpoint payload, logits [n_models_in_shard, n_points, n_classes]).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role == "oracle" and forget_indices is None:
+        raise ValueError("oracles need their forget set's indices")
+    device = device or pick_device()
+    dataset = dataset_for(config, base_dir).to(device)
+    recipe = Recipe.from_config(config["train"])
+    keep = training_indices(dataset.n_train, forget_indices)
+    keep_on_device = torch.as_tensor(keep, device=device)
+    x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
+    resume_dir = Path(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    records, logits = [], []
+    for index in shard_indices(config, role, shard):
+        seed = training_seed(config, role, forget_set, index)
+        label = f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})"
+        # The fingerprint ties resume files to exactly this model's inputs, so a
+        # changed config never resumes from a stale checkpoint.
+        fingerprint = stable_hash([config["dataset"], config["model"], config["train"], seed,
+                                   indices_digest(keep), training.VERSION])
+        finished_path = resume_dir / f"model_{index}.pt"
+        finished = load_torch(finished_path) if finished_path.exists() else None
+        if finished is not None and finished["fingerprint"] == fingerprint:
+            log(f"{label}: already trained before the job restarted; reusing it")
+        else:
+            finished = _train_one(config, dataset, x, y, recipe, seed, label, fingerprint,
+                                  resume_dir / "current.pt", device, log)
+            save_torch(finished_path, finished)
+        records.append({
+            "index": index,
+            "seed": seed,
+            "forget_set": forget_set,
+            "train_indices": keep.astype(np.int32),
+            "train_indices_sha256": indices_digest(keep),
+            "train_seconds": finished["train_seconds"],
+            "state_dict": finished["state_dict"],
+        })
+        logits.append(finished["logits"])
+    checkpoint = {
+        "role": role,
+        "forget_set": forget_set,
+        "config": config,
+        "klomflow_version": klomflow.__version__,
+        "training_version": training.VERSION,
+        "models": records,
+    }
+    return checkpoint, np.stack(logits)
+
+
+def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_path, device,
+               log):
+    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+    generator = torch.Generator().manual_seed(seed + 1)  # shuffling; init used `seed`
+    resume = None
+    if current_path.exists():
+        saved = load_torch(current_path)
+        if saved["fingerprint"] == fingerprint:
+            resume = saved["state"]
+    interval = config["models"]["resume_checkpoint_seconds"]
+    last_save = [time.monotonic()]
+
+    def checkpoint_epoch(state: TrainingState):
+        # Saving costs little next to an epoch of a real model, but thousands of
+        # tiny epochs would be slowed down by it: save at most every `interval` s.
+        if time.monotonic() - last_save[0] >= interval:
+            save_torch(current_path, {"fingerprint": fingerprint, "state": state})
+            log(f"{label}: epoch checkpoint after epoch {state.epoch}")
+            last_save[0] = time.monotonic()
+
+    started = time.perf_counter()
+    train_model(model, x, y, recipe, generator, device, log=log, label=label, resume=resume,
+                on_epoch_end=checkpoint_epoch)
+    seconds = time.perf_counter() - started
+    logits = predict_logits(model, dataset.eval_x, device)
+    state_dict = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+    return {"fingerprint": fingerprint, "state_dict": state_dict, "logits": logits,
+            "train_seconds": seconds}
+
+
+def finish_resume(resume_dir) -> None:
+    """Remove a job's resume folder once its outputs are written."""
+    shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def _is_finite(model) -> bool:
+    return all(torch.isfinite(value).all() for value in model.state_dict().values()
+               if value.is_floating_point())
+
+
+def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_indices,
+                  original_checkpoint: dict, log=print, base_dir=".", device=None, extras=None):
+    """Apply one method setting to every original model of a shard.
+
+    Unlearned model k starts from original model k. Returns
+    (logits [n_models_in_shard, n_points, n_classes], runs table, unlearned state dicts).
+    """
+    device = device or pick_device()
+    method = METHODS[setting.method]
+    dataset = dataset_for(config, base_dir).to(device)
+    forget = torch.as_tensor(np.asarray(forget_indices), device=device)
+    retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)
+    logits, rows, states = [], [], []
+    for record in original_checkpoint["models"]:
+        index = record["index"]
+        seed = model_seed(config["models"]["base_seed"], "unlearn", forget_set, setting.entry,
+                          setting.config_id, index)
+        model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+        model.load_state_dict(copy.deepcopy(record["state_dict"]))
+        model.to(device)
+        data = UnlearningData(
+            train_x=dataset.train_x, train_y=dataset.train_y, forget_indices=forget,
+            retain_indices=retain, n_classes=dataset.n_classes,
+            generator=torch.Generator().manual_seed(seed), device=device, log=log,
+            extras=extras or {},
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # any stray global draw is seeded too
+            model = method.unlearn(model, data, setting.params)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        model_logits = predict_logits(model, dataset.eval_x, device)
+        diverged = not (_is_finite(model) and np.isfinite(model_logits).all())
+        correct = model_logits.argmax(-1) == dataset.eval_y.cpu().numpy()
+        forget_accuracy = float(correct[np.asarray(forget_indices)].mean())
+        log(f"{setting.entry}/{setting.config_id} on {forget_set}: model {index} (seed {seed}) "
+            f"unlearned in {seconds:.2f}s; forget accuracy {forget_accuracy:.3f}"
+            f"{'; DIVERGED (NaN or infinite outputs)' if diverged else ''}")
+        logits.append(model_logits)
+        rows.append({"index": index, "seed": seed, "original_seed": record["seed"],
+                     "unlearning_seconds": seconds, "diverged": diverged})
+        states.append({name: value.detach().cpu().clone()
+                       for name, value in model.state_dict().items()})
+    return np.stack(logits), pd.DataFrame(rows), states

@@ -1,0 +1,124 @@
+"""From margins to tables: per-point KLOM files and the summary tables.
+
+Accuracy is read off margins: a point is classified correctly when its
+margin is positive (the true class beats every other class), so the
+accuracy table needs no logits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from klomflow.klom import SPLITS, KlomOptions, average_95, finite_models, klom_per_point, summarise
+
+# Row name of the noise-floor reference: held-out oracles against the scored oracles.
+NOISE_FLOOR = "oracle_holdout"
+NOISE_FLOOR_CONFIG_ID = "reference"
+
+
+def point_splits(n_train: int, n_val: int, forget_indices) -> np.ndarray:
+    """Split of every evaluation point: forget, retain (training) or val."""
+    splits = np.array(["retain"] * n_train + ["val"] * n_val, dtype=object)
+    splits[np.asarray(forget_indices)] = "forget"
+    return splits
+
+
+def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
+                options: KlomOptions) -> tuple[pd.DataFrame, dict]:
+    """Per-point KLOM of one (forget set, method setting).
+
+    Models whose margins hold NaN or infinity are diverged runs: they are
+    counted and left out. Returns (table of point, split, klom; counts).
+    """
+    unlearned_margins = np.asarray(unlearned_margins)
+    oracle_margins = np.asarray(oracle_margins)
+    finite = finite_models(unlearned_margins)
+    if not finite_models(oracle_margins).all():
+        raise ValueError("oracle margins hold NaN or infinite values: the oracles are broken")
+    counts = {"n_unlearned": int(finite.sum()), "n_oracle": len(oracle_margins),
+              "n_diverged": int((~finite).sum())}
+    n_points = unlearned_margins.shape[1]
+    splits = point_splits(n_train, n_points - n_train, forget_indices)
+    if finite.sum() == 0:
+        values = np.full(n_points, np.nan)
+    else:
+        values = klom_per_point(unlearned_margins[finite], oracle_margins, options)
+    frame = pd.DataFrame({"point": np.arange(n_points, dtype=np.int64),
+                          "split": pd.Series(splits, dtype="string"), "klom": values})
+    return frame, counts
+
+
+def summary_rows(points: pd.DataFrame, identity: dict, counts: dict, options: KlomOptions):
+    """One row per split: identity columns, counts, KLOM statistics and options."""
+    option_columns = {f"klom_{name}": value for name, value in vars(options).items()}
+    rows = []
+    for split in SPLITS:
+        values = points.loc[points["split"] == split, "klom"].to_numpy()
+        rows.append(identity | {"split": split, "n_points": len(values)} | counts
+                    | summarise(values) | option_columns)
+    return rows
+
+
+def klom_table(entries) -> pd.DataFrame:
+    """`entries`: iterable of (points, metadata) with identity, counts and options in metadata."""
+    rows = []
+    for points, metadata in entries:
+        options = KlomOptions(**metadata["klom_options"])
+        rows += summary_rows(points, metadata["identity"], metadata["counts"], options)
+    return pd.DataFrame(rows)
+
+
+def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None):
+    """Forget, retain and validation accuracy of each model (row of margins)."""
+    margins = np.asarray(margins)
+    splits = point_splits(n_train, margins.shape[1] - n_train, forget_indices)
+    rows = []
+    for row, seed in enumerate(seeds):
+        correct = margins[row] > 0
+        entry = identity | {"seed": int(seed)}
+        for split in SPLITS:
+            entry[f"{split}_accuracy"] = float(correct[splits == split].mean())
+        if seconds is not None:
+            entry["unlearning_seconds"] = float(seconds[row])
+        entry["diverged"] = not bool(np.isfinite(margins[row]).all())
+        rows.append(entry)
+    return rows
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """p95 per split and average_95, one row per method setting, per forget set."""
+    lines = ["# KLOM summary (95th percentile of per-point KLOM; lower is better)", ""]
+    if len(table):
+        first = table.iloc[0]
+        lines.append(f"dataset `{first['dataset']}`, model `{first['model']}`, "
+                     f"binning `{first['klom_binning']}`, direction `{first['klom_direction']}`, "
+                     f"{first['klom_bins']} bins. `{NOISE_FLOOR}` is the noise floor: held-out "
+                     f"oracles scored against the scored oracles.")
+        lines.append("")
+    for forget_set, group in table.groupby("forget_set", sort=True):
+        lines += [f"## {forget_set}", "",
+                  "| method | config_id | forget | retain | val | average_95 | n_unlearned "
+                  "| n_diverged |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        wide = group.pivot_table(index=["method", "config_id"], columns="split",
+                                 values="klom_p95", dropna=False)
+        counts = group.groupby(["method", "config_id"])[["n_unlearned", "n_diverged"]].first()
+        order = sorted(wide.index, key=lambda key: (key[0] != NOISE_FLOOR, key))
+        for key in order:
+            p95 = wide.loc[key]
+            average = average_95({split: p95.get(split, np.nan) for split in SPLITS})
+            lines.append(
+                f"| {key[0]} | {key[1]} | {p95.get('forget', np.nan):.3f} | "
+                f"{p95.get('retain', np.nan):.3f} | {p95.get('val', np.nan):.3f} | "
+                f"{average:.3f} | {counts.loc[key, 'n_unlearned']} | "
+                f"{counts.loc[key, 'n_diverged']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def params_json(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)

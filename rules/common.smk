@@ -1,0 +1,176 @@
+# Config validation and the input functions every stage uses.
+import json
+
+from snakemake.exceptions import WorkflowError
+
+import klomflow.config
+import klomflow.runs
+from klomflow import klom as klom_module
+from klomflow import training
+from klomflow.io import shard_ranges
+from klomflow.methods import METHODS
+from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
+
+# Validate everything before any job is planned; the message names the key.
+try:
+    RESOLVED = klomflow.config.validate(config, base_dir=".")
+except klomflow.config.ConfigError as error:
+    raise WorkflowError(f"config.yaml: {error}") from None
+# Scripts read the resolved config (defaults filled in) through snakemake.config.
+config.update(RESOLVED)
+
+SETTINGS = klomflow.config.method_settings(config)
+SETTING_BY_ID = {(s.entry, s.config_id): s for s in SETTINGS}
+FORGET_SETS = list(config["forget_sets"])
+
+
+wildcard_constraints:
+    shard=r"\d+",
+    forget_set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    method=r"(?!oracle_holdout$)[A-Za-z0-9][A-Za-z0-9_.-]*",
+    config_id=r"[0-9a-f]{10}",
+
+
+def n_shards(role):
+    models = config["models"]
+    total = models["n_originals"]
+    if role == "oracle":
+        total = models["n_oracles"] + models["n_holdout_oracles"]
+    return len(shard_ranges(total, models["seeds_per_job"]))
+
+
+def training_params(wildcards, role):
+    """What defines a trained shard; a change here retrains it (rerun trigger)."""
+    models = config["models"]
+    indices = klomflow.runs.shard_indices(config, role, int(wildcards.shard))
+    return {
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "train": config["train"],
+        "base_seed": models["base_seed"],
+        "models": [indices.start, indices.stop],
+        "training_version": training.VERSION,
+    }
+
+
+def original_training_params(wildcards):
+    return training_params(wildcards, "original")
+
+
+def oracle_training_params(wildcards):
+    return training_params(wildcards, "oracle")
+
+
+def original_logit_shards(wildcards):
+    return expand(
+        "results/logits/original/shard_{shard}.npy", shard=range(n_shards("original"))
+    )
+
+
+def oracle_logit_shards(wildcards):
+    return expand(
+        "results/logits/oracle/{forget_set}/shard_{shard}.npy",
+        forget_set=wildcards.forget_set,
+        shard=range(n_shards("oracle")),
+    )
+
+
+def method_setting(wildcards):
+    """The MethodSetting a job's wildcards name, or an error naming them."""
+    key = (wildcards.method, wildcards.config_id)
+    if key not in SETTING_BY_ID:
+        raise WorkflowError(f"no method setting {key} in config.yaml")
+    return SETTING_BY_ID[key]
+
+
+def unlearning_params(wildcards):
+    """What defines an unlearned shard; a change here reruns it (rerun trigger)."""
+    setting = method_setting(wildcards)
+    return {
+        "method": setting.method,
+        "params": setting.params,
+        "method_version": METHODS[setting.method].version,
+        "training": original_training_params(wildcards),
+    }
+
+
+def unlearned_logit_shards(wildcards):
+    return expand(
+        "results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
+        forget_set=wildcards.forget_set,
+        method=wildcards.method,
+        config_id=wildcards.config_id,
+        shard=range(n_shards("original")),
+    )
+
+
+def unlearned_run_shards(wildcards):
+    return expand(
+        "results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
+        forget_set=wildcards.forget_set,
+        method=wildcards.method,
+        config_id=wildcards.config_id,
+        shard=range(n_shards("original")),
+    )
+
+
+def klom_params(wildcards):
+    """KLOM options and identity of a per-point KLOM file (rerun trigger)."""
+    identity = {
+        "dataset": config["dataset"]["name"],
+        "model": config["model"]["name"],
+        "forget_set": wildcards.forget_set,
+    }
+    if wildcards.get("method", NOISE_FLOOR) == NOISE_FLOOR:
+        identity |= {"method": NOISE_FLOOR, "config_id": NOISE_FLOOR_CONFIG_ID}
+        identity |= {"implementation": NOISE_FLOOR, "params": "{}", "diagnostic": False}
+    else:
+        setting = method_setting(wildcards)
+        identity |= {"method": setting.entry, "config_id": setting.config_id}
+        identity |= {
+            "implementation": setting.method,
+            "params": json.dumps(setting.params, sort_keys=True),
+            "diagnostic": METHODS[setting.method].diagnostic,
+        }
+    return {
+        "identity": identity,
+        "klom_options": config["klom"],
+        "klom_version": klom_module.VERSION,
+    }
+
+
+def setting_outputs(pattern):
+    """`pattern` filled in for every (forget set, method setting) pair."""
+    return [
+        pattern.format(forget_set=forget_set, method=s.entry, config_id=s.config_id)
+        for s in SETTINGS
+        for forget_set in s.forget_sets
+    ]
+
+
+def klom_files(wildcards=None):
+    noise_floor = expand(
+        "results/klom/{forget_set}/{method}/{config_id}.parquet",
+        forget_set=FORGET_SETS,
+        method=NOISE_FLOOR,
+        config_id=NOISE_FLOOR_CONFIG_ID,
+    )
+    return noise_floor + setting_outputs(
+        "results/klom/{forget_set}/{method}/{config_id}.parquet"
+    )
+
+
+def unlearned_margin_files(wildcards=None):
+    return setting_outputs("results/margins/unlearned/{forget_set}/{method}/{config_id}.npy")
+
+
+def unlearned_run_files(wildcards=None):
+    return setting_outputs("results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet")
+
+
+def final_tables():
+    return [
+        "results/tables/klom.parquet",
+        "results/tables/klom_summary.md",
+        "results/tables/accuracy.parquet",
+    ]

@@ -1,0 +1,24 @@
+# The dataset: the evaluation points, and an explicit download for torchvision datasets.
+
+
+rule prepare_data:
+    output:
+        points="results/data/points.parquet",
+    params:
+        dataset=config["dataset"],
+    log:
+        "results/logs/prepare_data.log",
+    script:
+        "../workflow_scripts/prepare_data.py"
+
+
+# Only when asked for: `snakemake --cores 1 download_data` (needs the network).
+rule download_data:
+    output:
+        marker=f"{config['dataset']['data_dir']}/.klomflow_{config['dataset']['name']}_downloaded",
+    params:
+        dataset=config["dataset"],
+    log:
+        "results/logs/download_data.log",
+    script:
+        "../workflow_scripts/download_data.py"

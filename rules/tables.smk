@@ -1,0 +1,34 @@
+# The reductions: KLOM and accuracy tables over every forget set and method setting.
+
+
+rule reduce_klom:
+    input:
+        klom=klom_files(),
+    output:
+        table="results/tables/klom.parquet",
+        summary="results/tables/klom_summary.md",
+    log:
+        "results/logs/reduce_klom.log",
+    script:
+        "../workflow_scripts/reduce_klom.py"
+
+
+rule tabulate_accuracy:
+    input:
+        points=rules.prepare_data.output.points,
+        original=rules.gather_original_margins.output.margins,
+        oracle=expand(rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS),
+        forget_sets=expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
+        unlearned=unlearned_margin_files(),
+        runs=unlearned_run_files(),
+    params:
+        identity={
+            "dataset": config["dataset"]["name"],
+            "model": config["model"]["name"],
+        },
+    output:
+        table="results/tables/accuracy.parquet",
+    log:
+        "results/logs/tabulate_accuracy.log",
+    script:
+        "../workflow_scripts/tabulate_accuracy.py"

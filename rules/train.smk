@@ -1,0 +1,60 @@
+# Originals (full training set) and oracles (training set minus one forget set),
+# a shard of seeds per job; then their margins, gathered in seed order.
+
+
+rule train_originals:
+    output:
+        checkpoint="results/models/original/shard_{shard}.pt",
+        logits="results/logits/original/shard_{shard}.npy",
+    params:
+        training=original_training_params,
+        # Epoch checkpoints live outside the outputs so a failed job keeps them.
+        resume_dir="results/resume/original/shard_{shard}",
+    log:
+        "results/logs/train_originals/shard_{shard}.log",
+    threads: 1
+    script:
+        "../workflow_scripts/train_models.py"
+
+
+rule train_oracles:
+    input:
+        forget_set=rules.make_forget_set.output.indices,
+    output:
+        checkpoint="results/models/oracle/{forget_set}/shard_{shard}.pt",
+        logits="results/logits/oracle/{forget_set}/shard_{shard}.npy",
+    params:
+        training=oracle_training_params,
+        resume_dir="results/resume/oracle/{forget_set}/shard_{shard}",
+    log:
+        "results/logs/train_oracles/{forget_set}/shard_{shard}.log",
+    threads: 1
+    script:
+        "../workflow_scripts/train_models.py"
+
+
+rule gather_original_margins:
+    input:
+        logits=original_logit_shards,
+        points=rules.prepare_data.output.points,
+    output:
+        margins="results/margins/original.npy",
+    log:
+        "results/logs/gather_original_margins.log",
+    script:
+        "../workflow_scripts/gather_margins.py"
+
+
+rule gather_oracle_margins:
+    input:
+        logits=oracle_logit_shards,
+        points=rules.prepare_data.output.points,
+    output:
+        scored="results/margins/oracle/{forget_set}.npy",
+        holdout="results/margins/oracle_holdout/{forget_set}.npy",
+    params:
+        n_scored=config["models"]["n_oracles"],
+    log:
+        "results/logs/gather_oracle_margins/{forget_set}.log",
+    script:
+        "../workflow_scripts/gather_margins.py"

@@ -1,0 +1,32 @@
+# Unlearning: one method setting applied to a shard of original models.
+
+
+rule unlearn:
+    input:
+        checkpoint="results/models/original/shard_{shard}.pt",
+        forget_set=rules.make_forget_set.output.indices,
+    output:
+        logits="results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
+        runs="results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
+    params:
+        unlearning=unlearning_params,
+        checkpoint_path="results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt",
+    log:
+        "results/logs/unlearn/{forget_set}/{method}/{config_id}/shard_{shard}.log",
+    threads: 1
+    script:
+        "../workflow_scripts/unlearn.py"
+
+
+rule gather_unlearned_margins:
+    input:
+        logits=unlearned_logit_shards,
+        runs=unlearned_run_shards,
+        points=rules.prepare_data.output.points,
+    output:
+        margins="results/margins/unlearned/{forget_set}/{method}/{config_id}.npy",
+        runs="results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet",
+    log:
+        "results/logs/gather_unlearned_margins/{forget_set}/{method}/{config_id}.log",
+    script:
+        "../workflow_scripts/gather_margins.py"
