@@ -117,7 +117,7 @@ ensure() {
 install_packages() {
     local missing=0 cmd
     for cmd in munged mariadbd slurmdbd slurmctld slurmd sbatch sacct sacctmgr; do
-        command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing=1
+        command -v "$cmd" >/dev/null 2>&1 || missing=1
     done
     ((missing)) || return 0
     command -v apt-get >/dev/null || die "Slurm is not installed and apt-get is missing (this script expects Debian 12)"
@@ -364,6 +364,7 @@ wait_node_idle() {
 smoke_test() {
     local out=$STATE/smoke-%j.out jobid deadline state tres
     log "smoke test: sbatch --wait --account=$ACCOUNT --partition=$PARTITION --gpus=1 --wrap hostname"
+    # shellcheck disable=SC2016  # $CUDA_VISIBLE_DEVICES must expand inside the job
     jobid=$(timeout "$TIMEOUT" sbatch --parsable --wait --account="$ACCOUNT" --partition="$PARTITION" \
         --gpus=1 --time=1 --mem=64 -J klomflow-smoke -o "$out" \
         --wrap 'hostname; echo CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}') ||
@@ -443,7 +444,7 @@ cmd_stop() {
     # Jobs would outlive slurmd as orphaned slurmstepd processes; cancel them
     # first, but only on a controller this script started.
     if our_pid slurmctld >/dev/null && jobs=$(squeue -h -o %i 2>/dev/null) && [[ -n $jobs ]]; then
-        log "cancelling jobs still queued/running: $(echo $jobs)"
+        log "cancelling jobs still queued/running: ${jobs//$'\n'/ }"
         # shellcheck disable=SC2086
         scancel $jobs || true
         for ((i = 0; i < 15; i++)); do

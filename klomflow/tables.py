@@ -103,18 +103,15 @@ def summary_markdown(table: pd.DataFrame) -> str:
                   "| method | config_id | forget | retain | val | average_95 | n_unlearned "
                   "| n_diverged |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
-        wide = group.pivot_table(index=["method", "config_id"], columns="split",
-                                 values="klom_p95", dropna=False)
-        counts = group.groupby(["method", "config_id"])[["n_unlearned", "n_diverged"]].first()
-        order = sorted(wide.index, key=lambda key: (key[0] != NOISE_FLOOR, key))
-        for key in order:
-            p95 = wide.loc[key]
+        settings = sorted(group.groupby(["method", "config_id"]),
+                          key=lambda item: (item[0][0] != NOISE_FLOOR, item[0]))
+        for (method, config_id), rows in settings:
+            p95 = dict(zip(rows["split"], rows["klom_p95"]))
             average = average_95({split: p95.get(split, np.nan) for split in SPLITS})
             lines.append(
-                f"| {key[0]} | {key[1]} | {p95.get('forget', np.nan):.3f} | "
+                f"| {method} | {config_id} | {p95.get('forget', np.nan):.3f} | "
                 f"{p95.get('retain', np.nan):.3f} | {p95.get('val', np.nan):.3f} | "
-                f"{average:.3f} | {counts.loc[key, 'n_unlearned']} | "
-                f"{counts.loc[key, 'n_diverged']} |"
+                f"{average:.3f} | {rows['n_unlearned'].iloc[0]} | {rows['n_diverged'].iloc[0]} |"
             )
         lines.append("")
     return "\n".join(lines)

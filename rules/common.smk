@@ -83,6 +83,22 @@ def method_setting(wildcards):
     return SETTING_BY_ID[key]
 
 
+# Files behind each name a method may list in Method.needs; the unlearn script
+# loads them into UnlearningData.extras under the same name.
+EXTRA_INPUTS = {
+    "holdout_oracle_logits": "results/logits/oracle_holdout/{forget_set}.npy",
+}
+
+
+def method_extra_inputs(wildcards):
+    setting = method_setting(wildcards)
+    needs = METHODS[setting.method].needs
+    unknown = [name for name in needs if name not in EXTRA_INPUTS]
+    if unknown:
+        raise WorkflowError(f"{setting.method} needs {unknown}, which no rule provides")
+    return {name: EXTRA_INPUTS[name].format(**wildcards) for name in needs}
+
+
 def unlearning_params(wildcards):
     """What defines an unlearned shard; a change here reruns it (rerun trigger)."""
     setting = method_setting(wildcards)

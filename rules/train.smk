@@ -58,3 +58,18 @@ rule gather_oracle_margins:
         "results/logs/gather_oracle_margins/{forget_set}.log",
     script:
         "../workflow_scripts/gather_margins.py"
+
+
+# Held-out oracles' logits, for methods that fine-tune towards oracles
+# (oracle_matching); never the scored oracles.
+rule gather_holdout_oracle_logits:
+    input:
+        logits=oracle_logit_shards,
+    output:
+        logits="results/logits/oracle_holdout/{forget_set}.npy",
+    params:
+        n_scored=config["models"]["n_oracles"],
+    log:
+        "results/logs/gather_holdout_oracle_logits/{forget_set}.log",
+    script:
+        "../workflow_scripts/gather_holdout_oracle_logits.py"

@@ -19,6 +19,8 @@ logits, runs, states = unlearn_shard(
     load_array(snakemake.input.forget_set),
     load_torch(snakemake.input.checkpoint),
     log=log,
+    extras={name: load_array(path) for name, path in snakemake.input.items()
+            if name not in ("checkpoint", "forget_set")},
 )
 runs.insert(0, "forget_set", wildcards.forget_set)
 runs.insert(1, "method", wildcards.method)
