@@ -3,10 +3,10 @@
 
 rule unlearn:
     input:
-        checkpoint="results/models/original/shard_{shard}.pt",
-        forget_set=rules.make_forget_set.output.indices,
         # Inputs only some methods need (Method.needs), e.g. held-out oracle logits.
         unpack(method_extra_inputs),
+        checkpoint="results/models/original/shard_{shard}.pt",
+        forget_set=rules.make_forget_set.output.indices,
     output:
         logits="results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
         runs="results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
