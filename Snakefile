@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml unless --configfile names another (a merge would mix their methods).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "rules/common.smk"

@@ -3,9 +3,9 @@
 # on this machine, so the klomflow workflow can be run through Snakemake's
 # SLURM executor plugin exactly as on a real cluster.
 #
-#   sudo cluster/slurm_local.sh start    # install (if needed), configure, start, smoke-test
-#   sudo cluster/slurm_local.sh status   # what runs, sinfo, squeue
-#   sudo cluster/slurm_local.sh stop     # stop only the daemons this script started
+#   cluster/slurm_local.sh start    # (as root) install (if needed), configure, start, smoke-test
+#   cluster/slurm_local.sh status   # what runs, sinfo, squeue
+#   cluster/slurm_local.sh stop     # (as root) stop only the daemons this script started
 #
 # Assumptions (see shared/SLURM-LOCAL.md): Debian 12, run as root, no systemd
 # (daemons are plain background processes), slurm-wlm 22.05 from Debian.

@@ -38,6 +38,8 @@ DEFAULTS = {
 }
 # Method-entry keys that are not hyperparameters.
 RESERVED_METHOD_KEYS = ("method", "forget_sets")
+# Row names of the tables that no method entry may take.
+RESERVED_ENTRY_NAMES = ("oracle_holdout", "original", "oracle")
 # Nominal training-set sizes, used to check forget sets before a dataset is downloaded.
 NOMINAL_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "mnist": (60000, 10),
                  "fashion_mnist": (60000, 10)}
@@ -121,6 +123,8 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
     settings = []
     all_forget_sets = tuple(config["forget_sets"])
     for entry, raw in config["methods"].items():
+        if entry in RESERVED_ENTRY_NAMES:
+            raise ConfigError(f"methods.{entry}: the name is reserved for a reference row")
         raw = dict(raw or {})
         method_name = raw.pop("method", entry)
         if method_name not in methods:

@@ -29,5 +29,6 @@ def margins_reference(logits, labels):
     logits = np.asarray(logits, dtype=np.float64)
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
-    p_true = np.take_along_axis(probabilities, np.asarray(labels)[..., None], axis=-1)[..., 0]
+    index = np.broadcast_to(np.asarray(labels)[..., None], probabilities.shape[:-1] + (1,))
+    p_true = np.take_along_axis(probabilities, index, axis=-1)[..., 0]
     return np.log(p_true / (1 - p_true))

@@ -1,0 +1,109 @@
+"""Bad configs fail before any job runs, with a message that names the key."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from klomflow.config import ConfigError, method_settings, model_seed, validate, with_defaults
+
+DEFAULT = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+
+
+def edited(**changes):
+    config = copy.deepcopy(DEFAULT)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = config
+        for key in parents:
+            target = target[key]
+        if value is KeyError:
+            del target[last]
+        else:
+            target[last] = value
+    return config
+
+
+def test_default_config_is_valid():
+    resolved = validate(copy.deepcopy(DEFAULT))
+    assert resolved["klom"]["bins"] == 20
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"trian": {}}, "trian"),
+        ({"train__epochs": "thirty"}, "train.epochs"),
+        ({"train__learning_rate": 0.1}, "learning_rate"),
+        ({"models__n_oracles": 1}, "models.n_oracles"),
+        ({"models__n_originals": 1}, "models.n_originals"),
+        ({"klom__binning": "histogram"}, "klom.binning"),
+        ({"forget_sets__class_3__label": 12}, "forget_sets.class_3.label"),
+        ({"forget_sets__random_100__size": 0}, "forget_sets.random_100"),
+        ({"forget_sets__random_100__size": 100000}, "forget_sets.random_100.size"),
+        ({"forget_sets__random_100__colour": "red"}, "forget_sets.random_100"),
+        ({"methods__unheard_of": None}, "methods.unheard_of"),
+        ({"methods__gradient_ascent__lr": "1e-3"}, "methods.gradient_ascent.lr"),
+        ({"methods__gradient_ascent__epochs": 1.5}, "methods.gradient_ascent.epochs"),
+        ({"methods__gradient_ascent__momentun": 0.9}, "methods.gradient_ascent.momentun"),
+        ({"methods__gradient_ascent__forget_sets": ["nope"]}, "methods.gradient_ascent"),
+        ({"dataset__name": "imagenet"}, "dataset.name"),
+    ],
+)
+def test_bad_config_names_the_key(changes, key):
+    with pytest.raises(ConfigError) as error:
+        validate(edited(**changes))
+    assert key in str(error.value)
+
+
+def test_indices_forget_set_checks_range_and_emptiness(tmp_path):
+    np.save(tmp_path / "outside.npy", np.array([0, 5, 99999]))
+    np.save(tmp_path / "empty.npy", np.array([], dtype=np.int64))
+    (tmp_path / "good.txt").write_text("3\n1\n2\n2\n")
+    config = edited(forget_sets={"outside": {"kind": "indices", "path": "outside.npy"}})
+    with pytest.raises(ConfigError, match=r"forget_sets.outside.path: index 99999"):
+        validate(config, base_dir=tmp_path)
+    config = edited(forget_sets={"empty": {"kind": "indices", "path": "empty.npy"}})
+    with pytest.raises(ConfigError, match=r"forget_sets.empty is empty"):
+        validate(config, base_dir=tmp_path)
+    config = edited(forget_sets={"missing": {"kind": "indices", "path": "missing.npy"}})
+    with pytest.raises(ConfigError, match=r"forget_sets.missing.path: .*does not exist"):
+        validate(config, base_dir=tmp_path)
+    config = edited(forget_sets={"good": {"kind": "indices", "path": "good.txt"}})
+    validate(config, base_dir=tmp_path)
+
+
+def test_grids_expand_with_stable_config_ids():
+    config = with_defaults(edited(methods={"gradient_ascent": {"lr": [0.001, 0.01],
+                                                               "epochs": [1, 3]}}))
+    settings = method_settings(config)
+    assert len(settings) == 4
+    assert len({s.config_id for s in settings}) == 4
+    again = method_settings(with_defaults(edited(
+        methods={"gradient_ascent": {"epochs": [1, 3], "lr": [0.001, 0.01]}})))
+    assert [s.config_id for s in settings] == [s.config_id for s in again]
+    # Writing a default out explicitly, or as an int, does not change the id.
+    implicit = method_settings(with_defaults(edited(methods={"gradient_ascent": None})))
+    explicit = method_settings(with_defaults(edited(
+        methods={"gradient_ascent": {"momentum": 0, "lr": 0.01}})))
+    assert implicit[0].config_id == explicit[0].config_id
+
+
+def test_named_entries_can_reuse_an_implementation():
+    config = with_defaults(edited(methods={
+        "ga_slow": {"method": "gradient_ascent", "lr": 0.001, "forget_sets": ["class_3"]},
+        "gradient_ascent": None,
+    }))
+    slow, plain = method_settings(config)
+    assert slow.entry == "ga_slow" and slow.method == "gradient_ascent"
+    assert slow.forget_sets == ("class_3",)
+    assert plain.forget_sets == ("random_100", "class_3")
+
+
+def test_model_seeds_are_stable_and_distinct():
+    assert model_seed(0, "original", "", 3) == model_seed(0, "original", "", 3)
+    seeds = {model_seed(0, role, name, k) for role in ("original", "oracle")
+             for name in ("a", "b") for k in range(50)}
+    assert len(seeds) == 200
