@@ -87,6 +87,11 @@ def model_seed(base_seed: int, *parts) -> int:
     return int(stable_hash([base_seed, *parts], length=8), 16) & 0x7FFFFFFF
 
 
+def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
+    """Seed of model `index` of a role; oracles of each forget set get their own seeds."""
+    return model_seed(config["models"]["base_seed"], role, forget_set or "", index)
+
+
 @dataclass(frozen=True)
 class MethodSetting:
     """One grid point of one method entry."""

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 import klomflow
 
@@ -47,11 +46,15 @@ def load_array(path) -> np.ndarray:
 
 
 def save_torch(path, payload) -> None:
+    import torch  # imported here so that light jobs start without torch
+
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
 
 
 def load_torch(path):
+    import torch
+
     # Checkpoints hold numpy arrays and plain metadata beside tensors.
     return torch.load(path, map_location="cpu", weights_only=False)
 

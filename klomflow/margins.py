@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
-def margins_from_logits(logits, labels):
-    """margin = z[y] - logsumexp(z[j] for j != y), computed stably in float32 or better.
+def margins_from_logits(logits, labels) -> np.ndarray:
+    """margin = z[y] - logsumexp(z[j] for j != y), computed stably in float64.
 
-    logits: [..., n_points, n_classes] (torch or numpy); labels: [n_points].
-    Returns the same leading shape without the class axis, as float32 numpy.
+    logits: [..., n_points, n_classes]; labels: [n_points].
+    Returns float32 [..., n_points].
     """
-    logits = torch.as_tensor(np.asarray(logits) if not torch.is_tensor(logits) else logits)
-    logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
-    labels = labels.to(device=logits.device, dtype=torch.long)
-    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)
-    true_logit = logits.gather(-1, index).squeeze(-1)
-    # Mask the true class with -inf; logsumexp subtracts the maximum internally.
-    others = logits.scatter(-1, index, float("-inf"))
-    margin = true_logit - torch.logsumexp(others, dim=-1)
-    return margin.detach().cpu().numpy().astype(np.float32)
+    logits = np.asarray(logits, dtype=np.float64)
+    index = np.broadcast_to(np.asarray(labels)[..., None], logits.shape[:-1] + (1,))
+    true_logit = np.take_along_axis(logits, index, axis=-1)[..., 0]
+    others = logits.copy()
+    np.put_along_axis(others, index, -np.inf, axis=-1)
+    # Subtract the largest other logit before exponentiating (no overflow).
+    largest = others.max(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # NaN logits of diverged models stay NaN
+        log_sum = largest[..., 0] + np.log(np.exp(others - largest).sum(axis=-1))
+    return (true_logit - log_sum).astype(np.float32)
 
 
 def margins_reference(logits, labels):

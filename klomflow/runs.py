@@ -20,14 +20,16 @@ import torch
 
 import klomflow
 from klomflow import training
-from klomflow.config import MethodSetting, model_seed, stable_hash
+from klomflow.config import MethodSetting, model_seed, stable_hash, training_seed
+from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
 from klomflow.io import load_torch, save_torch, shard_ranges
 from klomflow.methods import METHODS, UnlearningData
 from klomflow.models import build_model
 from klomflow.training import Recipe, TrainingState, pick_device, predict_logits, train_model
 
-ROLES = ("original", "oracle")
+# Subset models train on random subsets of the training set, for datamodels.
+ROLES = ("original", "oracle", "subset")
 
 
 def indices_digest(indices) -> str:
@@ -45,19 +47,23 @@ def n_models(config: dict, role: str) -> int:
     models = config["models"]
     if role == "original":
         return models["n_originals"]
+    if role == "subset":
+        return config["datamodels"]["n_subset_models"]
     return models["n_oracles"] + models["n_holdout_oracles"]
 
 
+def seeds_per_job(config: dict, role: str) -> int:
+    """Models per job; subset models may have their own (they train on half the data)."""
+    if role == "subset":
+        return config["datamodels"].get("seeds_per_job") or config["models"]["seeds_per_job"]
+    return config["models"]["seeds_per_job"]
+
+
 def shard_indices(config: dict, role: str, shard: int) -> range:
-    ranges = shard_ranges(n_models(config, role), config["models"]["seeds_per_job"])
+    ranges = shard_ranges(n_models(config, role), seeds_per_job(config, role))
     if not 0 <= shard < len(ranges):
         raise ValueError(f"{role} shard {shard} does not exist; there are {len(ranges)}")
     return ranges[shard]
-
-
-def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
-    """Seed of model `index` of a role; oracles of each forget set get their own seeds."""
-    return model_seed(config["models"]["base_seed"], role, forget_set or "", index)
 
 
 def training_indices(n_train: int, forget_indices) -> np.ndarray:
@@ -67,9 +73,16 @@ def training_indices(n_train: int, forget_indices) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def subset_training_indices(config: dict, n_train: int, indices: range) -> list[np.ndarray]:
+    """Training indices of subset models `indices`: rows of datamodels.subset_masks."""
+    seed = model_seed(config["models"]["base_seed"], "subset_masks")
+    masks = subset_masks(n_train, indices.stop, config["datamodels"]["subset_fraction"], seed)
+    return [np.flatnonzero(masks[index]) for index in indices]
+
+
 def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str | None = None,
                 forget_indices=None, log=print, base_dir=".", device=None):
-    """Train shard `shard` of `role` ("original" or "oracle" of `forget_set`).
+    """Train shard `shard` of `role` ("original", "oracle" of `forget_set`, or "subset").
 
     Returns (checkpoint payload, logits [n_models_in_shard, n_points, n_classes]).
     """
@@ -80,13 +93,17 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
     device = device or pick_device()
     dataset = dataset_for(config, base_dir).to(device)
     recipe = Recipe.from_config(config["train"])
-    keep = training_indices(dataset.n_train, forget_indices)
-    keep_on_device = torch.as_tensor(keep, device=device)
-    x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
+    indices = shard_indices(config, role, shard)
+    if role == "subset":
+        keeps = subset_training_indices(config, dataset.n_train, indices)
+    else:
+        keeps = [training_indices(dataset.n_train, forget_indices)] * len(indices)
     resume_dir = Path(resume_dir)
     resume_dir.mkdir(parents=True, exist_ok=True)
     records, logits = [], []
-    for index in shard_indices(config, role, shard):
+    for index, keep in zip(indices, keeps):
+        keep_on_device = torch.as_tensor(keep, device=device)
+        x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
         seed = training_seed(config, role, forget_set, index)
         label = f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})"
         # The fingerprint ties resume files to exactly this model's inputs, so a
@@ -174,6 +191,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
     dataset = dataset_for(config, base_dir).to(device)
     forget = torch.as_tensor(np.asarray(forget_indices), device=device)
     retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)
+    eval_x = dataset.eval_x
     logits, rows, states = [], [], []
     for record in original_checkpoint["models"]:
         index = record["index"]
@@ -186,19 +204,24 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
             train_x=dataset.train_x, train_y=dataset.train_y, forget_indices=forget,
             retain_indices=retain, n_classes=dataset.n_classes,
             generator=torch.Generator().manual_seed(seed), device=device, log=log,
-            extras=extras or {},
+            extras=extras or {}, eval_x=eval_x,
         )
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # any stray global draw is seeded too
-            model = method.unlearn(model, data, setting.params)
+            result = method.unlearn(model, data, setting.params)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        model_logits = predict_logits(model, dataset.eval_x, device)
-        diverged = not (_is_finite(model) and np.isfinite(model_logits).all())
+        if method.outputs_logits:  # predicted logits; the weights stay the original's
+            model_logits = np.asarray(result, dtype=np.float32)
+            diverged = not np.isfinite(model_logits).all()
+        else:
+            model = result
+            model_logits = predict_logits(model, eval_x, device)
+            diverged = not (_is_finite(model) and np.isfinite(model_logits).all())
         correct = model_logits.argmax(-1) == dataset.eval_y.cpu().numpy()
         forget_accuracy = float(correct[np.asarray(forget_indices)].mean())
         log(f"{setting.entry}/{setting.config_id} on {forget_set}: model {index} (seed {seed}) "

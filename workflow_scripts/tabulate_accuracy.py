@@ -1,9 +1,9 @@
 import pandas as pd
 
+from klomflow.config import training_seed
 from klomflow.io import load_array, save_parquet
 from klomflow.logs import script_context
 from klomflow.tables import NOISE_FLOOR_CONFIG_ID, accuracy_rows
-from klomflow.runs import training_seed
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -3,7 +3,9 @@
 A method is a function `unlearn(model, data, params) -> model` plus its
 default hyperparameters. It receives the original model (a private copy it
 may modify in place), the data it may touch, and its resolved
-hyperparameters, and returns the unlearned model.
+hyperparameters, and returns the unlearned model. A method that predicts
+outputs without producing weights (dm_direct) sets `outputs_logits` and
+returns logits [n_points, n_classes] for `data.eval_x` instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class UnlearningData:
     # Inputs only some methods declare in `Method.needs`, e.g. held-out oracle
     # logits for oracle_matching or datamodels for dmm.
     extras: dict = field(default_factory=dict)
+    # All evaluation points [n_points, ...] (training points first, in index
+    # order, then validation points), for methods that return logits; the
+    # workflow fills it in, a caller may leave it None.
+    eval_x: torch.Tensor | None = None
 
     @property
     def forget_x(self):
@@ -66,6 +72,9 @@ class Method:
     needs: tuple = ()
     # Uses oracles: an upper-bound diagnostic, not a competitor.
     diagnostic: bool = False
+    # `unlearn` returns logits [n_points, n_classes] on data.eval_x (numpy
+    # float32) instead of a model; the model's weights stay the original's.
+    outputs_logits: bool = False
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device):

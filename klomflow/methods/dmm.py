@@ -1,0 +1,45 @@
+"""dmm (Datamodel Matching; Georgiev et al. 2024, "Attribute-to-Delete:
+Machine Unlearning via Datamodel Matching", arXiv 2410.23232).
+
+Oracle matching with datamodel predictions in place of oracles: fine-tune
+the original model by MSE towards
+    target(x) = f_original(x) - multiplier * sum over i in F of beta[i, x, :]
+on F (repeated forget_mult times) plus a random retain sample of
+retain_mult * |F| points; Adam, learning rate times lr_decay per epoch
+(klomflow.methods.oracle_matching.match_logits). Data: forget set, a
+sample of the retain set, datamodels (beta [n_train, n_points, n_classes];
+only F's rows and the fine-tuning points' columns are read).
+
+Differences from the authors' code: f_original is the original model's
+logits in evaluation mode, computed once before fine-tuning (the authors
+evaluate the wrapped original on each batch); the retain sample and batch
+order come from data.generator (see oracle_matching).
+"""
+
+from __future__ import annotations
+
+from klomflow.datamodels import predicted_logits
+from klomflow.methods.base import Method
+from klomflow.methods.dm_direct import check_datamodels
+from klomflow.methods.oracle_matching import MATCHING_DEFAULTS, finetuning_indices, match_logits
+from klomflow.training import predict_logits
+
+
+def unlearn(model, data, params):
+    beta = data.extras["datamodels"]
+    check_datamodels(beta, data)
+    indices = finetuning_indices(data, params)
+    original = predict_logits(model, data.train_x[indices.to(data.device)], data.device)
+    # Training index i is evaluation point i (training points come first).
+    targets = predicted_logits(original, beta, data.forget_indices.cpu().numpy(),
+                               points=indices.numpy(), multiplier=params["multiplier"])
+    return match_logits(model, data, indices, targets, params)
+
+
+METHOD = Method(
+    name="dmm",
+    unlearn=unlearn,
+    # multiplier scales the datamodel correction (1 = the datamodels as fitted).
+    defaults={**MATCHING_DEFAULTS, "multiplier": 1.0},
+    needs=("datamodels",),
+)

@@ -1,0 +1,74 @@
+"""ssd (Foster, Schoepf & Brintrup 2024, "Fast Machine Unlearning Without Retraining
+Through Selective Synaptic Dampening", AAAI).
+
+Update, no training: importance I = mean over minibatches of the squared minibatch
+gradient of the cross-entropy (a diagonal Fisher approximation), once on the full
+training set D and once on the forget set F. Every weight with I_F > alpha * I_D is
+multiplied by min(lambda * I_D / I_F, 1); all other weights stay exactly as they are.
+
+Data: forget set and the full training set (retain + forget).
+
+As in the authors' code (ssd.py, ParameterPerturber.calc_importance / modify_weight):
+evaluation mode, unshuffled batches (the full set ordered retain first, then forget,
+like their ConcatDataset), the sum of squared batch gradients divided by the number of
+batches (a short last batch counts as one), and only parameters (not BatchNorm running
+statistics) are dampened. Their defaults alpha = 10 ("selection_weighting") and
+lambda = 1 ("dampening_constant") are kept; their batch size 128 as well.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from klomflow.methods.base import Method, cross_entropy
+
+
+def importances(model, x, y, batch_size: int, device) -> dict:
+    """{parameter name: mean over unshuffled minibatches of the squared CE gradient}."""
+    model.eval()
+    names = [name for name, value in model.named_parameters() if value.requires_grad]
+    parameters = [value for name, value in model.named_parameters() if value.requires_grad]
+    totals = [torch.zeros_like(value) for value in parameters]
+    n_batches = 0
+    for start in range(0, len(y), batch_size):
+        loss = cross_entropy(model, x[start:start + batch_size], y[start:start + batch_size],
+                             device)
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        for total, gradient in zip(totals, gradients):
+            if gradient is not None:
+                total += gradient.pow(2)
+        n_batches += 1
+    return {name: total / n_batches for name, total in zip(names, totals)}
+
+
+def dampening_factors(full_importance, forget_importance, alpha: float, lam: float) -> dict:
+    """{name: factor per weight}: min(lam * I_D / I_F, 1) where I_F > alpha * I_D, else 1."""
+    factors = {}
+    for name, full in full_importance.items():
+        forget = forget_importance[name]
+        selected = forget > alpha * full
+        # Where not selected the ratio is unused (and may be 0/0); 1 leaves the weight as is.
+        ratio = torch.where(selected, lam * full / forget, torch.ones_like(full))
+        factors[name] = torch.where(selected, ratio.clamp(max=1.0), torch.ones_like(full))
+    return factors
+
+
+def unlearn(model, data, params):
+    full_importance = importances(model, data.train_x, data.train_y, params["batch_size"],
+                                  data.device)
+    forget_importance = importances(model, data.forget_x, data.forget_y, params["batch_size"],
+                                    data.device)
+    factors = dampening_factors(full_importance, forget_importance, params["alpha"],
+                                params["lambda"])
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if name in factors:
+                weight.mul_(factors[name])  # x * 1.0 == x exactly: unselected weights keep their bits
+    return model
+
+
+METHOD = Method(
+    name="ssd",
+    unlearn=unlearn,
+    defaults={"alpha": 100.0, "lambda": 1.0, "batch_size": 128},
+)
