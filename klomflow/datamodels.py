@@ -51,6 +51,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from klomflow.io import atomic_path, save_array
+
+# Bump when a change to the fit can change fitted datamodels (a rerun trigger
+# of the fit_datamodels rule).
+VERSION = "1"
+
 
 def subset_masks(n_train: int, n_models: int, fraction: float = 0.5, seed: int = 0) -> np.ndarray:
     """bool [n_models, n_train]: row m marks the round(fraction * n_train) points of model m.
@@ -127,6 +133,20 @@ def fit_datamodels(masks, logits, ridge: float, chunk_size: int = 4096, out=None
         beta_flat[:, columns] = chunk_beta
         intercept[columns] = y_mean - mask_mean @ chunk_beta
     return beta, intercept.reshape(n_points, n_classes)
+
+
+def fit_datamodels_to_files(masks, logits, ridge: float, datamodels_path, intercept_path):
+    """fit_datamodels written straight into datamodels_path (.npy, atomically) and intercept_path."""
+    n_train = np.shape(masks)[1]
+    _, n_points, n_classes = logits.shape
+    with atomic_path(datamodels_path) as temporary:
+        beta = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
+                                         shape=(n_train, n_points, n_classes))
+        _, intercept = fit_datamodels(masks, logits, ridge, out=beta)
+        beta.flush()
+        del beta
+    save_array(intercept_path, intercept)
+    return intercept
 
 
 def predicted_logits(original_logits, beta, forget_indices, points=None,

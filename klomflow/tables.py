@@ -119,3 +119,31 @@ def summary_markdown(table: pd.DataFrame) -> str:
 
 def params_json(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
+
+
+def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_sets: dict,
+                   oracles: dict, unlearned) -> pd.DataFrame:
+    """Accuracy per model: originals and scored oracles per forget set, then unlearned runs.
+
+    forget_sets and oracles: {forget_set: indices / margins}; unlearned:
+    iterable of (margins, runs table with forget_set, method, config_id, seed,
+    unlearning_seconds).
+    """
+    from klomflow.config import training_seed
+
+    rows = []
+    for forget_set, indices in forget_sets.items():
+        reference = identity | {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
+        seeds = [training_seed(config, "original", None, k) for k in range(len(original))]
+        rows += accuracy_rows(original, indices, n_train, reference | {"method": "original"},
+                              seeds)
+        oracle = oracles[forget_set]
+        seeds = [training_seed(config, "oracle", forget_set, k) for k in range(len(oracle))]
+        rows += accuracy_rows(oracle, indices, n_train, reference | {"method": "oracle"}, seeds)
+    for margins, runs in unlearned:
+        forget_set, method, config_id = runs.iloc[0][["forget_set", "method", "config_id"]]
+        rows += accuracy_rows(margins, forget_sets[forget_set], n_train,
+                              identity | {"forget_set": forget_set, "method": method,
+                                          "config_id": config_id},
+                              runs["seed"].to_numpy(), runs["unlearning_seconds"].to_numpy())
+    return pd.DataFrame(rows)

@@ -8,6 +8,8 @@ rule prepare_data:
         dataset=config["dataset"],
     log:
         "results/logs/prepare_data.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/prepare_data.py"
 
@@ -20,5 +22,7 @@ rule download_data:
         dataset=config["dataset"],
     log:
         "results/logs/download_data.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/download_data.py"

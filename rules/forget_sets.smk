@@ -16,5 +16,7 @@ rule make_forget_set:
         spec=forget_set_spec,
     log:
         "results/logs/make_forget_set/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/make_forget_set.py"

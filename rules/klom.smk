@@ -14,6 +14,8 @@ rule compute_klom:
         klom=klom_params,
     log:
         "results/logs/compute_klom/{forget_set}/{method}/{config_id}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/compute_klom.py"
 
@@ -30,5 +32,7 @@ rule compute_noise_floor:
         klom=klom_params,
     log:
         "results/logs/compute_noise_floor/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/compute_klom.py"

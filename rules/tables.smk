@@ -9,6 +9,8 @@ rule reduce_klom:
         summary="results/tables/klom_summary.md",
     log:
         "results/logs/reduce_klom.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/reduce_klom.py"
 
@@ -30,5 +32,7 @@ rule tabulate_accuracy:
         table="results/tables/accuracy.parquet",
     log:
         "results/logs/tabulate_accuracy.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/tabulate_accuracy.py"

@@ -13,6 +13,8 @@ rule train_originals:
     log:
         "results/logs/train_originals/shard_{shard}.log",
     threads: 1
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_models.py"
 
@@ -29,6 +31,8 @@ rule train_oracles:
     log:
         "results/logs/train_oracles/{forget_set}/shard_{shard}.log",
     threads: 1
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_models.py"
 
@@ -41,6 +45,8 @@ rule gather_original_margins:
         margins="results/margins/original.npy",
     log:
         "results/logs/gather_original_margins.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/gather_margins.py"
 
@@ -56,6 +62,8 @@ rule gather_oracle_margins:
         n_scored=config["models"]["n_oracles"],
     log:
         "results/logs/gather_oracle_margins/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/gather_margins.py"
 
@@ -71,5 +79,7 @@ rule gather_holdout_oracle_logits:
         n_scored=config["models"]["n_oracles"],
     log:
         "results/logs/gather_holdout_oracle_logits/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/gather_holdout_oracle_logits.py"

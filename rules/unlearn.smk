@@ -16,6 +16,8 @@ rule unlearn:
     log:
         "results/logs/unlearn/{forget_set}/{method}/{config_id}/shard_{shard}.log",
     threads: 1
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/unlearn.py"
 
@@ -30,5 +32,7 @@ rule gather_unlearned_margins:
         runs="results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet",
     log:
         "results/logs/gather_unlearned_margins/{forget_set}/{method}/{config_id}.log",
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/gather_margins.py"

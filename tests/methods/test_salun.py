@@ -60,7 +60,6 @@ def test_unlearning_moves_only_salient_weights_under_decay_and_momentum(tiny_pro
     model = salun.unlearn(model, data, params)
     after = model.state_dict()
     for name, mask in masks.items():
-        assert 0 < mask.sum() < mask.numel() or mask.numel() < 4
         assert torch.equal(after[name][~mask], before[name][~mask]), name
         assert (after[name][mask] != before[name][mask]).float().mean() > 0.9, name
     assert sum(int(m.sum()) for m in masks.values()) == int(

@@ -1,0 +1,77 @@
+"""Benchmark: the default workflow cold, and training throughput.
+
+Run by hand on an idle machine: `python benchmarks/default_run.py`. It
+ 1. trains a few default models in this process and prints models per second
+    (one thread), and the throughput of the default recipe on the full and the
+    forget-set-reduced training set side by side;
+ 2. runs the default config cold (`snakemake --cores all` in a scratch copy of
+    the working directory) and prints its wall time against the 10-minute
+    budget, and the per-rule job counts.
+Pass --skip-run to measure only the throughput.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BUDGET_SECONDS = 600
+
+
+def training_throughput(n_models: int = 5) -> dict:
+    from klomflow.config import load
+    from klomflow.models import build_model
+    from klomflow.runs import dataset_for
+    from klomflow.training import Recipe, train_model
+
+    torch.set_num_threads(1)
+    config = load(REPOSITORY / "config.yaml")
+    dataset = dataset_for(config, REPOSITORY)
+    recipe = Recipe.from_config(config["train"])
+    figures = {}
+    for label, n_points in (("full training set", dataset.n_train),
+                            ("minus 100 points", dataset.n_train - 100)):
+        started = time.perf_counter()
+        for seed in range(n_models):
+            model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+            train_model(model, dataset.train_x[:n_points], dataset.train_y[:n_points], recipe,
+                        torch.Generator().manual_seed(seed), torch.device("cpu"),
+                        log=lambda message: None)
+        figures[label] = n_models / (time.perf_counter() - started)
+    return figures
+
+
+def default_run() -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.yaml").write_text((REPOSITORY / "config.yaml").read_text())
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"),
+                        "--directory", folder, "--cores", "all", "--quiet"], check=True)
+        return time.perf_counter() - started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-run", action="store_true")
+    arguments = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    figures = training_throughput()
+    for label, models_per_second in figures.items():
+        print(f"training throughput, one thread, {label}: {models_per_second:.2f} models/s")
+    values = list(figures.values())
+    print(f"ratio full / reduced training set: {values[0] / values[1]:.2f}")
+    if not arguments.skip_run:
+        seconds = default_run()
+        print(f"default config, cold, --cores all: {seconds:.0f} s "
+              f"= {seconds / BUDGET_SECONDS:.2f} of the {BUDGET_SECONDS} s budget")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+# Datamodels: models trained on random subsets of the training set, a shard of
+# seeds per job, then linear datamodels fitted to their logits (dmm, dm_direct).
+
+
+rule train_subset_models:
+    input:
+        points=rules.prepare_data.output.points,
+    output:
+        checkpoint="results/models/subset/shard_{shard}.pt",
+        logits="results/logits/subset/shard_{shard}.npy",
+        masks="results/datamodels/masks/shard_{shard}.npy",
+    params:
+        training=subset_training_params,
+        # Epoch checkpoints live outside the outputs so a failed job keeps them.
+        resume_dir="results/resume/subset/shard_{shard}",
+    log:
+        "results/logs/train_subset_models/shard_{shard}.log",
+    threads: 1
+    script:
+        "../workflow_scripts/train_subset_models.py"
+
+
+rule fit_datamodels:
+    input:
+        logits=subset_logit_shards,
+        masks=subset_mask_shards,
+    output:
+        datamodels="results/datamodels/datamodels.npy",
+        intercept="results/datamodels/intercept.npy",
+    params:
+        fit=datamodel_fit_params,
+    log:
+        "results/logs/fit_datamodels.log",
+    threads: 1
+    script:
+        "../workflow_scripts/fit_datamodels.py"

@@ -1,0 +1,194 @@
+"""The workflow end to end on a tiny config, and what its files must satisfy."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from klomflow.config import method_settings, validate
+from klomflow.io import load_torch, read_parquet_metadata
+from klomflow.margins import margins_from_logits
+from klomflow.runs import train_shard, unlearn_shard
+from workflow import planned_jobs, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    write_config(folder, tiny_config())
+    result = snakemake(folder, "--cores", "2")
+    assert "KLOM tables are in results/tables/" in result.stdout + result.stderr
+    return folder
+
+
+def test_points_and_forget_sets(tiny_run):
+    points = pd.read_parquet(tiny_run / "results/data/points.parquet")
+    assert list(points.columns[:3]) == ["point", "split", "label"]
+    assert (points["point"] == np.arange(len(points))).all()
+    n_train = int((points["split"] == "train").sum())
+    assert (points["split"].iloc[:n_train] == "train").all()
+    assert (points["split"].iloc[n_train:] == "val").all()
+    forget = np.load(tiny_run / "results/forget_sets/class_5.npy")
+    assert forget.dtype == np.int64 and np.all(np.diff(forget) > 0)
+    assert (points["label"].to_numpy()[forget] == 5).all()
+    assert (points["label"].iloc[:n_train] == 5).sum() == len(forget)
+
+
+def test_margin_files_follow_the_contract(tiny_run):
+    results = tiny_run / "results"
+    points = pd.read_parquet(results / "data/points.parquet")
+    original = np.load(results / "margins/original.npy")
+    assert original.dtype == np.float32 and original.shape == (4, len(points))
+    for kind in ("oracle", "oracle_holdout"):
+        assert np.load(results / f"margins/{kind}/random_30.npy").shape == (4, len(points))
+    # Margins are the direct formula applied to the saved logits, in seed order.
+    logits = np.concatenate([np.load(results / f"logits/original/shard_{k}.npy")
+                             for k in range(2)])
+    np.testing.assert_allclose(original, margins_from_logits(logits, points["label"]), atol=1e-5)
+
+
+def test_oracles_never_saw_their_forget_set(tiny_run):
+    results = tiny_run / "results"
+    for forget_set in ("random_30", "class_5"):
+        forget = np.load(results / f"forget_sets/{forget_set}.npy")
+        for shard in range(4):
+            checkpoint = load_torch(results / f"models/oracle/{forget_set}/shard_{shard}.pt")
+            assert checkpoint["forget_set"] == forget_set
+            for model in checkpoint["models"]:
+                assert not np.isin(forget, model["train_indices"]).any()
+                assert len(model["train_indices"]) + len(forget) == 1437
+    original = load_torch(results / "models/original/shard_0.pt")
+    assert len(original["models"][0]["train_indices"]) == 1437
+    for model in original["models"]:
+        assert {"seed", "train_indices", "state_dict"} <= set(model)
+    assert original["config"]["train"]["epochs"] == 4 and original["klomflow_version"]
+
+
+def test_klom_tables(tiny_run):
+    results = tiny_run / "results"
+    table = pd.read_parquet(results / "tables/klom.parquet")
+    expected = {"dataset", "model", "forget_set", "method", "config_id", "params", "split",
+                "n_points", "n_unlearned", "n_oracle", "n_diverged", "klom_mean", "klom_std",
+                "klom_p50", "klom_p95", "klom_p99", "klom_bins", "klom_binning",
+                "klom_direction", "klom_eps", "klom_clip"}
+    assert expected <= set(table.columns)
+    # 2 forget sets x (noise floor + 5 settings) + 1 setting on random_30 only, 3 splits each.
+    assert len(table) == 3 * (2 * 6 + 1)
+    assert set(table["split"]) == {"forget", "retain", "val"}
+    assert (table.loc[table["method"] == "oracle_holdout", "config_id"] == "reference").all()
+    exploding = table[table["method"] == "exploding"]
+    assert (exploding["n_diverged"] == 4).all() and (exploding["n_unlearned"] == 0).all()
+    kept = table[table["method"] != "exploding"]
+    assert (kept["n_diverged"] == 0).all() and kept["klom_p95"].notna().all()
+    assert (table["klom_bins"] == 10).all()
+    params = json.loads(table.loc[table["method"] == "gradient_ascent", "params"].iloc[0])
+    assert params["epochs"] == 1
+    per_point = pd.read_parquet(results / "klom/random_30/do_nothing/"
+                                f"{table.loc[table['method'] == 'do_nothing', 'config_id'].iloc[0]}"
+                                ".parquet")
+    assert list(per_point.columns) == ["point", "split", "klom"]
+    assert (per_point["split"] == "forget").sum() == 30
+    assert read_parquet_metadata(results / "tables/klom.parquet")["config"]["klom"]["bins"] == 10
+    summary = (results / "tables/klom_summary.md").read_text()
+    assert "## random_30" in summary and "| oracle_holdout | reference |" in summary
+
+
+def test_accuracy_table(tiny_run):
+    table = pd.read_parquet(tiny_run / "results/tables/accuracy.parquet")
+    assert {"forget_set", "method", "config_id", "seed", "forget_accuracy", "retain_accuracy",
+            "val_accuracy", "unlearning_seconds"} <= set(table.columns)
+    oracle = table[(table["method"] == "oracle") & (table["forget_set"] == "class_5")]
+    # An oracle never saw digit 5: it cannot classify its training images as 5.
+    assert (oracle["forget_accuracy"] == 0).all()
+    unlearned = table[table["method"] == "gradient_descent"]
+    assert (unlearned["unlearning_seconds"] > 0).all() and len(unlearned) == 8
+
+
+def test_same_config_gives_the_same_margins(tiny_run, tmp_path):
+    """Training and unlearning again in this process reproduce the workflow's files."""
+    config = validate(tiny_config())
+    config["models"]["resume_checkpoint_seconds"] = 0
+    checkpoint, logits = train_shard(config, "original", 1, tmp_path / "resume",
+                                     log=lambda message: None, device=torch.device("cpu"))
+    np.testing.assert_array_equal(logits, np.load(tiny_run / "results/logits/original/shard_1.npy"))
+    setting = next(s for s in method_settings(config) if s.entry == "neggrad_plus")
+    forget = np.load(tiny_run / "results/forget_sets/random_30.npy")
+    unlearned, _, _ = unlearn_shard(config, setting, "random_30", forget, checkpoint,
+                                    log=lambda message: None, device=torch.device("cpu"))
+    saved = np.load(tiny_run / f"results/logits/unlearned/random_30/neggrad_plus/"
+                    f"{setting.config_id}/shard_1.npy")
+    np.testing.assert_array_equal(unlearned, saved)
+
+
+def test_adding_a_method_runs_only_its_jobs(tiny_run):
+    config = tiny_config()
+    config["methods"]["gradient_descent"]["lr"] = [0.01, 0.05]  # one new grid value
+    config["methods"]["big_steps"] = {"method": "gradient_ascent", "lr": 0.1, "epochs": 1}
+    write_config(tiny_run, config, "more_methods.yaml")
+    jobs = planned_jobs(tiny_run, "more_methods.yaml")
+    assert "train_originals" not in jobs and "train_oracles" not in jobs
+    # 1 new gradient_descent value + 1 new entry, on 2 forget sets, 2 shards each.
+    assert jobs["unlearn"] == 2 * 2 * 2
+    assert jobs["compute_klom"] == 4 and "compute_noise_floor" not in jobs
+    assert jobs["reduce_klom"] == 1 and jobs["tabulate_accuracy"] == 1
+
+
+def test_changing_a_klom_option_reruns_only_reductions(tiny_run):
+    config = tiny_config()
+    config["klom"]["binning"] = "inclusive"
+    write_config(tiny_run, config, "inclusive.yaml")
+    jobs = planned_jobs(tiny_run, "inclusive.yaml")
+    assert set(jobs) == {"compute_klom", "compute_noise_floor", "reduce_klom", "all"}
+    assert jobs["compute_noise_floor"] == 2 and jobs["compute_klom"] == 11
+
+
+def test_nothing_to_do_after_a_complete_run(tiny_run):
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = tiny_config()
+    config["models"]["n_oracles"] = 1
+    config["methods"]["do_nothing"] = {"lr": 0.1}
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "models.n_oracles" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_bumping_a_method_version_reruns_only_that_method(tiny_run, tmp_path):
+    """A code fix in one method, marked by its VERSION, reruns its jobs and the reductions."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from workflow import REPOSITORY
+
+    copy = tmp_path / "repository"
+    shutil.copytree(REPOSITORY, copy, ignore=shutil.ignore_patterns(
+        "results", ".snakemake", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))
+    module = copy / "klomflow/methods/gradient_descent.py"
+    text = module.read_text()
+    assert 'name="gradient_descent",' in text
+    module.write_text(text.replace('name="gradient_descent",',
+                                   'name="gradient_descent",\n    version="2",'))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(copy / "Snakefile"), "--directory",
+         str(tiny_run), "--configfile", str(tiny_run / "config.yaml"), "--dry-run", "--quiet",
+         "rules"],
+        capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(copy)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # gradient_descent: 2 forget sets x 2 shards; nothing else is retrained or unlearned.
+    from workflow import parse_job_stats
+
+    jobs = parse_job_stats(output)
+    assert jobs["unlearn"] == 4 and jobs["compute_klom"] == 2
+    assert "train_originals" not in jobs and "train_oracles" not in jobs

@@ -1,0 +1,56 @@
+"""Run the workflow from tests: in a scratch folder, with a given config."""
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPOSITORY / "Snakefile"
+
+
+def tiny_config() -> dict:
+    return yaml.safe_load((REPOSITORY / "tests" / "configs" / "tiny.yaml").read_text())
+
+
+def write_config(folder: Path, config: dict, name="config.yaml") -> Path:
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(copy.deepcopy(config), sort_keys=False))
+    return path
+
+
+def snakemake(folder: Path, *arguments, config_name="config.yaml", check=True, timeout=1800):
+    """Run snakemake on our Snakefile in `folder`; returns the CompletedProcess."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
+               str(folder), "--configfile", str(Path(folder) / config_name), *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}"
+                             f"\n{result.stderr[-8000:]}")
+    return result
+
+
+def planned_jobs(folder: Path, config_name="config.yaml") -> dict:
+    """{rule: count} of the jobs a dry run would execute."""
+    result = snakemake(folder, "--dry-run", "--quiet", "rules", config_name=config_name)
+    return parse_job_stats(result.stdout + result.stderr)
+
+
+def parse_job_stats(output: str) -> dict:
+    """{rule: count} from the "Job stats" table Snakemake prints."""
+    counts = {}
+    in_table = False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if match and match.group(1) != "total":
+                counts[match.group(1)] = int(match.group(2))
+            elif line.strip().startswith("total"):
+                break
+    return counts
