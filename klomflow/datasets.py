@@ -52,7 +52,7 @@ class Dataset:
     def eval_y(self) -> torch.Tensor:
         return torch.cat([self.train_y, self.val_y])
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         moved = {
             name: getattr(self, name).to(device)
             for name in ("train_x", "train_y", "val_x", "val_y")
@@ -70,7 +70,8 @@ def load_dataset(dataset_config: dict) -> Dataset:
     """Load the dataset a config's `dataset` section names."""
     name = dataset_config["name"]
     if name == "digits":
-        return load_digits(dataset_config.get("val_fraction", 0.2), dataset_config.get("split_seed", 0))
+        return load_digits(dataset_config.get("val_fraction", 0.2),
+                           dataset_config.get("split_seed", 0))
     if name in TORCHVISION_DATASETS:
         return load_torchvision(name, dataset_config["data_dir"])
     raise ValueError(f"dataset.name: unknown dataset {name!r}; choose one of {DATASETS}")

@@ -35,7 +35,7 @@ class Recipe:
     label_smoothing: float = 0.0
 
     @classmethod
-    def from_config(cls, train_config: dict) -> "Recipe":
+    def from_config(cls, train_config: dict) -> Recipe:
         return cls(**train_config)
 
 
@@ -73,7 +73,9 @@ def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
         return float(np.interp(step, [0, peak, total], [0.0, recipe.lr, 0.0]))
     if recipe.schedule == "cosine":
         return recipe.lr * 0.5 * (1 + np.cos(np.pi * step / total))
-    raise ValueError(f"train.schedule must be constant, triangular or cosine, got {recipe.schedule!r}")
+    raise ValueError(
+        f"train.schedule must be constant, triangular or cosine, got {recipe.schedule!r}"
+    )
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device):
@@ -119,7 +121,8 @@ def train_model(model: nn.Module, x, y, recipe: Recipe, generator: torch.Generat
         correct = torch.zeros((), device=device)
         for index, batch in enumerate(batches(len(y), recipe.batch_size, generator, device)):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, epoch * steps_per_epoch + index, steps_per_epoch)
+                step = epoch * steps_per_epoch + index
+                group["lr"] = learning_rate(recipe, step, steps_per_epoch)
             with autocast(device):
                 logits = model(x[batch])
                 loss = F.cross_entropy(logits, y[batch], label_smoothing=recipe.label_smoothing)

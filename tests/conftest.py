@@ -8,6 +8,9 @@ from klomflow.methods.base import UnlearningData
 from klomflow.models import build_model
 from klomflow.training import Recipe, train_model
 
+# Tests run beside other processes; one thread avoids oversubscribing the cores.
+torch.set_num_threads(1)
+
 
 def make_tiny_problem(n_train=120, n_features=8, n_classes=3, forget="random", seed=0):
     """(trained MLP, UnlearningData) on separable Gaussian blobs, on the CPU."""

@@ -15,9 +15,9 @@ n_classes that Adam mostly absorbs. The incompetent teacher is the model's
 own architecture re-initialised with each submodule's `reset_parameters()`
 from a seed drawn from `data.generator`, on the CPU, so it is the same on any
 device. Defaults: the authors ran 1 epoch of Adam at 1e-4 with batches of
-256 over CIFAR's 5,000 forget + 15,000 retain points, ~80 steps; on digits
-that recipe is 3 steps and changes nothing, so the defaults take 5 epochs
-of batches of 64 (~45 steps for a class) at 1e-3.
+256; for a CIFAR-10 class (5,000 points plus 30% of 45,000) that is ~70
+steps, but on digits it is 3 steps and changes nothing, so the defaults
+take 5 epochs of batches of 64 (~45 steps for a class) at 1e-3.
 """
 
 import copy
@@ -52,7 +52,7 @@ def competent_teacher(model):
 
 
 def teacher_targets(x, is_forget, competent, incompetent, temperature, device):
-    """Target distributions [n, C]: the incompetent teacher's on forget points, else the competent's."""
+    """Targets [n, C]: the incompetent teacher's softmax on forget rows, else the competent's."""
     with torch.no_grad(), autocast(device):
         good = F.softmax(competent(x).float() / temperature, dim=1)
         bad = F.softmax(incompetent(x).float() / temperature, dim=1)

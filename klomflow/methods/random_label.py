@@ -2,8 +2,8 @@
 
 Paper: Graves, Nagisetty and Ganesh 2021, "Amnesiac Machine Learning" (the
 amnesiac variant: relabel the sensitive points with any label but their
-own); used as the "RL" baseline by Golatkar et al. 2020 and by Fan et al.
-2024 (SalUn), whose CIFAR-10 code this loop follows.
+own); the "RL" baseline of Fan et al. 2024 (SalUn), whose CIFAR-10 code
+this loop follows.
 Update, every epoch: one pass of SGD on CE(model(x_F), random labels) over
 the forget set, then one pass of SGD on CE(model(x_R), y_R) over the retain
 set. Data: forget set (inputs only) and retain set.
@@ -12,7 +12,9 @@ Differences from the authors' code: with `amnesiac: true` (the default) a
 random label is never the point's true label, as in Graves et al.; SalUn's
 code draws uniformly from all classes, which `amnesiac: false` gives. Labels
 are redrawn for every epoch (SalUn draws them per forget batch, which is
-the same distribution). No learning-rate warm-up (SalUn's is off by default).
+the same distribution). The forget pass comes before the retain pass, as in
+SalUn's CIFAR-10 branch (its CIFAR-100 branch shuffles the two sets
+together). No learning-rate warm-up.
 """
 
 import torch

@@ -54,12 +54,13 @@ def test_student_moves_towards_the_incompetent_teacher_on_forget_points(tiny_cla
     competent_before, incompetent_before = weights_of(competent), weights_of(incompetent)
     student_before = weights_of(model)
     start = kl_to(model, incompetent, data.forget_x)
-    # The tiny problem has one batch per epoch: give it more epochs than digits needs.
-    params = {**bad_teaching.METHOD.defaults, "epochs": 40}
+    # The tiny problem has one batch per epoch and far more confident outputs
+    # than digits: give it more steps at a higher rate.
+    params = {**bad_teaching.METHOD.defaults, "epochs": 20, "lr": 0.01}
     student = bad_teaching.bad_teaching(model, competent, incompetent, data, params)
-    assert kl_to(student, incompetent, data.forget_x) < 0.5 * start
+    assert kl_to(student, incompetent, data.forget_x) < 0.25 * start
     # On retain points it stays close to the original model.
-    assert kl_to(student, competent, data.retain_x) < 0.1 * start
+    assert kl_to(student, competent, data.retain_x) < 0.01 * start
     assert same_weights(competent.state_dict(), competent_before)
     assert same_weights(incompetent.state_dict(), incompetent_before)
     assert max_weight_change(student_before, student) > 1e-3

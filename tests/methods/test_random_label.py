@@ -1,7 +1,7 @@
 import torch
+from conftest import max_weight_change, weights_of
 
 from klomflow.methods import random_label
-from conftest import max_weight_change, weights_of
 
 
 def accuracy(model, x, y):
