@@ -12,6 +12,10 @@ if not workflow.config_settings.configfiles:
 
 
 
+# `snakemake --report results/report.html`: the figures of rules/report.smk.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/forget_sets.smk"
@@ -19,6 +23,8 @@ include: "rules/train.smk"
 include: "rules/unlearn.smk"
 include: "rules/klom.smk"
 include: "rules/tables.smk"
+include: "rules/paper.smk"
+include: "rules/report.smk"
 
 
 localrules:
@@ -30,8 +36,13 @@ localrules:
     gather_unlearned_margins,
     compute_klom,
     compute_noise_floor,
+    compute_holdout_klom,
     reduce_klom,
     tabulate_accuracy,
+    tabulate_class_accuracy,
+    tabulate_training_seconds,
+    make_paper_tables,
+    paper_tables,
 
 
 rule all:

@@ -63,12 +63,20 @@ def summary_rows(points: pd.DataFrame, identity: dict, counts: dict, options: Kl
 
 
 def klom_table(entries) -> pd.DataFrame:
-    """`entries`: iterable of (points, metadata) with identity, counts and options in metadata."""
-    rows = []
+    """`entries`: iterable of (points, metadata) with identity, counts and options in metadata.
+
+    Entries whose metadata says `"reference": "holdout"` are KLOM against the
+    held-out oracles: they become the `holdout_*` columns and the selection
+    (klomflow.paper.add_selection_columns), not rows of their own.
+    """
+    from klomflow.paper import add_selection_columns
+
+    rows, holdout_rows = [], []
     for points, metadata in entries:
         options = KlomOptions(**metadata["klom_options"])
-        rows += summary_rows(points, metadata["identity"], metadata["counts"], options)
-    return pd.DataFrame(rows)
+        target = holdout_rows if metadata.get("reference") == "holdout" else rows
+        target += summary_rows(points, metadata["identity"], metadata["counts"], options)
+    return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
 def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None):

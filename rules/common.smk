@@ -155,6 +155,11 @@ def klom_params(wildcards):
     }
 
 
+def holdout_klom_params(wildcards):
+    """KLOM against the held-out oracles: the selection criterion (klomflow/paper.py)."""
+    return klom_params(wildcards) | {"reference": "holdout"}
+
+
 def setting_outputs(pattern):
     """`pattern` filled in for every (forget set, method setting) pair."""
     return [
@@ -176,6 +181,10 @@ def klom_files(wildcards=None):
     )
 
 
+def holdout_klom_files(wildcards=None):
+    return setting_outputs("results/klom_holdout/{forget_set}/{method}/{config_id}.parquet")
+
+
 def unlearned_margin_files(wildcards=None):
     return setting_outputs("results/margins/unlearned/{forget_set}/{method}/{config_id}.npy")
 
@@ -189,4 +198,6 @@ def final_tables():
         "results/tables/klom.parquet",
         "results/tables/klom_summary.md",
         "results/tables/accuracy.parquet",
+        *paper_table_files(),
+        *report_figures(),
     ]

@@ -1,5 +1,6 @@
-# Per-point KLOM: each method setting against the scored oracles, and the noise
-# floor (held-out oracles against the scored oracles).
+# Per-point KLOM: each method setting against the scored oracles, against the
+# held-out oracles (to select settings by), and the noise floor (held-out
+# oracles against the scored oracles).
 
 
 rule compute_klom:
@@ -32,6 +33,26 @@ rule compute_noise_floor:
         klom=klom_params,
     log:
         "results/logs/compute_noise_floor/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    script:
+        "../workflow_scripts/compute_klom.py"
+
+
+# The same against the held-out oracles: each method's setting is selected by
+# this, so that the KLOM it is reported with (scored oracles) stays unbiased.
+rule compute_holdout_klom:
+    input:
+        unlearned=rules.gather_unlearned_margins.output.margins,
+        oracle=rules.gather_oracle_margins.output.holdout,
+        forget_set=rules.make_forget_set.output.indices,
+        points=rules.prepare_data.output.points,
+    output:
+        klom="results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
+    params:
+        klom=holdout_klom_params,
+    log:
+        "results/logs/compute_holdout_klom/{forget_set}/{method}/{config_id}.log",
     conda:
         "../envs/klomflow.yaml"
     script:

@@ -3,7 +3,8 @@
 
 rule reduce_klom:
     input:
-        klom=klom_files(),
+        # Per-point KLOM against the scored and against the held-out oracles.
+        klom=klom_files() + holdout_klom_files(),
     output:
         table="results/tables/klom.parquet",
         summary="results/tables/klom_summary.md",

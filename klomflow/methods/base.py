@@ -10,8 +10,8 @@ returns logits [n_points, n_classes] for `data.eval_x` instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -92,3 +92,18 @@ def sgd(model, params: dict):
     return torch.optim.SGD(model.parameters(), lr=params["lr"],
                            momentum=params.get("momentum", 0.0),
                            weight_decay=params.get("weight_decay", 0.0))
+
+
+def cross_entropy_epoch(model, optimizer, data: UnlearningData, indices, batch_size: int,
+                        sign: float = 1.0, step=None) -> None:
+    """One pass over training `indices` in shuffled batches, minimising sign * CE.
+
+    sign = -1 is gradient ascent. `step` replaces optimizer.step (e.g. a masked step).
+    """
+    step = step or optimizer.step
+    for batch in shuffled_batches(len(indices), batch_size, data.generator, data.device):
+        index = indices[batch]
+        loss = sign * cross_entropy(model, data.train_x[index], data.train_y[index], data.device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        step()

@@ -5,20 +5,15 @@ grids follow the KLOM benchmark (lr 1e-5..5e-2, epochs 1-10).
 Data: forget set only. Plain SGD over shuffled forget batches.
 """
 
-from klomflow.methods.base import Method, cross_entropy, sgd, shuffled_batches
+from klomflow.methods.base import Method, cross_entropy_epoch, sgd
 
 
 def unlearn(model, data, params):
     model.train()
     optimizer = sgd(model, params)
     for _ in range(params["epochs"]):
-        for batch in shuffled_batches(len(data.forget_indices), params["batch_size"],
-                                      data.generator, data.device):
-            index = data.forget_indices[batch]
-            loss = -cross_entropy(model, data.train_x[index], data.train_y[index], data.device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        cross_entropy_epoch(model, optimizer, data, data.forget_indices, params["batch_size"],
+                            sign=-1.0)
     return model
 
 

@@ -5,20 +5,14 @@ The forget set's influence decays as the model fits the retain set
 weight decay, as in the KLOM benchmark's fine-tuning baseline.
 """
 
-from klomflow.methods.base import Method, cross_entropy, sgd, shuffled_batches
+from klomflow.methods.base import Method, cross_entropy_epoch, sgd
 
 
 def unlearn(model, data, params):
     model.train()
     optimizer = sgd(model, params)
     for _ in range(params["epochs"]):
-        for batch in shuffled_batches(len(data.retain_indices), params["batch_size"],
-                                      data.generator, data.device):
-            index = data.retain_indices[batch]
-            loss = cross_entropy(model, data.train_x[index], data.train_y[index], data.device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        cross_entropy_epoch(model, optimizer, data, data.retain_indices, params["batch_size"])
     return model
 
 

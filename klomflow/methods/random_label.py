@@ -19,7 +19,13 @@ together). No learning-rate warm-up.
 
 import torch
 
-from klomflow.methods.base import Method, cross_entropy, sgd, shuffled_batches
+from klomflow.methods.base import (
+    Method,
+    cross_entropy,
+    cross_entropy_epoch,
+    sgd,
+    shuffled_batches,
+)
 
 
 def random_labels(true_labels, n_classes: int, generator: torch.Generator, amnesiac: bool):
@@ -47,13 +53,8 @@ def random_label_epoch(model, optimizer, data, params, step=None):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         step()
-    for batch in shuffled_batches(len(data.retain_indices), params["batch_size"],
-                                  data.generator, data.device):
-        index = data.retain_indices[batch]
-        loss = cross_entropy(model, data.train_x[index], data.train_y[index], data.device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        step()
+    cross_entropy_epoch(model, optimizer, data, data.retain_indices, params["batch_size"],
+                        step=step)
 
 
 def unlearn(model, data, params):

@@ -1,0 +1,74 @@
+# Figures for `snakemake --report results/report.html`, one set per forget set
+# (klomflow/figures.py; captions in report/).
+
+FIGURES = [
+    "klom_p95",
+    "klom_distribution",
+    "margin_histograms",
+    "klom_vs_cost",
+    "accuracy_vs_klom",
+]
+
+
+def report_figures(wildcards=None):
+    return expand(
+        "results/report/{forget_set}/{figure}.png",
+        forget_set=FORGET_SETS,
+        figure=FIGURES,
+    )
+
+
+def forget_set_setting_files(wildcards):
+    """Per-point KLOM and unlearned margins of every setting run on the forget set."""
+    settings = [s for s in SETTINGS if wildcards.forget_set in s.forget_sets]
+    fill = lambda pattern: [
+        pattern.format(
+            forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
+        )
+        for s in settings
+    ]
+    return {
+        "klom": fill("results/klom/{forget_set}/{method}/{config_id}.parquet"),
+        "unlearned": fill("results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"),
+    }
+
+
+def figure_output(name, subcategory):
+    return report(
+        f"results/report/{{forget_set}}/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="{forget_set}",
+        subcategory=subcategory,
+        labels={"forget set": "{forget_set}", "figure": subcategory},
+    )
+
+
+rule plot_forget_set:
+    input:
+        unpack(forget_set_setting_files),
+        noise_floor=rules.compute_noise_floor.output.klom,
+        klom_table=rules.reduce_klom.output.table,
+        paper_table=rules.make_paper_tables.output.klom_table,
+        accuracy=rules.tabulate_accuracy.output.table,
+        training_seconds=rules.tabulate_training_seconds.output.table,
+        oracle=rules.gather_oracle_margins.output.scored,
+        forget_set=rules.make_forget_set.output.indices,
+    output:
+        klom_p95=figure_output("klom_p95", "p95 KLOM per method and split"),
+        klom_distribution=figure_output(
+            "klom_distribution", "per-point KLOM distribution"
+        ),
+        margin_histograms=figure_output(
+            "margin_histograms", "unlearned and oracle margins"
+        ),
+        klom_vs_cost=figure_output("klom_vs_cost", "KLOM against unlearning cost"),
+        accuracy_vs_klom=figure_output("accuracy_vs_klom", "accuracy against KLOM"),
+    params:
+        histogram_points=config["paper"]["histogram_points"],
+        klom_options=config["klom"],
+    log:
+        "results/logs/plot_forget_set/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    script:
+        "../workflow_scripts/plot_forget_set.py"

@@ -1,0 +1,24 @@
+import pandas as pd
+
+from klomflow.io import save_parquet
+from klomflow.logs import script_context
+from klomflow.paper import (accuracy_latex, accuracy_markdown, accuracy_table_frame,
+                            klom_latex, klom_markdown, klom_table_frame, provenance,
+                            write_text)
+
+log, config = script_context(snakemake)
+klom = pd.read_parquet(snakemake.input.klom)
+bootstrap = pd.concat([pd.read_parquet(path) for path in snakemake.input.bootstrap],
+                      ignore_index=True)
+frame = klom_table_frame(klom, bootstrap)
+accuracy = accuracy_table_frame(pd.read_parquet(snakemake.input.class_accuracy), klom)
+metadata = provenance(config)
+output = snakemake.output
+save_parquet(output.klom_table, frame, metadata)
+save_parquet(output.accuracy_table, accuracy, metadata)
+write_text(output.klom_markdown, klom_markdown(frame, klom))
+write_text(output.klom_latex, klom_latex(frame, klom))
+write_text(output.accuracy_markdown, accuracy_markdown(accuracy, klom))
+write_text(output.accuracy_latex, accuracy_latex(accuracy, klom))
+log(f"paper tables: {frame['method'].nunique()} rows over {frame['forget_set'].nunique()} "
+    f"forget sets; accuracy over {accuracy['forget_set'].nunique()} class forget sets")

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from klomflow import figures
+from klomflow.io import load_array
+from klomflow.klom import KlomOptions
+from klomflow.logs import script_context
+from klomflow.tables import NOISE_FLOOR
+
+log, config = script_context(snakemake)
+forget_set = snakemake.wildcards.forget_set
+paper = pd.read_parquet(snakemake.input.paper_table)
+paper = paper[paper["forget_set"] == forget_set]
+klom = pd.read_parquet(snakemake.input.klom_table)
+klom = klom[klom["forget_set"] == forget_set]
+accuracy = pd.read_parquet(snakemake.input.accuracy)
+accuracy = accuracy[accuracy["forget_set"] == forget_set]
+training = pd.read_parquet(snakemake.input.training_seconds)
+retrain_seconds = training.loc[(training["role"] == "oracle")
+                               & (training["forget_set"] == forget_set), "train_seconds"].mean()
+
+# Files of every setting on this forget set, keyed by (method, config_id).
+def setting_key(path):
+    return tuple(Path(path).with_suffix("").parts[-2:])
+
+per_point_paths = {setting_key(path): path for path in snakemake.input.klom}
+margin_paths = {setting_key(path): path for path in snakemake.input.unlearned}
+selected = paper.drop_duplicates("method")[["method", "config_id", "diagnostic"]]
+diagnostic = dict(zip(selected["method"], selected["diagnostic"]))
+per_point, unlearned = {}, {}
+for method, config_id in zip(selected["method"], selected["config_id"]):
+    if method == NOISE_FLOOR:
+        per_point[method] = pd.read_parquet(snakemake.input.noise_floor)
+        continue
+    per_point[method] = pd.read_parquet(per_point_paths[(method, config_id)])
+    unlearned[method] = load_array(margin_paths[(method, config_id)])
+options = KlomOptions(**snakemake.params.klom_options)
+points = figures.histogram_points(per_point, load_array(snakemake.input.forget_set),
+                                  snakemake.params.histogram_points)
+summary = figures.setting_summary(klom, accuracy, retrain_seconds)
+floor = klom.loc[klom["method"] == NOISE_FLOOR, "average_95"]
+floor_average = float(floor.iloc[0]) if len(floor) else np.nan
+oracle = accuracy[accuracy["method"] == "oracle"]
+oracle_accuracy = {column: float(oracle[column].mean())
+                   for column in ("forget_accuracy", "val_accuracy")}
+output = snakemake.output
+figures.save(figures.klom_p95_figure(paper, forget_set), output.klom_p95)
+figures.save(figures.klom_distribution_figure(per_point, diagnostic, forget_set),
+             output.klom_distribution)
+figures.save(figures.margin_histogram_figure(unlearned, load_array(snakemake.input.oracle),
+                                             per_point, diagnostic, points, options, forget_set),
+             output.margin_histograms)
+figures.save(figures.klom_vs_cost_figure(summary, floor_average, forget_set), output.klom_vs_cost)
+figures.save(figures.accuracy_vs_klom_figure(summary, oracle_accuracy, floor_average, forget_set),
+             output.accuracy_vs_klom)
+log(f"{forget_set}: 5 figures; margin histograms at forget points {points}; "
+    f"retraining takes {retrain_seconds:.2f}s per model")

@@ -1,0 +1,18 @@
+import pandas as pd
+import torch
+
+from klomflow.io import save_parquet
+from klomflow.logs import script_context
+from klomflow.paper import provenance
+
+log, config = script_context(snakemake)
+rows = []
+for path in [*snakemake.input.original, *snakemake.input.oracle]:
+    # mmap: only the small metadata is read, not every model's weights.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    for model in checkpoint["models"]:
+        rows.append({"role": checkpoint["role"], "forget_set": checkpoint["forget_set"] or "",
+                     "index": int(model["index"]), "seed": int(model["seed"]),
+                     "train_seconds": float(model["train_seconds"])})
+save_parquet(snakemake.output.table, pd.DataFrame(rows), provenance(config))
+log(f"training seconds of {len(rows)} models")
