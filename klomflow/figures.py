@@ -36,7 +36,7 @@ def _label(method: str, diagnostic: bool) -> str:
 
 
 def klom_p95_figure(paper: pd.DataFrame, forget_set: str):
-    """p95 KLOM per method and split, bootstrap intervals, the noise floor marked.
+    """p95 KLOM per method and split, 95% intervals over models, the noise floor marked.
 
     paper: paper_klom.parquet rows of one forget set.
     """
@@ -66,7 +66,7 @@ def klom_p95_figure(paper: pd.DataFrame, forget_set: str):
     axes[0].set_yticks(positions, [_label(m, diagnostic.get(m)) for m in methods])
     axes[0].invert_yaxis()
     figure.suptitle(f"{forget_set}: p95 KLOM of each method's selected setting "
-                    "(bars: 95% bootstrap intervals; dashed: noise floor)")
+                    "(bars: 95% intervals over models; dashed: noise floor)")
     figure.tight_layout()
     return figure
 
@@ -138,7 +138,9 @@ def margin_histogram_figure(unlearned: dict, oracle, per_point: dict, diagnostic
             u = np.clip(margins[:, point].astype(float), -options.clip, options.clip)
             o = np.clip(np.asarray(oracle)[:, point].astype(float), -options.clip, options.clip)
             if len(u) == 0:
-                ax.text(0.5, 0.5, "every run diverged", ha="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"{method}: every run diverged", ha="center",
+                        transform=ax.transAxes)
+                ax.set_axis_off()
                 continue
             low, high = min(u.min(), o.min()), max(u.max(), o.max())
             high = high if high > low else low + 1.0
@@ -196,9 +198,9 @@ def klom_vs_cost_figure(summary: pd.DataFrame, floor_average: float, forget_set:
     ax.set_xscale("log")
     ax.set_xlabel("unlearning wall time / retraining wall time (mean over models)")
     ax.set_ylabel("average_95 KLOM (scored oracles)")
-    ax.set_title(f"{forget_set}: KLOM against unlearning cost "
-                 "(large dots: selected settings; small: every setting)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    figure.suptitle(f"{forget_set}: KLOM against unlearning cost\n"
+                    "(large dots: selected settings; small: every setting)")
     figure.tight_layout()
     return figure
 

@@ -1,5 +1,5 @@
-# Paper tables: each method's setting selected on the held-out oracles, bootstrap
-# intervals over models, class accuracies, and the Markdown/LaTeX tables
+# Paper tables: each method's setting selected on the held-out oracles, intervals
+# from resampling models, class accuracies, and the Markdown/LaTeX tables
 # (klomflow/paper.py). `snakemake --cores all paper_tables` builds only these.
 import klomflow.paper
 
@@ -18,7 +18,7 @@ def entry_settings(wildcards):
     return sorted(settings, key=lambda s: s.config_id)
 
 
-def bootstrap_inputs(wildcards):
+def interval_inputs(wildcards):
     """Per setting of the entry: scored and held-out per-point KLOM, unlearned margins."""
     settings = entry_settings(wildcards)
     paths = {
@@ -37,8 +37,8 @@ def bootstrap_inputs(wildcards):
     }
 
 
-def bootstrap_params(wildcards):
-    """What defines a bootstrap file (rerun trigger)."""
+def interval_params(wildcards):
+    """What defines an interval file (rerun trigger)."""
     if wildcards.get("method", NOISE_FLOOR) == NOISE_FLOOR:
         config_ids, diagnostic = [NOISE_FLOOR_CONFIG_ID], False
     else:
@@ -49,24 +49,25 @@ def bootstrap_params(wildcards):
         "config_ids": config_ids,
         "diagnostic": diagnostic,
         "klom_options": config["klom"],
-        "bootstrap": {
-            "n_resamples": config["paper"]["bootstrap_resamples"],
-            "seed": config["paper"]["bootstrap_seed"],
+        "resampling": {
+            "n_resamples": config["paper"]["resamples"],
+            "delete_fraction": config["paper"]["delete_fraction"],
+            "seed": config["paper"]["resample_seed"],
         },
         "klom_version": klom_module.VERSION,
         "paper_version": klomflow.paper.VERSION,
     }
 
 
-def bootstrap_files(wildcards=None):
+def interval_files(wildcards=None):
     entries = expand(
-        "results/bootstrap/{forget_set}/{method}.parquet",
+        "results/intervals/{forget_set}/{method}.parquet",
         forget_set=FORGET_SETS,
         method=NOISE_FLOOR,
     )
     pairs = sorted({(f, s.entry) for s in SETTINGS for f in s.forget_sets})
     return entries + [
-        f"results/bootstrap/{forget_set}/{method}.parquet" for forget_set, method in pairs
+        f"results/intervals/{forget_set}/{method}.parquet" for forget_set, method in pairs
     ]
 
 
@@ -105,26 +106,29 @@ def paper_table_files():
     )
 
 
-rule bootstrap_klom:
+rule resample_klom:
     input:
-        unpack(bootstrap_inputs),
+        unpack(interval_inputs),
         oracle=rules.gather_oracle_margins.output.scored,
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
     output:
-        bootstrap="results/bootstrap/{forget_set}/{method}.parquet",
+        intervals="results/intervals/{forget_set}/{method}.parquet",
+    # The noise floor's file has its own rule (the global constraint looks at `/`).
+    wildcard_constraints:
+        method=r"(?!oracle_holdout\.parquet$)[A-Za-z0-9][A-Za-z0-9_.-]*",
     params:
-        bootstrap=bootstrap_params,
+        resampling=interval_params,
     log:
-        "results/logs/bootstrap_klom/{forget_set}/{method}.log",
+        "results/logs/resample_klom/{forget_set}/{method}.log",
     conda:
         "../envs/klomflow.yaml"
     script:
-        "../workflow_scripts/bootstrap_klom.py"
+        "../workflow_scripts/resample_klom.py"
 
 
 # The noise-floor row: the held-out oracles in the place of the unlearned models.
-rule bootstrap_noise_floor:
+rule resample_noise_floor:
     input:
         scored=[rules.compute_noise_floor.output.klom],
         unlearned=[rules.gather_oracle_margins.output.holdout],
@@ -132,15 +136,15 @@ rule bootstrap_noise_floor:
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
     output:
-        bootstrap="results/bootstrap/{forget_set}/oracle_holdout.parquet",
+        intervals="results/intervals/{forget_set}/oracle_holdout.parquet",
     params:
-        bootstrap=bootstrap_params,
+        resampling=interval_params,
     log:
-        "results/logs/bootstrap_noise_floor/{forget_set}.log",
+        "results/logs/resample_noise_floor/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
     script:
-        "../workflow_scripts/bootstrap_klom.py"
+        "../workflow_scripts/resample_klom.py"
 
 
 rule tabulate_class_accuracy:
@@ -186,7 +190,7 @@ rule tabulate_training_seconds:
 rule make_paper_tables:
     input:
         klom=rules.reduce_klom.output.table,
-        bootstrap=bootstrap_files(),
+        intervals=interval_files(),
         class_accuracy=rules.tabulate_class_accuracy.output.table,
     output:
         klom_markdown="results/tables/paper_klom.md",

@@ -10,6 +10,11 @@ from conftest import make_tiny_problem, max_weight_change, weights_of
 from klomflow.methods import METHODS
 
 
+# The tiny problem's blobs are so separable that ssd's default selection threshold
+# (alpha = 100) selects no weight; on digits classes it does (README table).
+TINY_PROBLEM_PARAMS = {"ssd": {"alpha": 1.0}}
+
+
 def synthetic_extras(method, data, model):
     """Inputs a method declares in `needs`, made up with the right shapes."""
     rng = np.random.default_rng(0)
@@ -29,11 +34,13 @@ def synthetic_extras(method, data, model):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_changes_the_weights_unless_it_does_nothing(name):
     method = METHODS[name]
-    model, data = make_tiny_problem(forget="class" if method.class_only else "random")
+    # A whole class suits every method; some (ssd) select no weight for a few random points.
+    model, data = make_tiny_problem(forget="class")
     data.extras = synthetic_extras(method, data, model)
     before = weights_of(model)
     with torch.random.fork_rng(devices=[]):
-        result = method.unlearn(copy.deepcopy(model), data, dict(method.defaults))
+        params = method.defaults | TINY_PROBLEM_PARAMS.get(name, {})
+        result = method.unlearn(copy.deepcopy(model), data, params)
     if getattr(method, "outputs_logits", False):
         assert np.isfinite(np.asarray(result)).all()
         return

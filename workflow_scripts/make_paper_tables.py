@@ -8,9 +8,9 @@ from klomflow.paper import (accuracy_latex, accuracy_markdown, accuracy_table_fr
 
 log, config = script_context(snakemake)
 klom = pd.read_parquet(snakemake.input.klom)
-bootstrap = pd.concat([pd.read_parquet(path) for path in snakemake.input.bootstrap],
+intervals = pd.concat([pd.read_parquet(path) for path in snakemake.input.intervals],
                       ignore_index=True)
-frame = klom_table_frame(klom, bootstrap)
+frame = klom_table_frame(klom, intervals)
 accuracy = accuracy_table_frame(pd.read_parquet(snakemake.input.class_accuracy), klom)
 metadata = provenance(config)
 output = snakemake.output

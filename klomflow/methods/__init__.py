@@ -7,13 +7,17 @@ to the tuple below.
 from klomflow.methods import (
     bad_teaching,
     do_nothing,
+    fisher_forgetting,
     gradient_ascent,
     gradient_descent,
     l1_sparse,
     neggrad_plus,
+    pbu,
     random_label,
     salun,
     scrub,
+    ssd,
+    unsir,
 )
 from klomflow.methods.base import Method, UnlearningData
 
@@ -29,6 +33,10 @@ METHODS: dict[str, Method] = {
         scrub,
         bad_teaching,
         l1_sparse,
+        ssd,
+        fisher_forgetting,
+        pbu,
+        unsir,
     )
 }
 

@@ -20,8 +20,16 @@ unchanged into the SSD repository's FisherForgetting baseline):
 - When the forget set holds every training point of a class, the authors set that
   class's output row to 0 with variance 1e-4 (before the x10): `zero_forget_classes`.
   A random forget set never triggers it.
-Differences: noise is drawn from `data.generator` (the authors use the global RNG), and
-the authors' alpha (1e-6 in the SSD copy, 3e-6 default) is kept as the default.
+- alpha defaults to 1e-6, the value the authors' baseline runs with (3e-6 is their
+  function default).
+Differences: noise is drawn from `data.generator` (the authors use the global RNG); the
+output layer is the last module that owns parameters, if it has one row per class (the
+authors take every parameter whose first axis has n_classes entries).
+On the default workflow (5 models) the class-3 forgetting comes from the zeroed output
+row (forget accuracy 0.999 -> 0.0, other classes 0.977 -> 0.974); without it the noise
+alone leaves it at 0.99. On 100 random points alpha 1e-6 barely moves the model
+(retain accuracy 0.990 -> 0.986). Cost: ~1.3 s per model at one CPU thread, plus ~3 s
+once per process for torch.func's first call.
 """
 
 from __future__ import annotations
@@ -40,10 +48,16 @@ MAX_VARIANCE = 1e3  # clamp of 1 / F for every parameter
 MAX_VARIANCE_OUTPUT = 1e2  # tighter clamp for the output layer
 BOOST = 10.0  # extra noise for the output layer and for one-axis parameters
 FORGOTTEN_CLASS_VARIANCE = 1e-4  # variance of a forgotten class's (zeroed) output row
+# Most Jacobian entries [points, classes, parameters] held at once (512 MiB of float32):
+# the MLP takes `batch_size` points per step, ResNet-9 (6.5M weights, 10 classes) two.
+JACOBIAN_BUDGET = 2**27
 
 
 def fisher_diagonal(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> dict:
     """Diagonal of the true Fisher at the model's weights, averaged over the points x.
+
+    Points go through in batches of at most `batch_size` (fewer for large models, see
+    JACOBIAN_BUDGET); the batching does not change the result.
 
     F[name] = mean over points of sum_c p(c|x) * (d log p(c|x) / d weight)^2, the
     expectation over the model's own predictive distribution (not the labels), as in
@@ -62,6 +76,9 @@ def fisher_diagonal(model: nn.Module, x: torch.Tensor, batch_size: int, device) 
     # Per point, the Jacobian of the C log-probabilities: {name: [B, C, *shape]}.
     per_point_jacobian = vmap(jacrev(log_probabilities), in_dims=(None, 0))
     fisher = {name: torch.zeros_like(value) for name, value in params.items()}
+    n_classes = class_probabilities(model, params, buffers, x[:1], device).shape[1]
+    per_point = n_classes * sum(value.numel() for value in params.values())
+    batch_size = max(1, min(batch_size, JACOBIAN_BUDGET // per_point))
     for start in range(0, len(x), batch_size):
         points = x[start:start + batch_size]
         jacobian = per_point_jacobian(params, points)

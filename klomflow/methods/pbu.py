@@ -18,10 +18,18 @@ fisher_forgetting; evaluation mode, as the authors put BatchNorm in eval mode fo
 Both penalties run over every parameter; the CE is the batch mean; training mode.
 The paper's alpha 721, beta 90, gamma 4001 (tuned on MNIST) stay the defaults, as do
 Adam, batch 64 and 5 epochs.
-Difference: the learning rate. The authors' 1e-4 with ~94 MNIST forget batches per
-epoch gives ~470 Adam steps; a digits class (~145 points) gives 3 batches per epoch,
-15 steps in 5 epochs, each moving a weight by at most ~lr: at 1e-4 the model barely
-moves and the class is not forgotten. lr 2e-3 restores forgetting (see the report).
+Difference: the learning rate, 2e-3 instead of 1e-4. On MNIST the authors get ~94 forget
+batches per epoch, ~470 Adam steps in 5 epochs; a digits class (~145 points) gives 3
+batches per epoch, 15 steps, each moving a weight by about lr: at 1e-4 nothing is
+forgotten (forget accuracy 0.999 -> 0.97). Measured on the default workflow (class 3,
+5 models): lr 2e-3 gives forget accuracy 0.05 (original 0.999) with validation accuracy
+on the other classes 0.94 (original 0.977).
+Caveats, from the same measurements: the result is a transient of the optimisation, not
+a minimum. -CE is unbounded; with gamma 4001 long training runs away (other classes fall
+to ~0.27), with gamma >= 5000 it settles near theta0 (forget accuracy >= 0.94), so lr x steps
+decides, and single runs vary (forget accuracy 0.0-0.74 over shuffling seeds, mean 0.17).
+At these constants the Fisher term is at most beta * max F / gamma ~ 0.002 of the L2
+term (F on the forget class <= 0.09, mean 7e-4), so beta hardly matters here.
 """
 
 from __future__ import annotations

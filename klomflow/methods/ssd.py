@@ -9,11 +9,20 @@ multiplied by min(lambda * I_D / I_F, 1); all other weights stay exactly as they
 Data: forget set and the full training set (retain + forget).
 
 As in the authors' code (ssd.py, ParameterPerturber.calc_importance / modify_weight):
-evaluation mode, unshuffled batches (the full set ordered retain first, then forget,
-like their ConcatDataset), the sum of squared batch gradients divided by the number of
-batches (a short last batch counts as one), and only parameters (not BatchNorm running
-statistics) are dampened. Their defaults alpha = 10 ("selection_weighting") and
-lambda = 1 ("dampening_constant") are kept; their batch size 128 as well.
+evaluation mode, unshuffled batches of 128, the sum of squared batch gradients divided
+by the number of batches (a short last batch counts as one), and only parameters (not
+BatchNorm running statistics) are dampened; lambda = 1 ("dampening_constant").
+Differences, both measured on the default workflow (digits MLP, class 3, 5 models):
+- D is the training set in index order. The authors concatenate retain, then forget
+  (ConcatDataset), so the forget set fills D's last batches on its own; with few
+  batches that caps I_F / I_D near (batches of D) / (batches of F) and turns alpha into
+  a cliff (here: alpha 12 -> forget accuracy 0.0 but retain accuracy 0.91, alpha 14 ->
+  forget 0.53, alpha 16 -> nothing happens). In index order the forget points share
+  batches with the rest, and the selection degrades smoothly with alpha.
+- alpha = 100 instead of the authors' 10 ("selection_weighting"): at 10 this MLP loses
+  a third of its retain accuracy (0.99 -> 0.66); at 100 class 3 is forgotten (0.999 ->
+  0.0) with retain accuracy 0.98. The paper's grid spans 0.1-500. On a random forget set
+  no weight passes the selection at alpha >= 10, and the model is returned unchanged.
 """
 
 from __future__ import annotations
@@ -63,7 +72,8 @@ def unlearn(model, data, params):
     with torch.no_grad():
         for name, weight in model.named_parameters():
             if name in factors:
-                weight.mul_(factors[name])  # x * 1.0 == x exactly: unselected weights keep their bits
+                # x * 1.0 == x exactly: unselected weights keep their bits.
+                weight.mul_(factors[name])
     return model
 
 

@@ -3,11 +3,11 @@ import pandas as pd
 from klomflow.io import load_array, save_parquet
 from klomflow.klom import KlomOptions
 from klomflow.logs import script_context
-from klomflow.paper import bootstrap_entry, provenance
+from klomflow.paper import interval_entry, provenance
 from klomflow.tables import NOISE_FLOOR, point_splits
 
 log, config = script_context(snakemake)
-params = snakemake.params.bootstrap
+params = snakemake.params.resampling
 method = snakemake.wildcards.get("method", NOISE_FLOOR)
 points = pd.read_parquet(snakemake.input.points)
 n_train = int((points["split"] == "train").sum())
@@ -19,14 +19,15 @@ candidates = [
     for config_id, scored, held_out in zip(params["config_ids"], snakemake.input.scored, holdout)
 ]
 margins = dict(zip(params["config_ids"], snakemake.input.unlearned))
-table = bootstrap_entry(
+resampling = params["resampling"]
+table = interval_entry(
     snakemake.wildcards.forget_set, method, params["diagnostic"], candidates,
     load_margins=lambda config_id: load_array(margins[config_id]),
     oracle_margins=load_array(snakemake.input.oracle), splits=splits,
-    options=KlomOptions(**params["klom_options"]),
-    n_resamples=params["bootstrap"]["n_resamples"], base_seed=params["bootstrap"]["seed"],
+    options=KlomOptions(**params["klom_options"]), n_resamples=resampling["n_resamples"],
+    delete_fraction=resampling["delete_fraction"], base_seed=resampling["seed"],
 )
-save_parquet(snakemake.output.bootstrap, table, provenance(config))
+save_parquet(snakemake.output.intervals, table, provenance(config))
 log(f"{snakemake.wildcards.forget_set}/{method}: selected {table['config_id'].iloc[0]} of "
     f"{len(candidates)} settings by {table['selected_by'].iloc[0]}; "
-    f"{params['bootstrap']['n_resamples']} resamples")
+    f"{resampling['n_resamples']} resamples")
