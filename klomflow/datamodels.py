@@ -136,7 +136,7 @@ def fit_datamodels(masks, logits, ridge: float, chunk_size: int = 4096, out=None
 
 
 def fit_datamodels_to_files(masks, logits, ridge: float, datamodels_path, intercept_path):
-    """fit_datamodels written straight into datamodels_path (.npy, atomically) and intercept_path."""
+    """fit_datamodels written into datamodels_path (a .npy, atomically) and intercept_path."""
     n_train = np.shape(masks)[1]
     _, n_points, n_classes = logits.shape
     with atomic_path(datamodels_path) as temporary:

@@ -39,6 +39,12 @@ def n_shards(role):
     return len(shard_ranges(total, models["seeds_per_job"]))
 
 
+def forget_set_spec(wildcards):
+    if wildcards.forget_set not in config["forget_sets"]:
+        raise WorkflowError(f"forget set {wildcards.forget_set!r} is not in config.yaml")
+    return config["forget_sets"][wildcards.forget_set]
+
+
 def training_params(wildcards, role):
     """What defines a trained shard; a change here retrains it (rerun trigger)."""
     models = config["models"]

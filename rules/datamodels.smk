@@ -16,6 +16,8 @@ rule train_subset_models:
     log:
         "results/logs/train_subset_models/shard_{shard}.log",
     threads: 1
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_subset_models.py"
 
@@ -32,5 +34,7 @@ rule fit_datamodels:
     log:
         "results/logs/fit_datamodels.log",
     threads: 1
+    conda:
+        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/fit_datamodels.py"

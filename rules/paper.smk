@@ -67,7 +67,8 @@ def interval_files(wildcards=None):
     )
     pairs = sorted({(f, s.entry) for s in SETTINGS for f in s.forget_sets})
     return entries + [
-        f"results/intervals/{forget_set}/{method}.parquet" for forget_set, method in pairs
+        f"results/intervals/{forget_set}/{method}.parquet"
+        for forget_set, method in pairs
     ]
 
 
@@ -114,15 +115,15 @@ rule resample_klom:
         points=rules.prepare_data.output.points,
     output:
         intervals="results/intervals/{forget_set}/{method}.parquet",
+    log:
+        "results/logs/resample_klom/{forget_set}/{method}.log",
     # The noise floor's file has its own rule (the global constraint looks at `/`).
     wildcard_constraints:
         method=r"(?!oracle_holdout\.parquet$)[A-Za-z0-9][A-Za-z0-9_.-]*",
-    params:
-        resampling=interval_params,
-    log:
-        "results/logs/resample_klom/{forget_set}/{method}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        resampling=interval_params,
     script:
         "../workflow_scripts/resample_klom.py"
 
@@ -137,12 +138,12 @@ rule resample_noise_floor:
         points=rules.prepare_data.output.points,
     output:
         intervals="results/intervals/{forget_set}/oracle_holdout.parquet",
-    params:
-        resampling=interval_params,
     log:
         "results/logs/resample_noise_floor/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        resampling=interval_params,
     script:
         "../workflow_scripts/resample_klom.py"
 
@@ -162,12 +163,12 @@ rule tabulate_class_accuracy:
         ),
     output:
         table="results/tables/class_accuracy.parquet",
-    params:
-        labels={f: config["forget_sets"][f]["label"] for f in class_forget_sets()},
     log:
         "results/logs/tabulate_class_accuracy.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        labels={f: config["forget_sets"][f]["label"] for f in class_forget_sets()},
     script:
         "../workflow_scripts/tabulate_class_accuracy.py"
 

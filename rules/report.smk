@@ -29,7 +29,9 @@ def forget_set_setting_files(wildcards):
     ]
     return {
         "klom": fill("results/klom/{forget_set}/{method}/{config_id}.parquet"),
-        "unlearned": fill("results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"),
+        "unlearned": fill(
+            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+        ),
     }
 
 
@@ -63,12 +65,12 @@ rule plot_forget_set:
         ),
         klom_vs_cost=figure_output("klom_vs_cost", "KLOM against unlearning cost"),
         accuracy_vs_klom=figure_output("accuracy_vs_klom", "accuracy against KLOM"),
-    params:
-        histogram_points=config["paper"]["histogram_points"],
-        klom_options=config["klom"],
     log:
         "results/logs/plot_forget_set/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        histogram_points=config["paper"]["histogram_points"],
+        klom_options=config["klom"],
     script:
         "../workflow_scripts/plot_forget_set.py"

@@ -8,7 +8,6 @@ from klomflow.datamodels import (
     masks_from_records,
     predicted_logits,
     subset_masks,
-    subset_masks as make_masks,
 )
 
 
@@ -27,9 +26,9 @@ def test_subset_masks_are_deterministic_half_subsets():
 
 def test_subset_masks_reject_degenerate_fractions():
     with pytest.raises(ValueError):
-        make_masks(10, 2, fraction=1.0)
+        subset_masks(10, 2, fraction=1.0)
     with pytest.raises(ValueError):
-        make_masks(10, 2, fraction=0.01)
+        subset_masks(10, 2, fraction=0.01)
 
 
 def linear_problem(n_models, n_train=30, n_points=7, n_classes=3, noise=0.01, seed=0,

@@ -2,9 +2,16 @@ import pandas as pd
 
 from klomflow.io import save_parquet
 from klomflow.logs import script_context
-from klomflow.paper import (accuracy_latex, accuracy_markdown, accuracy_table_frame,
-                            klom_latex, klom_markdown, klom_table_frame, provenance,
-                            write_text)
+from klomflow.paper import (
+    accuracy_latex,
+    accuracy_markdown,
+    accuracy_table_frame,
+    klom_latex,
+    klom_markdown,
+    klom_table_frame,
+    provenance,
+    write_text,
+)
 
 log, config = script_context(snakemake)
 klom = pd.read_parquet(snakemake.input.klom)

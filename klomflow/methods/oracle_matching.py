@@ -37,7 +37,7 @@ from klomflow.training import autocast
 
 
 def finetuning_indices(data, params) -> torch.Tensor:
-    """Training indices to fine-tune on: F repeated forget_mult times, then a random retain sample."""
+    """Training indices to fine-tune on: F forget_mult times, then a random retain sample."""
     forget = data.forget_indices.cpu()
     whole = int(params["forget_mult"])
     part = int(round((params["forget_mult"] - whole) * len(forget)))

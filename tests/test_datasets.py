@@ -1,0 +1,80 @@
+"""Torchvision datasets read from files in their real on-disk formats."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from dataset_files import write_cifar10, write_mnist
+
+from klomflow.config import ConfigError, validate
+from klomflow.datasets import load_dataset, points_table
+from klomflow.forget_sets import make_forget_set
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_cifar_format_files_load_without_checksums(tmp_path):
+    train_labels, test_labels = write_cifar10(tmp_path, per_batch=6, n_test=10)
+    dataset = load_dataset({"name": "cifar10", "data_dir": str(tmp_path),
+                            "verify_checksums": False})
+    assert dataset.train_x.shape == (30, 3, 32, 32) and dataset.val_x.shape == (10, 3, 32, 32)
+    assert dataset.n_classes == 10
+    # Torchvision's order: batches 1..5 in turn, then the test batch.
+    np.testing.assert_array_equal(dataset.train_y.numpy(), train_labels)
+    np.testing.assert_array_equal(dataset.val_y.numpy(), test_labels)
+    # Normalised per channel with the CIFAR-10 mean and std.
+    with open(tmp_path / "cifar-10-batches-py/data_batch_1", "rb") as handle:
+        first = pickle.load(handle, encoding="latin1")["data"][0].astype(np.float32)
+    mean = np.array([0.4914, 0.4822, 0.4465])[:, None, None]
+    std = np.array([0.2470, 0.2435, 0.2616])[:, None, None]
+    expected = (first.reshape(3, 32, 32) / 255.0 - mean) / std
+    np.testing.assert_allclose(dataset.train_x[0].numpy(), expected, atol=1e-5)
+    points = points_table(dataset)
+    assert list(points["split"]) == ["train"] * 30 + ["val"] * 10
+
+
+def test_cifar_checksums_are_checked_by_default(tmp_path):
+    write_cifar10(tmp_path, per_batch=4, n_test=4)
+    with pytest.raises(FileNotFoundError, match="not found or corrupted"):
+        load_dataset({"name": "cifar10", "data_dir": str(tmp_path)})
+
+
+def test_missing_cifar_files_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download_data"):
+        load_dataset({"name": "cifar10", "data_dir": str(tmp_path), "verify_checksums": False})
+
+
+@pytest.mark.parametrize("name, class_name", [("mnist", "MNIST"),
+                                              ("fashion_mnist", "FashionMNIST")])
+def test_mnist_format_files_load(tmp_path, name, class_name):
+    train_labels, test_labels = write_mnist(tmp_path, class_name, n_train=30, n_test=10)
+    dataset = load_dataset({"name": name, "data_dir": str(tmp_path)})
+    assert dataset.train_x.shape == (30, 1, 28, 28) and dataset.train_x.dtype == torch.float32
+    np.testing.assert_array_equal(dataset.train_y.numpy(), train_labels)
+    np.testing.assert_array_equal(dataset.val_y.numpy(), test_labels)
+
+
+def test_paper_config_accepts_the_published_forget_set_files(tmp_path):
+    """data-unlearning-bench's forget_set_{k}.npy: int arrays of CIFAR-10 training indices."""
+    config = yaml.safe_load((REPOSITORY / "config/paper_cifar10.yaml").read_text())
+    published = np.random.default_rng(1).choice(50000, size=100, replace=False)
+    folder = tmp_path / "forget_set_indices" / "CIFAR10"
+    folder.mkdir(parents=True)
+    np.save(folder / "forget_set_1.npy", published.astype(np.int64))
+    np.save(folder / "forget_set_2.npy", published.astype(np.int32))  # either integer width
+    for k in (1, 2):
+        config["forget_sets"][f"published_{k}"] = {
+            "kind": "indices", "path": f"forget_set_indices/CIFAR10/forget_set_{k}.npy"}
+    # The dataset is not downloaded: checked against CIFAR-10's nominal 50,000 points.
+    resolved = validate(config, base_dir=tmp_path)
+    labels = np.arange(50000) % 10
+    for k in (1, 2):
+        indices = make_forget_set(f"published_{k}", resolved["forget_sets"][f"published_{k}"],
+                                  labels, base_dir=tmp_path)
+        np.testing.assert_array_equal(indices, np.sort(published))
+    np.save(folder / "forget_set_1.npy", np.array([3, 50000]))
+    with pytest.raises(ConfigError, match="published_1.path: index 50000 is outside"):
+        validate(config, base_dir=tmp_path)
