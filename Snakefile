@@ -54,5 +54,6 @@ rule all:
 onsuccess:
     print(
         "\nklomflow: KLOM tables are in results/tables/ "
-        "(klom.parquet, accuracy.parquet, klom_summary.md)"
+        "(klom.parquet, accuracy.parquet, klom_summary.md, paper_klom.md, "
+        "paper_accuracy.md); the report: snakemake --report results/report.html"
     )

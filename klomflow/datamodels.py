@@ -24,8 +24,9 @@ where X [M, n_train] are the masks, Xc = X - mean(X) and Yc = Y - mean(Y).
 The 1/M makes `ridge` independent of the number of models: a random 50%
 mask has variance 1/4 per column, so Xc^T Xc / M is about I / 4, and
 ridge = 0.25 shrinks a well-determined weight by about half. With ridge = 0
-this is the minimum-norm least-squares solution (numpy.linalg.lstsq with
-an intercept column).
+it is least squares (numpy.linalg.lstsq with an intercept column, where the
+masks determine every weight; the minimum-norm solution in the centred
+masks where they do not).
 
 Every subset_masks row holds the same number k of points, so the data
 cannot tell "each point adds c to a logit" from "the intercept is k * c
@@ -34,9 +35,13 @@ higher": weights are identified only up to a constant per output. The fit
 over training points, so predicted_logits removes F's point-specific
 effects, not the effect of training on fewer points.
 
-The authors fit sparse (LASSO) datamodels for
-CIFAR-10 with tens of thousands of models; ridge is what a few hundred to
-a few thousand models on a small dataset support, and it is one solve.
+The authors fit sparse (LASSO) datamodels for CIFAR-10 with tens of
+thousands of models; ridge is what a few hundred to a few thousand models
+on a small dataset support, and it is one solve. On digits (default MLP,
+100 random forget points) the predicted change of the forget points'
+margins correlates with the real one (retrained minus original) at about
+0.41, 0.62, 0.78 and 0.85 for M = 300, 600, 1000 and 2000 models, best
+at ridge 0.01-0.1 (0.03 is a good default).
 
 On-disk format (written by the fit_datamodels rule):
 - results/datamodels/datamodels.npy: float32 [n_train, n_points, n_classes],
@@ -56,6 +61,9 @@ from klomflow.io import atomic_path, save_array
 # Bump when a change to the fit can change fitted datamodels (a rerun trigger
 # of the fit_datamodels rule).
 VERSION = "1"
+
+# predicted_logits reads F's rows of beta this many elements at a time.
+PREDICTION_CHUNK_ELEMENTS = 1 << 24
 
 
 def subset_masks(n_train: int, n_models: int, fraction: float = 0.5, seed: int = 0) -> np.ndarray:
@@ -159,11 +167,16 @@ def predicted_logits(original_logits, beta, forget_indices, points=None,
     map: only F's rows are read.
     """
     forget = np.sort(np.asarray(forget_indices, dtype=np.int64))
-    weights = np.asarray(beta[forget], dtype=np.float64)  # [n_forget, n_points, C]
-    if points is not None:
-        weights = weights[:, np.asarray(points, dtype=np.int64)]
-    removed = weights.sum(axis=0)
-    return (np.asarray(original_logits, dtype=np.float64) - multiplier * removed).astype(np.float32)
+    original_logits = np.asarray(original_logits, dtype=np.float64)
+    removed = np.zeros_like(original_logits)
+    # A few rows at a time: F's rows of a large dataset's beta need not fit in memory.
+    rows = max(1, PREDICTION_CHUNK_ELEMENTS // max(1, beta.shape[1] * beta.shape[2]))
+    for start in range(0, len(forget), rows):
+        weights = beta[forget[start:start + rows]]  # [rows, n_points, C]
+        if points is not None:
+            weights = weights[:, np.asarray(points, dtype=np.int64)]
+        removed += np.asarray(weights, dtype=np.float64).sum(axis=0)
+    return (original_logits - multiplier * removed).astype(np.float32)
 
 
 def masks_from_records(records, n_train: int) -> np.ndarray:

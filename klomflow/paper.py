@@ -159,20 +159,11 @@ def add_selection_columns(table: pd.DataFrame, holdout: pd.DataFrame) -> pd.Data
     return table
 
 
-def selected_settings(klom_table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (forget_set, method): the selected setting's identity and figures."""
-    columns = ["forget_set", "method", "config_id", "params", "diagnostic", "selected_by",
-               "average_95", "holdout_average_95", "n_unlearned", "n_oracle", "n_diverged"]
-    chosen = klom_table[klom_table["selected"]]
-    return (chosen.drop_duplicates(["forget_set", "method"])[columns]
-            .sort_values(["forget_set", "method"]).reset_index(drop=True))
-
-
 # --- intervals ------------------------------------------------------------------------------
 
 
 def deleted_count(n_models: int, delete_fraction: float) -> int:
-    """Models left out per resample: at least one, at most all but two."""
+    """Models left out per resample: at least one, and at least two kept where n_models > 2."""
     return int(min(max(1, round(delete_fraction * n_models)), max(n_models - 2, 1)))
 
 

@@ -4,6 +4,7 @@ import json
 from snakemake.exceptions import WorkflowError
 
 import klomflow.config
+import klomflow.paper
 import klomflow.runs
 from klomflow import klom as klom_module
 from klomflow import training
@@ -188,7 +189,9 @@ def klom_files(wildcards=None):
 
 
 def holdout_klom_files(wildcards=None):
-    return setting_outputs("results/klom_holdout/{forget_set}/{method}/{config_id}.parquet")
+    return setting_outputs(
+        "results/klom_holdout/{forget_set}/{method}/{config_id}.parquet"
+    )
 
 
 def unlearned_margin_files(wildcards=None):
@@ -207,3 +210,156 @@ def final_tables():
         *paper_table_files(),
         *report_figures(),
     ]
+
+
+# --- Paper tables and report (rules/paper.smk, rules/report.smk) ---
+
+
+def entry_settings(wildcards):
+    """The settings of method entry `method` that run on `forget_set`."""
+    settings = [
+        s
+        for s in SETTINGS
+        if s.entry == wildcards.method and wildcards.forget_set in s.forget_sets
+    ]
+    if not settings:
+        raise WorkflowError(
+            f"method {wildcards.method!r} does not run on forget set {wildcards.forget_set!r}"
+        )
+    return sorted(settings, key=lambda s: s.config_id)
+
+
+def interval_inputs(wildcards):
+    """Per setting of the entry: scored and held-out per-point KLOM, unlearned margins."""
+    settings = entry_settings(wildcards)
+    paths = {
+        "scored": "results/klom/{forget_set}/{method}/{config_id}.parquet",
+        "holdout": "results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
+        "unlearned": "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy",
+    }
+    return {
+        name: [
+            pattern.format(
+                forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
+            )
+            for s in settings
+        ]
+        for name, pattern in paths.items()
+    }
+
+
+def interval_params(wildcards):
+    """What defines an interval file (rerun trigger)."""
+    if wildcards.get("method", NOISE_FLOOR) == NOISE_FLOOR:
+        config_ids, diagnostic = [NOISE_FLOOR_CONFIG_ID], False
+    else:
+        settings = entry_settings(wildcards)
+        config_ids = [s.config_id for s in settings]
+        diagnostic = METHODS[settings[0].method].diagnostic
+    return {
+        "config_ids": config_ids,
+        "diagnostic": diagnostic,
+        "klom_options": config["klom"],
+        "resampling": {
+            "n_resamples": config["paper"]["resamples"],
+            "delete_fraction": config["paper"]["delete_fraction"],
+            "seed": config["paper"]["resample_seed"],
+        },
+        "klom_version": klom_module.VERSION,
+        "paper_version": klomflow.paper.VERSION,
+    }
+
+
+def interval_files(wildcards=None):
+    entries = expand(
+        "results/intervals/{forget_set}/{method}.parquet",
+        forget_set=FORGET_SETS,
+        method=NOISE_FLOOR,
+    )
+    pairs = sorted({(f, s.entry) for s in SETTINGS for f in s.forget_sets})
+    return entries + [
+        f"results/intervals/{forget_set}/{method}.parquet"
+        for forget_set, method in pairs
+    ]
+
+
+def class_forget_sets():
+    return [f for f in FORGET_SETS if config["forget_sets"][f]["kind"] == "class"]
+
+
+def class_setting_files(pattern):
+    return [
+        pattern.format(forget_set=f, method=s.entry, config_id=s.config_id)
+        for s in SETTINGS
+        for f in s.forget_sets
+        if f in class_forget_sets()
+    ]
+
+
+def oracle_checkpoints(wildcards=None):
+    return expand(
+        "results/models/oracle/{forget_set}/shard_{shard}.pt",
+        forget_set=FORGET_SETS,
+        shard=range(n_shards("oracle")),
+    )
+
+
+def original_checkpoints(wildcards=None):
+    return expand(
+        "results/models/original/shard_{shard}.pt", shard=range(n_shards("original"))
+    )
+
+
+def paper_table_files():
+    return expand(
+        "results/tables/paper_{table}.{extension}",
+        table=["klom", "accuracy"],
+        extension=["md", "tex", "parquet"],
+    )
+
+
+FIGURES = [
+    "klom_p95",
+    "klom_distribution",
+    "margin_histograms",
+    "klom_vs_cost",
+    "accuracy_vs_klom",
+]
+
+
+def report_figures(wildcards=None):
+    return expand(
+        "results/report/{forget_set}/{figure}.png",
+        forget_set=FORGET_SETS,
+        figure=FIGURES,
+    )
+
+
+def forget_set_setting_files(wildcards):
+    """Per-point KLOM and unlearned margins of every setting run on the forget set."""
+    settings = [s for s in SETTINGS if wildcards.forget_set in s.forget_sets]
+
+    def fill(pattern):
+        return [
+            pattern.format(
+                forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
+            )
+            for s in settings
+        ]
+
+    return {
+        "klom": fill("results/klom/{forget_set}/{method}/{config_id}.parquet"),
+        "unlearned": fill(
+            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+        ),
+    }
+
+
+def figure_output(name, subcategory):
+    return report(
+        f"results/report/{{forget_set}}/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="{forget_set}",
+        subcategory=subcategory,
+        labels={"forget set": "{forget_set}", "figure": subcategory},
+    )

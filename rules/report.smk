@@ -1,49 +1,6 @@
 # Figures for `snakemake --report results/report.html`, one set per forget set
 # (klomflow/figures.py; captions in report/).
 
-FIGURES = [
-    "klom_p95",
-    "klom_distribution",
-    "margin_histograms",
-    "klom_vs_cost",
-    "accuracy_vs_klom",
-]
-
-
-def report_figures(wildcards=None):
-    return expand(
-        "results/report/{forget_set}/{figure}.png",
-        forget_set=FORGET_SETS,
-        figure=FIGURES,
-    )
-
-
-def forget_set_setting_files(wildcards):
-    """Per-point KLOM and unlearned margins of every setting run on the forget set."""
-    settings = [s for s in SETTINGS if wildcards.forget_set in s.forget_sets]
-    fill = lambda pattern: [
-        pattern.format(
-            forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
-        )
-        for s in settings
-    ]
-    return {
-        "klom": fill("results/klom/{forget_set}/{method}/{config_id}.parquet"),
-        "unlearned": fill(
-            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
-        ),
-    }
-
-
-def figure_output(name, subcategory):
-    return report(
-        f"results/report/{{forget_set}}/{name}.png",
-        caption=f"../report/{name}.rst",
-        category="{forget_set}",
-        subcategory=subcategory,
-        labels={"forget set": "{forget_set}", "figure": subcategory},
-    )
-
 
 rule plot_forget_set:
     input:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from klomflow import datamodels
 from klomflow.datamodels import (
     fit_datamodels,
     masks_from_records,
@@ -121,12 +122,14 @@ def test_fit_writes_into_a_memory_map(tmp_path):
     assert np.abs(loaded - beta).max() < 0.02
 
 
-def test_predicted_logits_subtract_the_forget_rows():
+@pytest.mark.parametrize("chunk_elements", [1, 1 << 24])  # a row at a time, all at once
+def test_predicted_logits_subtract_the_forget_rows(chunk_elements, monkeypatch):
+    monkeypatch.setattr(datamodels, "PREDICTION_CHUNK_ELEMENTS", chunk_elements)
     rng = np.random.default_rng(0)
     beta = rng.normal(size=(6, 9, 3)).astype(np.float32)
     original = rng.normal(size=(9, 3)).astype(np.float32)
-    forget = np.array([4, 1])
-    expected = original - beta[1] - beta[4]
+    forget = np.array([4, 1, 5])
+    expected = original - beta[1] - beta[4] - beta[5]
     assert np.allclose(predicted_logits(original, beta, forget), expected, atol=1e-6)
     points = np.array([0, 5, 7])
     assert np.allclose(predicted_logits(original[points], beta, forget, points=points),
