@@ -11,7 +11,6 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-
 # `snakemake --report results/report.html`: the figures of rules/report.smk.
 report: "report/workflow.rst"
 
@@ -20,6 +19,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/forget_sets.smk"
 include: "rules/train.smk"
+include: "rules/datamodels.smk"
 include: "rules/unlearn.smk"
 include: "rules/klom.smk"
 include: "rules/tables.smk"

@@ -33,6 +33,7 @@ DEFAULTS = {
         "seeds_per_job": 25, "base_seed": 0, "save_unlearned_checkpoints": False,
         "resume_checkpoint_seconds": 60,
     },
+    "datamodels": {"n_subset_models": 1000, "subset_fraction": 0.5, "ridge": 0.03},
     "klom": {"bins": 20, "eps": 1e-5, "clip": 100.0, "binning": "reference",
              "direction": "unlearned_to_oracle"},
     # Paper tables and report (klomflow/paper.py, klomflow/figures.py).

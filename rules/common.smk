@@ -4,6 +4,7 @@ import json
 from snakemake.exceptions import WorkflowError
 
 import klomflow.config
+import klomflow.datamodels
 import klomflow.paper
 import klomflow.runs
 from klomflow import klom as klom_module
@@ -33,11 +34,11 @@ wildcard_constraints:
 
 
 def n_shards(role):
-    models = config["models"]
-    total = models["n_originals"]
-    if role == "oracle":
-        total = models["n_oracles"] + models["n_holdout_oracles"]
-    return len(shard_ranges(total, models["seeds_per_job"]))
+    return len(
+        shard_ranges(
+            klomflow.runs.n_models(config, role), klomflow.runs.seeds_per_job(config, role)
+        )
+    )
 
 
 def forget_set_spec(wildcards):
@@ -68,6 +69,29 @@ def oracle_training_params(wildcards):
     return training_params(wildcards, "oracle")
 
 
+def subset_training_params(wildcards):
+    fraction = {"subset_fraction": config["datamodels"]["subset_fraction"]}
+    return training_params(wildcards, "subset") | fraction
+
+
+def subset_logit_shards(wildcards):
+    return expand("results/logits/subset/shard_{shard}.npy", shard=range(n_shards("subset")))
+
+
+def subset_mask_shards(wildcards):
+    return expand(
+        "results/datamodels/masks/shard_{shard}.npy", shard=range(n_shards("subset"))
+    )
+
+
+def datamodel_fit_params(wildcards):
+    """What defines the fitted datamodels besides their inputs (rerun trigger)."""
+    return {
+        "ridge": config["datamodels"]["ridge"],
+        "datamodels_version": klomflow.datamodels.VERSION,
+    }
+
+
 def original_logit_shards(wildcards):
     return expand(
         "results/logits/original/shard_{shard}.npy", shard=range(n_shards("original"))
@@ -94,6 +118,7 @@ def method_setting(wildcards):
 # loads them into UnlearningData.extras under the same name.
 EXTRA_INPUTS = {
     "holdout_oracle_logits": "results/logits/oracle_holdout/{forget_set}.npy",
+    "datamodels": "results/datamodels/datamodels.npy",
 }
 
 

@@ -30,7 +30,7 @@ def make_tiny_problem(n_train=120, n_features=8, n_classes=3, forget="random", s
                 log=lambda message: None)
     data = UnlearningData(
         train_x=x, train_y=y, forget_indices=forget_indices,
-        retain_indices=torch.nonzero(keep).squeeze(1), n_classes=n_classes,
+        retain_indices=torch.nonzero(keep).squeeze(1), n_classes=n_classes, eval_x=x,
         generator=torch.Generator().manual_seed(seed + 1), device=torch.device("cpu"),
         log=lambda message: None,
     )

@@ -62,16 +62,20 @@ def test_indices_forget_set_checks_range_and_emptiness(tmp_path):
     np.save(tmp_path / "outside.npy", np.array([0, 5, 99999]))
     np.save(tmp_path / "empty.npy", np.array([], dtype=np.int64))
     (tmp_path / "good.txt").write_text("3\n1\n2\n2\n")
-    config = edited(forget_sets={"outside": {"kind": "indices", "path": "outside.npy"}})
+    config = edited(forget_sets={"outside": {"kind": "indices", "path": "outside.npy"}},
+                    methods={"do_nothing": None})
     with pytest.raises(ConfigError, match=r"forget_sets.outside.path: index 99999"):
         validate(config, base_dir=tmp_path)
-    config = edited(forget_sets={"empty": {"kind": "indices", "path": "empty.npy"}})
+    config = edited(forget_sets={"empty": {"kind": "indices", "path": "empty.npy"}},
+                    methods={"do_nothing": None})
     with pytest.raises(ConfigError, match=r"forget_sets.empty is empty"):
         validate(config, base_dir=tmp_path)
-    config = edited(forget_sets={"missing": {"kind": "indices", "path": "missing.npy"}})
+    config = edited(forget_sets={"missing": {"kind": "indices", "path": "missing.npy"}},
+                    methods={"do_nothing": None})
     with pytest.raises(ConfigError, match=r"forget_sets.missing.path: .*does not exist"):
         validate(config, base_dir=tmp_path)
-    config = edited(forget_sets={"good": {"kind": "indices", "path": "good.txt"}})
+    config = edited(forget_sets={"good": {"kind": "indices", "path": "good.txt"}},
+                    methods={"do_nothing": None})
     validate(config, base_dir=tmp_path)
 
 
@@ -89,6 +93,14 @@ def test_grids_expand_with_stable_config_ids():
     explicit = method_settings(with_defaults(edited(
         methods={"gradient_ascent": {"momentum": 0, "lr": 0.01}})))
     assert implicit[0].config_id == explicit[0].config_id
+
+
+def test_class_only_methods_refuse_other_forget_sets():
+    config = edited(methods={"pbu": None})  # runs on every forget set, random_100 included
+    with pytest.raises(ConfigError, match=r"methods.pbu: pbu forgets whole classes only"):
+        validate(config)
+    with pytest.raises(ConfigError, match=r"methods.unsir: unsir forgets whole classes only"):
+        validate(edited(methods={"unsir": {"forget_sets": ["random_100"]}}))
 
 
 def test_named_entries_can_reuse_an_implementation():

@@ -1,3 +1,5 @@
+import numpy as np
+
 from klomflow.config import MethodSetting
 from klomflow.io import load_array, load_torch, save_array, save_parquet, save_torch
 from klomflow.logs import script_context
@@ -19,7 +21,8 @@ logits, runs, states = unlearn_shard(
     load_array(snakemake.input.forget_set),
     load_torch(snakemake.input.checkpoint),
     log=log,
-    extras={name: load_array(path) for name, path in snakemake.input.items()
+    # Memory-mapped: methods read only the rows they need (datamodels are large).
+    extras={name: np.load(path, mmap_mode="r") for name, path in snakemake.input.items()
             if name not in ("checkpoint", "forget_set")},
 )
 runs.insert(0, "forget_set", wildcards.forget_set)

@@ -6,12 +6,15 @@ to the tuple below.
 
 from klomflow.methods import (
     bad_teaching,
+    dm_direct,
+    dmm,
     do_nothing,
     fisher_forgetting,
     gradient_ascent,
     gradient_descent,
     l1_sparse,
     neggrad_plus,
+    oracle_matching,
     pbu,
     random_label,
     salun,
@@ -37,6 +40,9 @@ METHODS: dict[str, Method] = {
         fisher_forgetting,
         pbu,
         unsir,
+        oracle_matching,
+        dmm,
+        dm_direct,
     )
 }
 
