@@ -10,8 +10,8 @@ from pathlib import Path
 def open_log(path=None):
     """A `log(message)` function appending to `path` (stderr when None).
 
-    Appending keeps the lines of earlier attempts of a retried job, which show
-    where it resumed from.
+    Snakemake deletes a rule's log before each attempt, so a retried job's log
+    holds its last attempt, which says where it resumed from.
     """
     if path is None:
         stream = sys.stderr

@@ -30,8 +30,8 @@ taken. This is the delete-d jackknife (Shao and Wu 1989; half-sampling at the
 default): the spread of these values, scaled by sqrt((1 - f) / f) for the
 fraction f left out, estimates the spread of the full-sample figure. The
 interval is the estimate plus the scaled 2.5th and 97.5th percentiles of the
-centred resampled values (floored at 0); the standard error is the scaled
-standard deviation. It errs on the safe side: in same-distribution
+centred resampled values, kept within KLOM's range (0 to ln(1/eps)); the
+standard error is the scaled standard deviation. It errs on the safe side: in same-distribution
 simulations (40 and 100 models a side) its standard error is 1.3 to 2.2 times
 the spread of the estimate over independent redraws of the models (KLOM's
 bins follow the extreme margins, which makes it rougher than a smooth
@@ -188,11 +188,12 @@ def resampled_statistics(unlearned, oracle, splits, options: KlomOptions, n_resa
     return results, (d_u + d_o) / (n_u + n_o)
 
 
-def jackknife_interval(estimate, resampled, deleted_fraction: float):
+def jackknife_interval(estimate, resampled, deleted_fraction: float, upper: float = np.inf):
     """(low, high, standard error) from delete-d resamples (columns: statistics).
 
     Scaled by sqrt((1 - f) / f): the spread of a statistic over subsets that
     leave out a fraction f of the models, relative to its full-sample spread.
+    The interval is clipped to [0, upper], KLOM's range (upper = ln(1 / eps)).
     """
     estimate = np.asarray(estimate, dtype=np.float64)
     resampled = np.asarray(resampled, dtype=np.float64)
@@ -200,7 +201,7 @@ def jackknife_interval(estimate, resampled, deleted_fraction: float):
     centred = resampled - resampled.mean(axis=0)
     low_offset, high_offset = np.percentile(centred, INTERVAL_PERCENTILES, axis=0)
     low = np.maximum(estimate + scale * low_offset, 0.0)
-    high = estimate + scale * high_offset
+    high = np.minimum(estimate + scale * high_offset, upper)
     spread = resampled.std(axis=0, ddof=1) if len(resampled) > 1 else np.full(len(estimate),
                                                                               np.nan)
     return low, high, scale * spread
@@ -245,7 +246,9 @@ def interval_entry(forget_set: str, method: str, diagnostic: bool, candidates, l
     if finite.sum() >= 2:
         resampled, deleted = resampled_statistics(margins[finite], oracle_margins, splits, options,
                                                   n_resamples, delete_fraction, seed)
-        low, high, error = jackknife_interval(estimate, resampled, deleted)
+        # KLOM never exceeds ln(1 / eps): sum p ln(p / q) <= -sum p ln(eps).
+        low, high, error = jackknife_interval(estimate, resampled, deleted,
+                                              upper=math.log(1 / options.eps))
         centre = resampled.mean(axis=0)
     else:  # no interval from fewer than two models
         low = high = error = centre = np.full(len(STATISTICS), np.nan)

@@ -27,11 +27,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from workflow import REPOSITORY, SNAKEFILE, write_config  # noqa: F401
+from workflow import REPOSITORY, SNAKEFILE, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-PROFILE = Path("/tmp/fixprofile")  # TEMP
+PROFILE = REPOSITORY / "profiles" / "slurm"
 # The profile polls every 10 s; the plugin then adds 10 s per poll in which no
 # job finished. Starting at 2 s keeps these small runs quick.
 FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2",
@@ -208,10 +208,10 @@ def runs(slurm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm_runs")
     profile = ("--profile", str(PROFILE), *FAST_POLLING)
     # The undisturbed run makes every target; the other two only what they compare.
-    klom_table = "results/tables/klom.parquet"
+    compared = ("results/tables/klom.parquet", "results/margins/original.npy")
     started = {"slurm": Run(folder / "slurm", *profile),
-               "cancelled": Run(folder / "cancelled", *profile, klom_table),
-               "local": Run(folder / "local", "--cores", "2", klom_table)}
+               "cancelled": Run(folder / "cancelled", *profile, *compared),
+               "local": Run(folder / "local", "--cores", "2", *compared)}
     canceller = CancelMidTraining(started["cancelled"])
     canceller.start()
     yield SimpleNamespace(**started, canceller=canceller)
