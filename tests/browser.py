@@ -36,11 +36,12 @@ def rendered_figures(report: Path, scratch: Path, timeout: int = 300) -> list[di
                "--disable-sync", f"--user-data-dir={scratch / 'chromium-profile'}",
                "--virtual-time-budget=60000", "--dump-dom", page.as_uri()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    match = re.search(r'<pre id="klomflow-report-check">(.*?)</pre>', result.stdout, re.S)
-    if match is None:
+    # The last match: the element the driver appended after the page's own scripts.
+    matches = re.findall(r'<pre id="klomflow-report-check">(.*?)</pre>', result.stdout, re.S)
+    if not matches:
         raise AssertionError(f"the report did not render (exit {result.returncode}):\n"
                              f"{result.stderr[-3000:]}")
-    payload = json.loads(html.unescape(match.group(1)))
+    payload = json.loads(html.unescape(matches[-1]))
     if isinstance(payload, dict):
         raise AssertionError(f"clicking through the report failed: {payload}")
     return payload

@@ -1,6 +1,7 @@
 // Appended to a copy of the Snakemake report by tests/browser.py: clicks through
 // the report as a reader would (menu -> forget set -> figure -> view button) and
-// writes what it saw into <pre id="klomflow-report-check"> for --dump-dom.
+// writes what it saw as JSON into a pre element (id klomflow-report-check) that
+// --dump-dom prints.
 (function () {
   const seen = [];
   const pause = () => new Promise((resolve) => setTimeout(resolve, 250));
