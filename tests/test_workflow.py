@@ -192,6 +192,8 @@ def test_bumping_a_method_version_reruns_only_that_method(tiny_run, tmp_path):
          str(tiny_run), "--configfile", str(tiny_run / "config.yaml"), "--dry-run", "--quiet",
          "rules"],
         capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(copy)},
+        # `python -m` puts the working directory first on sys.path: stay out of the repository.
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr

@@ -4,6 +4,7 @@ import pandas as pd
 
 from klomflow.io import load_array, save_parquet
 from klomflow.logs import script_context
+from klomflow.paper import provenance
 from klomflow.tables import accuracy_table
 
 log, config = script_context(snakemake)
@@ -19,5 +20,5 @@ table = accuracy_table(
     unlearned=[(load_array(margins), pd.read_parquet(runs))
                for margins, runs in zip(snakemake.input.unlearned, snakemake.input.runs)],
 )
-save_parquet(snakemake.output.table, table, {"config": config})
+save_parquet(snakemake.output.table, table, provenance(config))
 log(f"{len(table)} accuracy rows")
