@@ -46,9 +46,9 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         final_tables(),
-    default_target: True
 
 
 onsuccess:

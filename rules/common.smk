@@ -36,14 +36,17 @@ wildcard_constraints:
 def n_shards(role):
     return len(
         shard_ranges(
-            klomflow.runs.n_models(config, role), klomflow.runs.seeds_per_job(config, role)
+            klomflow.runs.n_models(config, role),
+            klomflow.runs.seeds_per_job(config, role),
         )
     )
 
 
 def forget_set_spec(wildcards):
     if wildcards.forget_set not in config["forget_sets"]:
-        raise WorkflowError(f"forget set {wildcards.forget_set!r} is not in config.yaml")
+        raise WorkflowError(
+            f"forget set {wildcards.forget_set!r} is not in config.yaml"
+        )
     return config["forget_sets"][wildcards.forget_set]
 
 
@@ -75,7 +78,9 @@ def subset_training_params(wildcards):
 
 
 def subset_logit_shards(wildcards):
-    return expand("results/logits/subset/shard_{shard}.npy", shard=range(n_shards("subset")))
+    return expand(
+        "results/logits/subset/shard_{shard}.npy", shard=range(n_shards("subset"))
+    )
 
 
 def subset_mask_shards(wildcards):
@@ -220,11 +225,15 @@ def holdout_klom_files(wildcards=None):
 
 
 def unlearned_margin_files(wildcards=None):
-    return setting_outputs("results/margins/unlearned/{forget_set}/{method}/{config_id}.npy")
+    return setting_outputs(
+        "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+    )
 
 
 def unlearned_run_files(wildcards=None):
-    return setting_outputs("results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet")
+    return setting_outputs(
+        "results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet"
+    )
 
 
 def final_tables():

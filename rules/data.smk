@@ -4,12 +4,12 @@
 rule prepare_data:
     output:
         points="results/data/points.parquet",
-    params:
-        dataset=config["dataset"],
     log:
         "results/logs/prepare_data.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        dataset=config["dataset"],
     script:
         "../workflow_scripts/prepare_data.py"
 
@@ -18,11 +18,11 @@ rule prepare_data:
 rule download_data:
     output:
         marker=f"{config['dataset']['data_dir']}/.klomflow_{config['dataset']['name']}_downloaded",
-    params:
-        dataset=config["dataset"],
     log:
         "results/logs/download_data.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        dataset=config["dataset"],
     script:
         "../workflow_scripts/download_data.py"

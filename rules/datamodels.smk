@@ -9,15 +9,15 @@ rule train_subset_models:
         checkpoint="results/models/subset/shard_{shard}.pt",
         logits="results/logits/subset/shard_{shard}.npy",
         masks="results/datamodels/masks/shard_{shard}.npy",
+    log:
+        "results/logs/train_subset_models/shard_{shard}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
     params:
         training=subset_training_params,
         # Epoch checkpoints live outside the outputs so a failed job keeps them.
         resume_dir="results/resume/subset/shard_{shard}",
-    log:
-        "results/logs/train_subset_models/shard_{shard}.log",
-    threads: 1
-    conda:
-        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_subset_models.py"
 
@@ -29,12 +29,12 @@ rule fit_datamodels:
     output:
         datamodels="results/datamodels/datamodels.npy",
         intercept="results/datamodels/intercept.npy",
-    params:
-        fit=datamodel_fit_params,
     log:
         "results/logs/fit_datamodels.log",
-    threads: 1
     conda:
         "../envs/klomflow.yaml"
+    threads: 1
+    params:
+        fit=datamodel_fit_params,
     script:
         "../workflow_scripts/fit_datamodels.py"

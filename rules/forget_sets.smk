@@ -6,11 +6,11 @@ rule make_forget_set:
         points=rules.prepare_data.output.points,
     output:
         indices="results/forget_sets/{forget_set}.npy",
-    params:
-        spec=forget_set_spec,
     log:
         "results/logs/make_forget_set/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        spec=forget_set_spec,
     script:
         "../workflow_scripts/make_forget_set.py"

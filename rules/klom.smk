@@ -11,12 +11,12 @@ rule compute_klom:
         points=rules.prepare_data.output.points,
     output:
         klom="results/klom/{forget_set}/{method}/{config_id}.parquet",
-    params:
-        klom=klom_params,
     log:
         "results/logs/compute_klom/{forget_set}/{method}/{config_id}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        klom=klom_params,
     script:
         "../workflow_scripts/compute_klom.py"
 
@@ -29,12 +29,12 @@ rule compute_noise_floor:
         points=rules.prepare_data.output.points,
     output:
         klom="results/klom/{forget_set}/oracle_holdout/reference.parquet",
-    params:
-        klom=klom_params,
     log:
         "results/logs/compute_noise_floor/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        klom=klom_params,
     script:
         "../workflow_scripts/compute_klom.py"
 
@@ -49,11 +49,11 @@ rule compute_holdout_klom:
         points=rules.prepare_data.output.points,
     output:
         klom="results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
-    params:
-        klom=holdout_klom_params,
     log:
         "results/logs/compute_holdout_klom/{forget_set}/{method}/{config_id}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        klom=holdout_klom_params,
     script:
         "../workflow_scripts/compute_klom.py"

@@ -24,16 +24,16 @@ rule tabulate_accuracy:
         forget_sets=expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
         unlearned=unlearned_margin_files(),
         runs=unlearned_run_files(),
-    params:
-        identity={
-            "dataset": config["dataset"]["name"],
-            "model": config["model"]["name"],
-        },
     output:
         table="results/tables/accuracy.parquet",
     log:
         "results/logs/tabulate_accuracy.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        identity={
+            "dataset": config["dataset"]["name"],
+            "model": config["model"]["name"],
+        },
     script:
         "../workflow_scripts/tabulate_accuracy.py"

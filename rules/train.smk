@@ -6,15 +6,15 @@ rule train_originals:
     output:
         checkpoint="results/models/original/shard_{shard}.pt",
         logits="results/logits/original/shard_{shard}.npy",
+    log:
+        "results/logs/train_originals/shard_{shard}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
     params:
         training=original_training_params,
         # Epoch checkpoints live outside the outputs so a failed job keeps them.
         resume_dir="results/resume/original/shard_{shard}",
-    log:
-        "results/logs/train_originals/shard_{shard}.log",
-    threads: 1
-    conda:
-        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_models.py"
 
@@ -25,14 +25,14 @@ rule train_oracles:
     output:
         checkpoint="results/models/oracle/{forget_set}/shard_{shard}.pt",
         logits="results/logits/oracle/{forget_set}/shard_{shard}.npy",
+    log:
+        "results/logs/train_oracles/{forget_set}/shard_{shard}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
     params:
         training=oracle_training_params,
         resume_dir="results/resume/oracle/{forget_set}/shard_{shard}",
-    log:
-        "results/logs/train_oracles/{forget_set}/shard_{shard}.log",
-    threads: 1
-    conda:
-        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/train_models.py"
 
@@ -58,12 +58,12 @@ rule gather_oracle_margins:
     output:
         scored="results/margins/oracle/{forget_set}.npy",
         holdout="results/margins/oracle_holdout/{forget_set}.npy",
-    params:
-        n_scored=config["models"]["n_oracles"],
     log:
         "results/logs/gather_oracle_margins/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        n_scored=config["models"]["n_oracles"],
     script:
         "../workflow_scripts/gather_margins.py"
 
@@ -75,11 +75,11 @@ rule gather_holdout_oracle_logits:
         logits=oracle_logit_shards,
     output:
         logits="results/logits/oracle_holdout/{forget_set}.npy",
-    params:
-        n_scored=config["models"]["n_oracles"],
     log:
         "results/logs/gather_holdout_oracle_logits/{forget_set}.log",
     conda:
         "../envs/klomflow.yaml"
+    params:
+        n_scored=config["models"]["n_oracles"],
     script:
         "../workflow_scripts/gather_holdout_oracle_logits.py"

@@ -10,14 +10,14 @@ rule unlearn:
     output:
         logits="results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
         runs="results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
+    log:
+        "results/logs/unlearn/{forget_set}/{method}/{config_id}/shard_{shard}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
     params:
         unlearning=unlearning_params,
         checkpoint_path="results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt",
-    log:
-        "results/logs/unlearn/{forget_set}/{method}/{config_id}/shard_{shard}.log",
-    threads: 1
-    conda:
-        "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/unlearn.py"
 

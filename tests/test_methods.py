@@ -9,7 +9,6 @@ from conftest import make_tiny_problem, max_weight_change, weights_of
 
 from klomflow.methods import METHODS
 
-
 # The tiny problem's blobs are so separable that ssd's default selection threshold
 # (alpha = 100) selects no weight; on digits classes it does (README table).
 TINY_PROBLEM_PARAMS = {"ssd": {"alpha": 1.0}}
