@@ -134,6 +134,7 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
         "config": config,
         "klomflow_version": klomflow.__version__,
         "training_version": training.VERSION,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "models": records,
     }
     return checkpoint, np.stack(logits)
