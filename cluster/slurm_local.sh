@@ -42,17 +42,32 @@ die() { printf '[slurm_local] ERROR: %s\n' "$*" >&2; exit 1; }
 # ----------------------------------------------------------------------------
 
 # pid recorded for a daemon we started, if it is still that daemon.
-# Checking /proc/PID/comm guards against a recycled pid after a reboot/crash.
+# Checking /proc/PID/comm guards against a recycled pid after a reboot/crash;
+# setsid/setpriv are the names it has for a moment before it execs the daemon.
 our_pid() {
-    local name=$1 f=$PIDS/$1.pid pid
+    local name=$1 f=$PIDS/$1.pid pid comm
     [[ -f $f ]] || return 1
     pid=$(<"$f")
-    [[ -n $pid && -r /proc/$pid/comm && $(</proc/"$pid"/comm) == "$name" ]] || return 1
+    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
+    comm=$(<"/proc/$pid/comm")
+    [[ $comm == "$name" || $comm == setsid || $comm == setpriv ]] || return 1
     echo "$pid"
 }
 
 # Is a process with exactly this name running (ours or somebody else's)?
 running_any() { pgrep -x "$1" >/dev/null 2>&1; }
+
+# Is the process that `launch` started for this daemon still alive? Checked by
+# pid, not by name: right after the fork it is still called setsid/setpriv
+# until it execs the daemon, so a name check can report a healthy daemon as
+# dead. A zombie (died, not yet reaped by this shell) counts as dead.
+launched_alive() {
+    local f=$PIDS/$1.pid pid
+    [[ -f $f ]] || return 1
+    pid=$(<"$f")
+    [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+    [[ $(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1) != Z ]]
+}
 
 # wait_for DESCRIPTION DAEMON-NAME CMD...: poll CMD until it succeeds; on
 # timeout, or if the daemon died meanwhile, show its log and fail.
@@ -60,7 +75,7 @@ wait_for() {
     local what=$1 name=$2; shift 2
     local deadline=$((SECONDS + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
-        if [[ -n $name ]] && ! running_any "$name"; then
+        if [[ -n $name ]] && ! launched_alive "$name"; then
             show_log "$name"
             die "$name exited while waiting for: $what"
         fi
@@ -90,6 +105,8 @@ show_log() {
 launch() {
     local name=$1; shift
     log "starting $name (log: $LOGS/$name.log)"
+    # Logs are appended across starts; mark where this start begins.
+    printf '==== [slurm_local] %s: starting %s ====\n' "$(date -u '+%F %T UTC')" "$name" >>"$LOGS/$name.log"
     setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$PIDS/$name.pid"
 }
@@ -334,6 +351,9 @@ start_slurmd() {
     launch slurmd /usr/sbin/slurmd -D
 }
 
+# slurmd is either ours (check the launched pid) or was already running.
+slurmd_alive() { launched_alive slurmd || { [[ ! -f $PIDS/slurmd.pid ]] && running_any slurmd; }; }
+
 node_state() { sinfo -h -n "$HOST" -o '%T' 2>/dev/null | head -n1; }
 node_idle() { [[ $(node_state) =~ ^(idle|mixed|allocated) ]]; }
 
@@ -343,12 +363,12 @@ wait_node_idle() {
         state=$(node_state)
         # A node left DOWN/DRAINED from an earlier run (e.g. killed slurmd)
         # may need one explicit resume once slurmd has registered.
-        if ((!resumed)) && [[ $state =~ ^(down|drain) ]] && running_any slurmd; then
+        if ((!resumed)) && [[ $state =~ ^(down|drain) ]] && slurmd_alive; then
             log "node $HOST is $state ($(sinfo -h -n "$HOST" -o '%E')); resuming it"
             scontrol update nodename="$HOST" state=resume 2>/dev/null || true
             resumed=1
         fi
-        if ! running_any slurmd; then show_log slurmd; die "slurmd exited"; fi
+        if ! slurmd_alive; then show_log slurmd; die "slurmd exited"; fi
         if ((SECONDS >= deadline)); then
             show_log slurmd; show_log slurmctld
             sinfo -R >&2 || true
