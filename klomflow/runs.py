@@ -175,6 +175,12 @@ def finish_resume(resume_dir) -> None:
     shutil.rmtree(resume_dir, ignore_errors=True)
 
 
+def changed_weights(original_state: dict, state: dict) -> int:
+    """How many entries of the state dict (weights, biases, buffers) differ from the original."""
+    return int(sum((state[name].detach().cpu() != value.detach().cpu()).sum().item()
+                   for name, value in original_state.items()))
+
+
 def _is_finite(model) -> bool:
     return all(torch.isfinite(value).all() for value in model.state_dict().values()
                if value.is_floating_point())
@@ -225,12 +231,20 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
             diverged = not (_is_finite(model) and np.isfinite(model_logits).all())
         correct = model_logits.argmax(-1) == dataset.eval_y.cpu().numpy()
         forget_accuracy = float(correct[np.asarray(forget_indices)].mean())
+        changed = changed_weights(record["state_dict"], model.state_dict())
         log(f"{setting.entry}/{setting.config_id} on {forget_set}: model {index} (seed {seed}) "
-            f"unlearned in {seconds:.2f}s; forget accuracy {forget_accuracy:.3f}"
+            f"unlearned in {seconds:.2f}s; forget accuracy {forget_accuracy:.3f}; "
+            f"{changed} weights changed"
             f"{'; DIVERGED (NaN or infinite outputs)' if diverged else ''}")
+        if changed == 0 and not method.outputs_logits and method.name != "do_nothing":
+            # Can be the method's honest answer (ssd selects no weight at a high alpha),
+            # but then its KLOM is do_nothing's: say so where the user looks.
+            log(f"WARNING: {setting.entry}/{setting.config_id} left every weight of model "
+                f"{index} unchanged on {forget_set}")
         logits.append(model_logits)
         rows.append({"index": index, "seed": seed, "original_seed": record["seed"],
-                     "unlearning_seconds": seconds, "diverged": diverged})
+                     "unlearning_seconds": seconds, "diverged": diverged,
+                     "changed_weights": changed})
         states.append({name: value.detach().cpu().clone()
                        for name, value in model.state_dict().items()})
     return np.stack(logits), pd.DataFrame(rows), states

@@ -79,8 +79,13 @@ def klom_table(entries) -> pd.DataFrame:
     return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
-def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None):
-    """Forget, retain and validation accuracy of each model (row of margins)."""
+def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
+                  changed=None):
+    """Forget, retain and validation accuracy of each model (row of margins).
+
+    seconds and changed (unlearned runs only): unlearning wall time and how many
+    weights the method changed, per model.
+    """
     margins = np.asarray(margins)
     splits = point_splits(n_train, margins.shape[1] - n_train, forget_indices)
     rows = []
@@ -91,6 +96,8 @@ def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, 
             entry[f"{split}_accuracy"] = float(correct[splits == split].mean())
         if seconds is not None:
             entry["unlearning_seconds"] = float(seconds[row])
+        if changed is not None:
+            entry["changed_weights"] = int(changed[row])
         entry["diverged"] = not bool(np.isfinite(margins[row]).all())
         rows.append(entry)
     return rows
@@ -135,7 +142,7 @@ def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_
 
     forget_sets and oracles: {forget_set: indices / margins}; unlearned:
     iterable of (margins, runs table with forget_set, method, config_id, seed,
-    unlearning_seconds).
+    unlearning_seconds, changed_weights).
     """
     from klomflow.config import training_seed
 
@@ -153,5 +160,6 @@ def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_
         rows += accuracy_rows(margins, forget_sets[forget_set], n_train,
                               identity | {"forget_set": forget_set, "method": method,
                                           "config_id": config_id},
-                              runs["seed"].to_numpy(), runs["unlearning_seconds"].to_numpy())
+                              runs["seed"].to_numpy(), runs["unlearning_seconds"].to_numpy(),
+                              runs["changed_weights"].to_numpy())
     return pd.DataFrame(rows)

@@ -114,6 +114,8 @@ def test_accuracy_table(tiny_run):
     assert (oracle["forget_accuracy"] == 0).all()
     unlearned = table[table["method"] == "gradient_descent"]
     assert (unlearned["unlearning_seconds"] > 0).all() and len(unlearned) == 8
+    assert (unlearned["changed_weights"] > 0).all()
+    assert (table.loc[table["method"] == "do_nothing", "changed_weights"] == 0).all()
 
 
 def test_same_config_gives_the_same_margins(tiny_run, tmp_path):
