@@ -37,7 +37,7 @@ DEFAULTS = {
     "klom": {"bins": 20, "eps": 1e-5, "clip": 100.0, "binning": "reference",
              "direction": "unlearned_to_oracle"},
     # Paper tables and report (klomflow/paper.py, klomflow/figures.py).
-    "paper": {"resamples": 200, "resample_seed": 0, "delete_fraction": 0.5,
+    "paper": {"resamples": 200, "resample_seed": 0, "delete_fraction": 0.5, "interval": "jackknife",
               "histogram_points": 3},
 }
 # Method-entry keys that are not hyperparameters.

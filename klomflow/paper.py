@@ -37,6 +37,11 @@ the spread of the estimate over independent redraws of the models (KLOM's
 bins follow the extreme margins, which makes it rougher than a smooth
 statistic). It shows how much a cell moves with the draw of models, not with
 the draw of the forget set.
+
+`paper.interval: bootstrap` gives the with-replacement bootstrap instead (each
+side's models drawn with replacement, percentile interval, standard error the
+spread of the resampled values), for comparison with tables that used it; the
+tables then say so, and its interval can miss its own estimate, as above.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ STATISTICS = ("forget_p95", "retain_p95", "val_p95", "average_95")
 STATISTIC_LABELS = {"forget_p95": "forget", "retain_p95": "retain", "val_p95": "validation",
                     "average_95": "average_95"}
 INTERVAL_PERCENTILES = (2.5, 97.5)
+# paper.interval: how models are resampled for the intervals (see the module docstring).
+INTERVAL_SCHEMES = ("jackknife", "bootstrap")
 # Packages whose versions every Parquet file written here records.
 PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "torchvision",
             "snakemake", "matplotlib")
@@ -168,24 +175,37 @@ def deleted_count(n_models: int, delete_fraction: float) -> int:
 
 
 def resampled_statistics(unlearned, oracle, splits, options: KlomOptions, n_resamples: int,
-                         delete_fraction: float, seed: int) -> tuple[np.ndarray, float]:
-    """STATISTICS recomputed with a random fraction of each side's models left out.
+                         delete_fraction: float, seed: int,
+                         scheme: str = "jackknife") -> tuple[np.ndarray, float]:
+    """STATISTICS recomputed on resampled models.
 
+    jackknife: a random fraction of each side's models left out; bootstrap: each
+    side's models drawn with replacement (delete_fraction unused).
     unlearned [n_unlearned, n_points] and oracle [n_oracle, n_points] margins.
-    Returns ([n_resamples, 4] values, the fraction of models actually left out).
+    Returns ([n_resamples, 4] values, the fraction of models actually left out,
+    NaN for the bootstrap).
     """
+    if scheme not in INTERVAL_SCHEMES:
+        raise ValueError(f"paper.interval: unknown scheme {scheme!r}; known: {INTERVAL_SCHEMES}")
     unlearned = np.asarray(unlearned)
     oracle = np.asarray(oracle)
     n_u, n_o = len(unlearned), len(oracle)
     d_u, d_o = deleted_count(n_u, delete_fraction), deleted_count(n_o, delete_fraction)
     rng = np.random.default_rng(seed)
+
+    def draw(n: int, deleted: int) -> np.ndarray:
+        if scheme == "bootstrap":
+            return np.sort(rng.integers(0, n, size=n))
+        return np.sort(rng.choice(n, size=n - deleted, replace=False))
+
     results = np.empty((n_resamples, len(STATISTICS)))
     for resample in range(n_resamples):
-        u = unlearned[np.sort(rng.choice(n_u, size=n_u - d_u, replace=False))]
-        o = oracle[np.sort(rng.choice(n_o, size=n_o - d_o, replace=False))]
+        u = unlearned[draw(n_u, d_u)]
+        o = oracle[draw(n_o, d_o)]
         statistics = split_statistics(klom_per_point(u, o, options), splits)
         results[resample] = [statistics[name] for name in STATISTICS]
-    return results, (d_u + d_o) / (n_u + n_o)
+    deleted_fraction = np.nan if scheme == "bootstrap" else (d_u + d_o) / (n_u + n_o)
+    return results, deleted_fraction
 
 
 def jackknife_interval(estimate, resampled, deleted_fraction: float, upper: float = np.inf):
@@ -207,6 +227,14 @@ def jackknife_interval(estimate, resampled, deleted_fraction: float, upper: floa
     return low, high, scale * spread
 
 
+def bootstrap_interval(resampled):
+    """(low, high, standard error): percentiles and spread of with-replacement resamples."""
+    resampled = np.asarray(resampled, dtype=np.float64)
+    low, high = np.percentile(resampled, INTERVAL_PERCENTILES, axis=0)
+    spread = resampled.std(axis=0, ddof=1) if len(resampled) > 1 else np.full(low.shape, np.nan)
+    return low, high, spread
+
+
 def resample_seed(base_seed: int, forget_set: str, method: str) -> int:
     """A seed per (forget set, method entry): adding a method leaves other intervals alone."""
     from klomflow.config import model_seed
@@ -216,7 +244,8 @@ def resample_seed(base_seed: int, forget_set: str, method: str) -> int:
 
 def interval_entry(forget_set: str, method: str, diagnostic: bool, candidates, load_margins,
                    oracle_margins, splits, options: KlomOptions, n_resamples: int,
-                   delete_fraction: float, base_seed: int) -> pd.DataFrame:
+                   delete_fraction: float, base_seed: int,
+                   scheme: str = "jackknife") -> pd.DataFrame:
     """Select one method entry's setting on one forget set and resample its KLOM.
 
     candidates: list of dicts (config_id, scored: per-point KLOM frame against
@@ -245,10 +274,13 @@ def interval_entry(forget_set: str, method: str, diagnostic: bool, candidates, l
     estimate = np.array([chosen["statistics"][name] for name in STATISTICS])
     if finite.sum() >= 2:
         resampled, deleted = resampled_statistics(margins[finite], oracle_margins, splits, options,
-                                                  n_resamples, delete_fraction, seed)
-        # KLOM never exceeds ln(1 / eps): sum p ln(p / q) <= -sum p ln(eps).
-        low, high, error = jackknife_interval(estimate, resampled, deleted,
-                                              upper=math.log(1 / options.eps))
+                                                  n_resamples, delete_fraction, seed, scheme)
+        if scheme == "bootstrap":
+            low, high, error = bootstrap_interval(resampled)
+        else:
+            # KLOM never exceeds ln(1 / eps): sum p ln(p / q) <= -sum p ln(eps).
+            low, high, error = jackknife_interval(estimate, resampled, deleted,
+                                                  upper=math.log(1 / options.eps))
         centre = resampled.mean(axis=0)
     else:  # no interval from fewer than two models
         low = high = error = centre = np.full(len(STATISTICS), np.nan)
@@ -261,7 +293,8 @@ def interval_entry(forget_set: str, method: str, diagnostic: bool, candidates, l
             "holdout_average_95": chosen["holdout_average_95"], "n_settings": len(summaries),
             "statistic": statistic, "estimate": float(estimate[k]),
             "low": float(low[k]), "high": float(high[k]), "standard_error": float(error[k]),
-            "resampled_mean": float(centre[k]), "n_resamples": int(n_resamples),
+            "resampled_mean": float(centre[k]), "interval": scheme,
+            "n_resamples": int(n_resamples),
             "deleted_fraction": float(deleted), "seed": int(seed),
             "n_unlearned": int(finite.sum()), "n_oracle": int(len(oracle_margins)),
         })
@@ -432,6 +465,8 @@ def _klom_context(klom_table: pd.DataFrame, frame: pd.DataFrame) -> dict:
         "n_resamples": int(frame["n_resamples"].iloc[0]) if len(frame) else 0,
         "delete_percent": (f"{100 * np.nanmedian(frame['deleted_fraction']):.0f}%"
                            if len(frame) and frame["deleted_fraction"].notna().any() else "n/a"),
+        "interval": (frame["interval"].iloc[0] if len(frame) and "interval" in frame
+                     else "jackknife"),
     }
 
 
@@ -453,9 +488,12 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
         "The cells are that setting's KLOM against the scored oracles (`klom_p95`, "
         "`average_95` in klom.parquet), which played no part in the choice.",
         f"Each cell: estimate [95% interval] from {context['n_resamples']} resamples that "
-        f"leave out {context['delete_percent']} of the unlearned models and of the oracles "
-        "(delete-d jackknife, seeded; a with-replacement bootstrap is biased for KLOM, see "
-        "klomflow/paper.py).",
+        + (f"leave out {context['delete_percent']} of the unlearned models and of the oracles "
+           "(delete-d jackknife, seeded; a with-replacement bootstrap is biased for KLOM, see "
+           "klomflow/paper.py)." if context["interval"] == "jackknife" else
+           "draw the unlearned models and the oracles with replacement (percentile bootstrap, "
+           "seeded; duplicated models bias KLOM upwards, so an interval can miss its "
+           "estimate, see klomflow/paper.py)."),
         f"`{NOISE_FLOOR}`: the held-out oracles scored against the scored oracles, the noise "
         "floor, the best any method can reach with this many models.",
         "† diagnostic: uses oracles (fine-tunes towards the held-out oracles), so it is exempt "
@@ -502,8 +540,11 @@ def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
         "% KLOM of each method's selected setting (p95 of per-point KLOM; lower is better).",
         "% Selected by average_95 against the held-out oracles; reported against the scored "
         "oracles.",
-        f"% 95% intervals: delete-d jackknife, {context['n_resamples']} resamples leaving out "
-        f"{context['delete_percent']} of the unlearned and oracle models.",
+        (f"% 95% intervals: delete-d jackknife, {context['n_resamples']} resamples leaving out "
+         f"{context['delete_percent']} of the unlearned and oracle models."
+         if context["interval"] == "jackknife" else
+         f"% 95% intervals: percentile bootstrap, {context['n_resamples']} resamples drawing "
+         "the unlearned and oracle models with replacement (biased upwards for KLOM)."),
         "% Needs \\usepackage{booktabs}.",
         "\\begin{tabular}{l" + "r" * (n_columns - 1) + "}",
         "\\toprule",

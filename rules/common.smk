@@ -297,6 +297,7 @@ def interval_params(wildcards):
         "resampling": {
             "n_resamples": config["paper"]["resamples"],
             "delete_fraction": config["paper"]["delete_fraction"],
+            "interval": config["paper"]["interval"],
             "seed": config["paper"]["resample_seed"],
         },
         "klom_version": klom_module.VERSION,

@@ -50,6 +50,8 @@ def test_default_config_is_valid():
         ({"methods__gradient_ascent__momentun": 0.9}, "methods.gradient_ascent.momentun"),
         ({"methods__gradient_ascent__forget_sets": ["nope"]}, "methods.gradient_ascent"),
         ({"dataset__name": "imagenet"}, "dataset.name"),
+        ({"paper__interval": "percentile"}, "paper.interval"),
+        ({"paper__delete_fraction": 1.0}, "paper.delete_fraction"),
     ],
 )
 def test_bad_config_names_the_key(changes, key):

@@ -26,8 +26,9 @@ table = interval_entry(
     oracle_margins=load_array(snakemake.input.oracle), splits=splits,
     options=KlomOptions(**params["klom_options"]), n_resamples=resampling["n_resamples"],
     delete_fraction=resampling["delete_fraction"], base_seed=resampling["seed"],
+    scheme=resampling["interval"],
 )
 save_parquet(snakemake.output.intervals, table, provenance(config))
 log(f"{snakemake.wildcards.forget_set}/{method}: selected {table['config_id'].iloc[0]} of "
     f"{len(candidates)} settings by {table['selected_by'].iloc[0]}; "
-    f"{resampling['n_resamples']} resamples")
+    f"{resampling['n_resamples']} {resampling['interval']} resamples")
