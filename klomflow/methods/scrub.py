@@ -13,8 +13,10 @@ over the student's parameters (their scrub.py builds it over the model it
 copies the teacher and the student from, so the student never moves); the
 max-steps run in the first `msteps` epochs (their scrub.py's `epoch <= msteps`
 with epochs counted from 0 gives msteps + 1); no learning-rate decay
-schedule (theirs decays after epochs far beyond the few run here); the
-unused `beta` term (extra distillation loss, 0 in their runs) is left out.
+schedule (theirs decays after epochs far beyond the few run here). Their
+scrub.py calls the retain-set KL weight `beta` (loss = gamma * CE + beta *
+KL); here it is `alpha`, as in the paper. The notebooks' further `beta`
+(an extra distillation term, 0 in their runs) is left out.
 The default learning rate, 0.01, is 20 times the authors' 5e-4 for
 CIFAR networks: at 5e-4 the digits MLP hardly moves in 3 epochs.
 """

@@ -24,6 +24,10 @@ Differences:
   only matters when several classes are forgotten);
 - the whole retain set is used (the authors take up to 500 or 1000 points per class;
   digits has ~130);
+- a noise batch of 64 samples, repeated 4 times, and batches of 64 (the notebook:
+  256 samples, 20 copies, batches of 256, sized for CIFAR); scaled down with the
+  digits training set (1,437 points), the noise is 256 of the ~1,550 samples of the
+  impair epoch on a digits class;
 - learning rates are tuned to the digits MLP: with the notebook's impair lr 0.02 /
   repair lr 0.01, Adam on the retain set alone already erases the class (plain
   catastrophic forgetting, the noise is not needed), and with the SSD copy's 1e-4 nothing
