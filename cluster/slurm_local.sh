@@ -48,26 +48,40 @@ our_pid() {
     local name=$1 f=$PIDS/$1.pid pid comm
     [[ -f $f ]] || return 1
     pid=$(<"$f")
-    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
-    comm=$(<"/proc/$pid/comm")
+    [[ -n $pid ]] && pid_alive "$pid" || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ $comm == "$name" || $comm == setsid || $comm == setpriv ]] || return 1
     echo "$pid"
 }
 
-# Is a process with exactly this name running (ours or somebody else's)?
-running_any() { pgrep -x "$1" >/dev/null 2>&1; }
+# Is this pid a live process? A zombie (dead, not yet reaped) is not.
+pid_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }   # fields after "pid (comm) "; the first is the state
+    [[ ${stat%% *} != Z ]]
+}
+
+# Is a live process with exactly this name running (ours or somebody else's)?
+# Zombies do not count: a daemon killed hard can linger as one until reaped,
+# and taking it for a running daemon would skip starting a new one.
+running_any() {
+    local pid
+    for pid in $(pgrep -x "$1" 2>/dev/null); do
+        pid_alive "$pid" && return 0
+    done
+    return 1
+}
 
 # Is the process that `launch` started for this daemon still alive? Checked by
 # pid, not by name: right after the fork it is still called setsid/setpriv
 # until it execs the daemon, so a name check can report a healthy daemon as
 # dead. A zombie (died, not yet reaped by this shell) counts as dead.
 launched_alive() {
-    local f=$PIDS/$1.pid pid stat
+    local f=$PIDS/$1.pid pid
     [[ -f $f ]] || return 1
     pid=$(<"$f")
-    [[ -n $pid ]] && stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }   # fields after "pid (comm) "; the first is the state
-    [[ ${stat%% *} != Z ]]
+    [[ -n $pid ]] && pid_alive "$pid"
 }
 
 # wait_for DESCRIPTION DAEMON-NAME CMD...: poll CMD until it succeeds; on

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "slurm_local.sh"
@@ -45,3 +46,26 @@ echo NOT_REACHED
     assert "NOT_REACHED" not in result.stdout
     assert "sleep exited while waiting for: the stand-in daemon" in result.stderr
     assert "fatal: bad config" in result.stderr  # its log is shown
+
+
+def test_a_zombie_daemon_does_not_count_as_running(tmp_path):
+    # A daemon killed hard lingers as a zombie until reaped; taking it for a running
+    # daemon made `start` skip starting a new one (then the accounting database was missing).
+    daemon = tmp_path / "standinz"
+    daemon.symlink_to(shutil.which("sleep"))
+    child = subprocess.Popen([str(daemon), "0"])  # exits at once; not reaped until wait()
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline, "the stand-in never became a zombie"
+            time.sleep(0.05)
+        result = run_with_helpers(tmp_path, """
+running_any standinz && echo ZOMBIE_COUNTED || echo ZOMBIE_IGNORED
+sleep 5 & live=$!
+running_any sleep && echo LIVE_FOUND
+kill $live
+""")
+    finally:
+        child.wait()
+    assert result.returncode == 0, result.stderr
+    assert "ZOMBIE_IGNORED" in result.stdout and "LIVE_FOUND" in result.stdout
