@@ -222,17 +222,21 @@ def jackknife_interval(estimate, resampled, deleted_fraction: float, upper: floa
     low_offset, high_offset = np.percentile(centred, INTERVAL_PERCENTILES, axis=0)
     low = np.maximum(estimate + scale * low_offset, 0.0)
     high = np.minimum(estimate + scale * high_offset, upper)
-    spread = resampled.std(axis=0, ddof=1) if len(resampled) > 1 else np.full(len(estimate),
-                                                                              np.nan)
-    return low, high, scale * spread
+    return low, high, scale * _spread(resampled)
 
 
 def bootstrap_interval(resampled):
     """(low, high, standard error): percentiles and spread of with-replacement resamples."""
     resampled = np.asarray(resampled, dtype=np.float64)
     low, high = np.percentile(resampled, INTERVAL_PERCENTILES, axis=0)
-    spread = resampled.std(axis=0, ddof=1) if len(resampled) > 1 else np.full(low.shape, np.nan)
-    return low, high, spread
+    return low, high, _spread(resampled)
+
+
+def _spread(resampled: np.ndarray) -> np.ndarray:
+    """Standard deviation of each column over the resamples; NaN from a single resample."""
+    if len(resampled) > 1:
+        return resampled.std(axis=0, ddof=1)
+    return np.full(resampled.shape[1], np.nan)
 
 
 def resample_seed(base_seed: int, forget_set: str, method: str) -> int:
@@ -430,6 +434,23 @@ def _row_order(methods, diagnostic: dict) -> list:
     return sorted(methods, key=lambda m: (m != NOISE_FLOOR, bool(diagnostic.get(m)), m))
 
 
+def _klom_rows(frame: pd.DataFrame, forget_sets, label, cell_text, missing: str):
+    """(method, [label, one cell per forget set and statistic]) per row of the KLOM table.
+
+    label(method, is_diagnostic) names the row; cell_text(cell) formats an interval
+    row of `frame`; `missing` stands where a method has no result on a forget set.
+    """
+    diagnostic = dict(zip(frame["method"], frame["diagnostic"]))
+    cells = {(r.forget_set, r.method, r.statistic): r for r in frame.itertuples()}
+    for method in _row_order(frame["method"].unique(), diagnostic):
+        row = [label(method, diagnostic.get(method))]
+        for forget_set in forget_sets:
+            for name in STATISTICS:
+                cell = cells.get((forget_set, method, name))
+                row.append(missing if cell is None else cell_text(cell))
+        yield method, row
+
+
 def klom_table_frame(klom_table: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
     """The paper KLOM table in long form, checked against klom.parquet's selection."""
     chosen = klom_table[klom_table["selected"]].drop_duplicates(["forget_set", "method"])
@@ -474,7 +495,6 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     """paper_klom.md: methods (selected settings) x forget sets x (forget, retain, val, avg)."""
     context = _klom_context(klom_table, frame)
     forget_sets = sorted(frame["forget_set"].unique())
-    diagnostic = dict(zip(frame["method"], frame["diagnostic"]))
     cells = {(r.forget_set, r.method, r.statistic): r for r in frame.itertuples()}
     lines = [
         "# KLOM of each method's selected setting (95th percentile of per-point KLOM; "
@@ -505,15 +525,14 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
         header += [f"{forget_set} {STATISTIC_LABELS[name]}" for name in STATISTICS]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---|" + "---:|" * (len(header) - 1))
-    for method in _row_order(frame["method"].unique(), diagnostic):
-        label = NOISE_FLOOR_LABEL if method == NOISE_FLOOR else method
-        label += " †" if diagnostic.get(method) else ""
-        row = [label]
-        for forget_set in forget_sets:
-            for name in STATISTICS:
-                cell = cells.get((forget_set, method, name))
-                row.append("–" if cell is None else
-                           f"{_number(cell.estimate)} [{_number(cell.low)}, {_number(cell.high)}]")
+    rows = _klom_rows(
+        frame, forget_sets,
+        label=lambda method, is_diagnostic: ((NOISE_FLOOR_LABEL if method == NOISE_FLOOR
+                                              else method) + (" †" if is_diagnostic else "")),
+        cell_text=lambda cell: (f"{_number(cell.estimate)} [{_number(cell.low)}, "
+                                f"{_number(cell.high)}]"),
+        missing="–")
+    for _, row in rows:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Selected settings", "",
               "| forget set | method | config_id | selected by | holdout_average_95 "
@@ -533,8 +552,6 @@ def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     """paper_klom.tex: the same table as a LaTeX tabular (booktabs)."""
     context = _klom_context(klom_table, frame)
     forget_sets = sorted(frame["forget_set"].unique())
-    diagnostic = dict(zip(frame["method"], frame["diagnostic"]))
-    cells = {(r.forget_set, r.method, r.statistic): r for r in frame.itertuples()}
     n_columns = 1 + len(STATISTICS) * len(forget_sets)
     lines = [
         "% KLOM of each method's selected setting (p95 of per-point KLOM; lower is better).",
@@ -558,16 +575,15 @@ def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     names = " & ".join(_latex(STATISTIC_LABELS[name]) for name in STATISTICS)
     lines.append("method & " + " & ".join([names] * len(forget_sets)) + " \\\\")
     lines.append("\\midrule")
-    for method in _row_order(frame["method"].unique(), diagnostic):
-        label = "noise floor" if method == NOISE_FLOOR else _latex(method)
-        label += "$^\\dagger$" if diagnostic.get(method) else ""
-        row = [label]
-        for forget_set in forget_sets:
-            for name in STATISTICS:
-                cell = cells.get((forget_set, method, name))
-                row.append("--" if cell is None else
-                           f"{_number(cell.estimate)} {{\\scriptsize [{_number(cell.low)}, "
-                           f"{_number(cell.high)}]}}")
+    rows = _klom_rows(
+        frame, forget_sets,
+        label=lambda method, is_diagnostic: (("noise floor" if method == NOISE_FLOOR
+                                              else _latex(method))
+                                             + ("$^\\dagger$" if is_diagnostic else "")),
+        cell_text=lambda cell: (f"{_number(cell.estimate)} {{\\scriptsize "
+                                f"[{_number(cell.low)}, {_number(cell.high)}]}}"),
+        missing="--")
+    for method, row in rows:
         lines.append(" & ".join(row) + " \\\\")
         if method == NOISE_FLOOR:
             lines.append("\\midrule")
