@@ -45,10 +45,9 @@ die() { printf '[slurm_local] ERROR: %s\n' "$*" >&2; exit 1; }
 # Checking /proc/PID/comm guards against a recycled pid after a reboot/crash;
 # setsid/setpriv are the names it has for a moment before it execs the daemon.
 our_pid() {
-    local name=$1 f=$PIDS/$1.pid pid comm
-    [[ -f $f ]] || return 1
-    pid=$(<"$f")
-    [[ -n $pid ]] && pid_alive "$pid" || return 1
+    local name=$1 pid comm
+    launched_alive "$name" || return 1
+    pid=$(<"$PIDS/$name.pid")
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ $comm == "$name" || $comm == setsid || $comm == setpriv ]] || return 1
     echo "$pid"
