@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import yaml
 
 from klomflow.forget_sets import ForgetSetError, make_forget_set
+from klomflow.published import PublishedError, Source, check_files
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -94,6 +96,21 @@ def model_seed(base_seed: int, *parts) -> int:
 def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
     """Seed of model `index` of a role; oracles of each forget set get their own seeds."""
     return model_seed(config["models"]["base_seed"], role, forget_set or "", index)
+
+
+def is_imported(config: dict, role: str, forget_set: str | None = None) -> bool:
+    """True when `role` ("original" or "oracle" of `forget_set`) comes from a published folder."""
+    source = config["models"].get("source") or {"layout": "train"}
+    if source["layout"] == "train" or role not in ("original", "oracle"):
+        return False
+    return role == "original" or config["forget_sets"][forget_set]["kind"] == "published"
+
+
+def model_seeds(config: dict, role: str, forget_set: str | None, n_models: int) -> list[int]:
+    """Seeds of the first `n_models` models of a role; -1 for imported models (none published)."""
+    if is_imported(config, role, forget_set):
+        return [-1] * n_models
+    return [training_seed(config, role, forget_set, k) for k in range(n_models)]
 
 
 @dataclass(frozen=True)
@@ -197,6 +214,7 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
     check_schema(resolved)
     if resolved["dataset"]["name"] == "digits" and resolved["model"]["name"] == "resnet9":
         raise ConfigError("model.name: resnet9 needs image inputs; digits are flat 64-vectors")
+    source = check_source(resolved, base_dir)
     labels, n_train, n_classes = training_labels(resolved, base_dir)
     if labels is None:  # nominal check only: no label -> use a fake label array of the right size
         labels = np.arange(n_train) % n_classes
@@ -207,7 +225,7 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                 f"0..{n_classes - 1}"
             )
         try:
-            make_forget_set(name, spec, labels, base_dir)
+            make_forget_set(name, spec, labels, base_dir, source=source)
         except ForgetSetError as error:
             raise ConfigError(str(error)) from None
     settings = method_settings(resolved, methods)
@@ -225,6 +243,54 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                         f"`forget_sets: [...]`"
                     )
     return resolved
+
+
+def check_source(resolved: dict, base_dir=".") -> Source | None:
+    """Check `models.source` and the files it names (existence and counts; no file is read).
+
+    A published layout holds CIFAR-10 ResNet-9s; its oracles cover published forget
+    sets only, so any other forget set needs `train_missing_oracles: true`, which
+    trains them here (with a warning: the recipe must then be the published one).
+    """
+    source_config = resolved["models"].get("source")
+    if source_config is None or source_config["layout"] == "train":
+        for name, spec in resolved["forget_sets"].items():
+            if spec["kind"] == "published":
+                raise ConfigError(f"forget_sets.{name}.kind: a published forget set needs "
+                                  f"models.source.layout klom_models or easydub (and its path)")
+        return None
+    resolved["models"]["source"] = {"train_missing_oracles": False} | source_config
+    source = Source.from_config(resolved, base_dir)
+    if not source.root.is_dir():
+        raise ConfigError(f"models.source.path: folder {str(source.root)!r} does not exist")
+    if resolved["dataset"]["name"] != "cifar10":
+        raise ConfigError(f"dataset.name: the published {source.layout} models are CIFAR-10 "
+                          f"models; set dataset.name: cifar10")
+    if resolved["model"]["name"] != "resnet9":
+        raise ConfigError(f"model.name: the published {source.layout} models are ResNet-9s; set "
+                          f"model.name: resnet9")
+    models = resolved["models"]
+    n_oracles = models["n_oracles"] + models["n_holdout_oracles"]
+    try:
+        check_files(source.original_files(models["n_originals"]), "original models",
+                    models["n_originals"])
+        for name, spec in resolved["forget_sets"].items():
+            if spec["kind"] == "published":
+                check_files(source.oracle_files(spec["id"], n_oracles),
+                            f"oracles for forget_set_{spec['id']}", n_oracles)
+            elif not resolved["models"]["source"]["train_missing_oracles"]:
+                raise ConfigError(
+                    f"forget_sets.{name}: the {source.layout} folder has oracles for published "
+                    f"forget sets only; use kind: published, or set "
+                    f"models.source.train_missing_oracles: true to train its oracles here")
+            else:
+                print(f"klomflow: WARNING: forget set {name!r}: its oracles are trained here "
+                      f"against {source.layout} originals; the train section must be the "
+                      f"published recipe (see config/{source.layout}_cifar10.yaml) or KLOM "
+                      f"measures the recipe difference", file=sys.stderr)
+    except PublishedError as error:
+        raise ConfigError(f"models.source: {error}") from None
+    return source
 
 
 def load(path, base_dir=None) -> dict:

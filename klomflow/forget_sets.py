@@ -1,8 +1,11 @@
 """Forget sets: which training points an unlearning method must forget.
 
-Three kinds: `random` (size points drawn with a seed), `class` (every
-training point of one label) and `indices` (a .npy or text file of training
-indices). All give sorted, unique int64 training indices, deterministically.
+Four kinds: `random` (size points drawn with a seed), `class` (every
+training point of one label), `indices` (a .npy or text file of training
+indices) and `published` (set `id` 1..10 of the published KLOM benchmark, read
+from `models.source.path`). All give sorted, unique int64 training indices,
+deterministically (a published set's file order, which set 10 does not keep
+sorted, is read again from the folder where the layout's files depend on it).
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ def read_index_file(path) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def make_forget_set(name: str, spec: dict, train_labels, base_dir=".") -> np.ndarray:
+def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=None,
+                    log=None) -> np.ndarray:
     """Sorted int64 training indices of forget set `name` described by `spec`.
 
     Raises ForgetSetError naming `forget_sets.<name>` for an empty set, an
     index outside the training set or a label no training point has.
+    `source` (klomflow.published.Source) is the folder a `published` set comes from;
+    `log` receives its checksum warnings (none at config time, in the job's log).
     """
     train_labels = np.asarray(train_labels)
     n_train = len(train_labels)
@@ -64,6 +70,17 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".") -> np.nda
                 f"{key}.path: index {int(outside[0])} is outside the training set "
                 f"(0..{n_train - 1}); {outside.size} such indices"
             )
+    elif kind == "published":
+        from klomflow.published import PublishedError, read_forget_set
+
+        if source is None:
+            raise ForgetSetError(f"{key}.kind: a published forget set needs models.source with "
+                                 f"layout klom_models or easydub")
+        try:
+            indices = read_forget_set(source, spec["id"], n_train,
+                                      log=log or (lambda message: None))
+        except PublishedError as error:
+            raise ForgetSetError(f"{key}: {error}") from None
     else:
         raise ForgetSetError(f"{key}.kind: unknown kind {kind!r}")
     indices = np.unique(np.asarray(indices, dtype=np.int64))

@@ -388,19 +388,19 @@ def device_description() -> dict:
 
 def seeds_of(config: dict) -> dict:
     """Every seed behind a results table: models (derived from base_seed), the resamples."""
-    from klomflow.config import training_seed
+    from klomflow.config import model_seeds
 
     models = config["models"]
     n_oracle = models["n_oracles"] + models["n_holdout_oracles"]
     oracles = {}
     for forget_set in sorted(config["forget_sets"]):
-        seeds = [training_seed(config, "oracle", forget_set, k) for k in range(n_oracle)]
+        seeds = model_seeds(config, "oracle", forget_set, n_oracle)
         oracles[forget_set] = {"scored": seeds[:models["n_oracles"]],
                                "holdout": seeds[models["n_oracles"]:]}
     return {
         "base_seed": models["base_seed"],
-        "original": [training_seed(config, "original", None, k)
-                     for k in range(models["n_originals"])],
+        # -1: a published model (its file and model id are in the source's manifest).
+        "original": model_seeds(config, "original", None, models["n_originals"]),
         "oracle": oracles,
         "unlearning": "model_seed(base_seed, 'unlearn', forget_set, method, config_id, index); "
                       "each run's seed is in results/runs/",
@@ -412,9 +412,11 @@ def provenance(config: dict) -> dict:
     """Metadata every Parquet file of the paper tables carries (deterministic on one machine)."""
     from klomflow.config import stable_hash
 
+    from klomflow.published import source_provenance
+
     return {"config": config, "config_hash": stable_hash(config, length=16),
             "code_version": code_versions(), "packages": package_versions(),
-            "device": device_description(), "seeds": seeds_of(config)}
+            "device": device_description(), "seeds": seeds_of(config)} | source_provenance(config)
 
 
 # --- tables -----------------------------------------------------------------------------------

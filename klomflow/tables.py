@@ -144,16 +144,16 @@ def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_
     iterable of (margins, runs table with forget_set, method, config_id, seed,
     unlearning_seconds, changed_weights).
     """
-    from klomflow.config import training_seed
+    from klomflow.config import model_seeds
 
     rows = []
     for forget_set, indices in forget_sets.items():
         reference = identity | {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
-        seeds = [training_seed(config, "original", None, k) for k in range(len(original))]
+        seeds = model_seeds(config, "original", None, len(original))
         rows += accuracy_rows(original, indices, n_train, reference | {"method": "original"},
                               seeds)
         oracle = oracles[forget_set]
-        seeds = [training_seed(config, "oracle", forget_set, k) for k in range(len(oracle))]
+        seeds = model_seeds(config, "oracle", forget_set, len(oracle))
         rows += accuracy_rows(oracle, indices, n_train, reference | {"method": "oracle"}, seeds)
     for margins, runs in unlearned:
         forget_set, method, config_id = runs.iloc[0][["forget_set", "method", "config_id"]]

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 import klomflow.config
 import klomflow.datamodels
 import klomflow.paper
+import klomflow.published
 import klomflow.runs
 from klomflow import klom as klom_module
 from klomflow import training
@@ -24,6 +25,13 @@ config.update(RESOLVED)
 SETTINGS = klomflow.config.method_settings(config)
 SETTING_BY_ID = {(s.entry, s.config_id): s for s in SETTINGS}
 FORGET_SETS = list(config["forget_sets"])
+# A published folder (models.source) the originals, and the oracles of published
+# forget sets, are read from instead of trained; None when everything trains here.
+SOURCE = klomflow.published.Source.from_config(config)
+IMPORTED_ORACLES = [
+    f for f in FORGET_SETS if klomflow.config.is_imported(config, "oracle", f)
+]
+TRAINED_ORACLES = [f for f in FORGET_SETS if f not in IMPORTED_ORACLES]
 
 
 wildcard_constraints:
@@ -111,6 +119,109 @@ def oracle_logit_shards(wildcards):
     )
 
 
+# --- Published sources (models.source; klomflow/published.py) ---
+
+
+def existing(paths):
+    return [str(path) for path in paths if path.exists()]
+
+
+def published_original_files():
+    """The originals' published margin files, and the logit files their labels are checked on."""
+    n_models = config["models"]["n_originals"]
+    margins = SOURCE.original_files(n_models, "margins")
+    logits = SOURCE.original_files(n_models, "logits")
+    files = [str(path) for paths in margins.values() for path in paths]
+    if margins != logits:
+        files += existing(path for paths in logits.values() for path in paths)
+    return files
+
+
+def published_oracle_files(forget_set, kind="margins"):
+    spec = config["forget_sets"][forget_set]
+    n_models = config["models"]["n_oracles"] + config["models"]["n_holdout_oracles"]
+    files = SOURCE.oracle_files(spec["id"], n_models, kind)
+    listed = [str(path) for paths in files.values() for path in paths]
+    listed.append(str(SOURCE.forget_set_file(spec["id"])))
+    if SOURCE.layout == "easydub":  # settles the order of the forget files
+        listed += existing([SOURCE.original_forget_file(spec["id"])])
+    return listed
+
+
+def published_forget_set_file(wildcards):
+    spec = forget_set_spec(wildcards)
+    if spec["kind"] != "published":
+        return {}
+    return {"published": str(SOURCE.forget_set_file(spec["id"]))}
+
+
+def original_margin_inputs(wildcards):
+    """Trained originals' logit shards, or the published folder's files."""
+    if SOURCE is None:
+        return {"logits": original_logit_shards(wildcards)}
+    return {"published": published_original_files()}
+
+
+def oracle_margin_inputs(wildcards):
+    if wildcards.forget_set not in IMPORTED_ORACLES:
+        return {"logits": oracle_logit_shards(wildcards)}
+    return {
+        "published": published_oracle_files(wildcards.forget_set),
+        "original": "results/margins/original.npy",
+    }
+
+
+def holdout_oracle_logit_inputs(wildcards):
+    if wildcards.forget_set not in IMPORTED_ORACLES:
+        return {"logits": oracle_logit_shards(wildcards)}
+    return {"published": published_oracle_files(wildcards.forget_set, "logits")}
+
+
+def label_inputs(wildcards):
+    """Published model 0's files: the labels when the dataset's files are absent."""
+    if SOURCE is None:
+        return {}
+    return {"published": existing(klomflow.published.model_zero_files(SOURCE).values())}
+
+
+def original_shard_models(wildcards):
+    """Model ids of an originals' shard."""
+    return list(klomflow.runs.shard_indices(config, "original", int(wildcards.shard)))
+
+
+def published_checkpoints(wildcards):
+    return [
+        str(SOURCE.original_checkpoint(k)) for k in original_shard_models(wildcards)
+    ]
+
+
+def needs_checkpoints():
+    """Unlearning jobs run (they start from the originals' checkpoints)."""
+    return any(not reuses_original_margins(s) for s in SETTINGS)
+
+
+def reuses_original_margins(setting):
+    """do_nothing on published originals: their published margins, no job."""
+    return SOURCE is not None and setting.method == "do_nothing"
+
+
+def published_source_files(wildcards=None):
+    files = published_original_files()
+    for forget_set in IMPORTED_ORACLES:
+        files += published_oracle_files(forget_set)
+    if needs_checkpoints():
+        files += [
+            str(SOURCE.original_checkpoint(k))
+            for k in range(config["models"]["n_originals"])
+        ]
+    return sorted(set(files))
+
+
+def source_manifest(wildcards=None):
+    """The published files' digests, which every table's provenance holds; none when training."""
+    return [] if SOURCE is None else [klomflow.published.MANIFEST_PATH]
+
+
 def method_setting(wildcards):
     """The MethodSetting a job's wildcards name, or an error naming them."""
     key = (wildcards.method, wildcards.config_id)
@@ -148,6 +259,8 @@ def unlearning_params(wildcards):
 
 
 def unlearned_logit_shards(wildcards):
+    if reuses_original_margins(method_setting(wildcards)):
+        return []
     return expand(
         "results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
         forget_set=wildcards.forget_set,
@@ -157,7 +270,15 @@ def unlearned_logit_shards(wildcards):
     )
 
 
+def do_nothing_inputs(wildcards):
+    if not reuses_original_margins(method_setting(wildcards)):
+        return {}
+    return {"original": "results/margins/original.npy"}
+
+
 def unlearned_run_shards(wildcards):
+    if reuses_original_margins(method_setting(wildcards)):
+        return []
     return expand(
         "results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
         forget_set=wildcards.forget_set,
@@ -332,14 +453,18 @@ def class_setting_files(pattern):
 
 
 def oracle_checkpoints(wildcards=None):
+    """Checkpoints of the oracles trained here (not of published ones)."""
     return expand(
         "results/models/oracle/{forget_set}/shard_{shard}.pt",
-        forget_set=FORGET_SETS,
+        forget_set=TRAINED_ORACLES,
         shard=range(n_shards("oracle")),
     )
 
 
 def original_checkpoints(wildcards=None):
+    """Checkpoints of the originals trained here (none when they are published)."""
+    if SOURCE is not None:
+        return []
     return expand(
         "results/models/original/shard_{shard}.pt", shard=range(n_shards("original"))
     )

@@ -2,6 +2,9 @@
 
 
 rule prepare_data:
+    input:
+        # With a published source and no dataset files: labels from its model 0.
+        unpack(label_inputs),
     output:
         points="results/data/points.parquet",
     log:

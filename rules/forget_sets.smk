@@ -3,6 +3,7 @@
 
 rule make_forget_set:
     input:
+        unpack(published_forget_set_file),
         points=rules.prepare_data.output.points,
     output:
         indices="results/forget_sets/{forget_set}.npy",

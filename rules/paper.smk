@@ -4,6 +4,8 @@
 rule resample_klom:
     input:
         unpack(interval_inputs),
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         oracle=rules.gather_oracle_margins.output.scored,
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
@@ -25,6 +27,8 @@ rule resample_klom:
 # The noise-floor row: the held-out oracles in the place of the unlearned models.
 rule resample_noise_floor:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         scored=[rules.compute_noise_floor.output.klom],
         unlearned=[rules.gather_oracle_margins.output.holdout],
         oracle=rules.gather_oracle_margins.output.scored,
@@ -44,6 +48,8 @@ rule resample_noise_floor:
 
 rule tabulate_class_accuracy:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         points=rules.prepare_data.output.points,
         original=rules.gather_original_margins.output.margins,
         oracle=expand(
@@ -70,6 +76,8 @@ rule tabulate_class_accuracy:
 # Retraining time per forget set (the oracles'), for KLOM against unlearning cost.
 rule tabulate_training_seconds:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         original=original_checkpoints(),
         oracle=oracle_checkpoints(),
     output:
@@ -84,6 +92,8 @@ rule tabulate_training_seconds:
 
 rule make_paper_tables:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         klom=rules.reduce_klom.output.table,
         intervals=interval_files(),
         class_accuracy=rules.tabulate_class_accuracy.output.table,

@@ -3,6 +3,8 @@
 
 rule reduce_klom:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         # Per-point KLOM against the scored and against the held-out oracles.
         klom=klom_files() + holdout_klom_files(),
     output:
@@ -18,6 +20,8 @@ rule reduce_klom:
 
 rule tabulate_accuracy:
     input:
+        # The published files' digests (models.source), for the provenance.
+        manifest=source_manifest,
         points=rules.prepare_data.output.points,
         original=rules.gather_original_margins.output.margins,
         oracle=expand(rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS),

@@ -2,21 +2,44 @@
 # a shard of seeds per job; then their margins, gathered in seed order.
 
 
-rule train_originals:
-    output:
-        checkpoint="results/models/original/shard_{shard}.pt",
-        logits="results/logits/original/shard_{shard}.npy",
-    log:
-        "results/logs/train_originals/shard_{shard}.log",
-    conda:
-        "../envs/klomflow.yaml"
-    threads: 1
-    params:
-        training=original_training_params,
-        # Epoch checkpoints live outside the outputs so a failed job keeps them.
-        resume_dir="results/resume/original/shard_{shard}",
-    script:
-        "../workflow_scripts/train_models.py"
+if SOURCE is None:
+
+    rule train_originals:
+        output:
+            checkpoint="results/models/original/shard_{shard}.pt",
+            logits="results/logits/original/shard_{shard}.npy",
+        log:
+            "results/logs/train_originals/shard_{shard}.log",
+        conda:
+            "../envs/klomflow.yaml"
+        threads: 1
+        params:
+            training=original_training_params,
+            # Epoch checkpoints live outside the outputs so a failed job keeps them.
+            resume_dir="results/resume/original/shard_{shard}",
+        script:
+            "../workflow_scripts/train_models.py"
+
+else:
+
+    # Published originals (models.source): their checkpoints in klomflow's format,
+    # checked against their published margins; only unlearning jobs need them.
+    rule import_originals:
+        input:
+            published=published_checkpoints,
+            margins="results/margins/original.npy",
+            points=rules.prepare_data.output.points,
+        output:
+            checkpoint="results/models/original/shard_{shard}.pt",
+        log:
+            "results/logs/import_originals/shard_{shard}.log",
+        conda:
+            "../envs/klomflow.yaml"
+        params:
+            models=original_shard_models,
+            source=SOURCE.describe(),
+        script:
+            "../workflow_scripts/import_originals.py"
 
 
 rule train_oracles:
@@ -37,9 +60,10 @@ rule train_oracles:
         "../workflow_scripts/train_models.py"
 
 
+# From the trained shards, or from a published folder (models.source).
 rule gather_original_margins:
     input:
-        logits=original_logit_shards,
+        unpack(original_margin_inputs),
         points=rules.prepare_data.output.points,
     output:
         margins="results/margins/original.npy",
@@ -53,7 +77,7 @@ rule gather_original_margins:
 
 rule gather_oracle_margins:
     input:
-        logits=oracle_logit_shards,
+        unpack(oracle_margin_inputs),
         points=rules.prepare_data.output.points,
     output:
         scored="results/margins/oracle/{forget_set}.npy",
@@ -72,7 +96,8 @@ rule gather_oracle_margins:
 # (oracle_matching); never the scored oracles.
 rule gather_holdout_oracle_logits:
     input:
-        logits=oracle_logit_shards,
+        unpack(holdout_oracle_logit_inputs),
+        points=rules.prepare_data.output.points,
     output:
         logits="results/logits/oracle_holdout/{forget_set}.npy",
     log:
@@ -83,3 +108,19 @@ rule gather_holdout_oracle_logits:
         n_scored=config["models"]["n_oracles"],
     script:
         "../workflow_scripts/gather_holdout_oracle_logits.py"
+
+
+# The SHA-256 of every published file the run reads, for the tables' provenance.
+rule record_published_source:
+    input:
+        published=published_source_files,
+    output:
+        manifest="results/source/manifest.json",
+    log:
+        "results/logs/record_published_source.log",
+    conda:
+        "../envs/klomflow.yaml"
+    params:
+        source=SOURCE.describe() if SOURCE else {},
+    script:
+        "../workflow_scripts/record_published_source.py"

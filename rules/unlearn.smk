@@ -22,8 +22,10 @@ rule unlearn:
         "../workflow_scripts/unlearn.py"
 
 
+# do_nothing on published originals reads their published margins (no job, no GPU).
 rule gather_unlearned_margins:
     input:
+        unpack(do_nothing_inputs),
         logits=unlearned_logit_shards,
         runs=unlearned_run_shards,
         points=rules.prepare_data.output.points,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from klomflow.config import training_seed
+from klomflow.config import model_seeds
 from klomflow.io import load_array, save_parquet
 from klomflow.logs import script_context
 from klomflow.paper import class_accuracy_rows, empty_class_accuracy, provenance
@@ -20,11 +20,11 @@ for forget_set, oracle_path in zip(forget_labels, snakemake.input.oracle):
     reference = {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
     rows += class_accuracy_rows(
         original, labels, n_train, label, reference | {"method": "original"},
-        [training_seed(config, "original", None, k) for k in range(len(original))])
+        model_seeds(config, "original", None, len(original)))
     oracle = load_array(oracle_path)
     rows += class_accuracy_rows(
         oracle, labels, n_train, label, reference | {"method": "oracle"},
-        [training_seed(config, "oracle", forget_set, k) for k in range(len(oracle))])
+        model_seeds(config, "oracle", forget_set, len(oracle)))
 for margins_path, runs_path in zip(snakemake.input.unlearned, snakemake.input.runs):
     runs = pd.read_parquet(runs_path)
     forget_set, method, config_id = Path(margins_path).with_suffix("").parts[-3:]

@@ -1,0 +1,714 @@
+"""The published KLOM benchmark as a model source: KLOM-models and EasyDUB-dataset folders.
+
+Both publish, for CIFAR-10 and ResNet-9, 200 original models (checkpoints,
+logits, margins), 200 oracles per forget set (margins, logits) and the ten
+forget sets' index files. `models.source: {layout: klom_models | easydub,
+path: DIR}` makes the workflow read originals and oracles from such a folder
+instead of training them (rules/train.smk); `../shared/PUBLISHED.md` is the
+description of both layouts this module follows.
+
+Decisions where the sources leave a point open (each also in the README):
+- KLOM-models' oracle root is `oracles/` on the dataset card and
+  `oracle_models/` in the code that downloads it: both are accepted (the one
+  that holds the forget set's files wins; `oracles/` when both do).
+- Oracle and original margins come from the `*_margins_all.pt` files where
+  present, else from per-model logits (`train_logits_{k}.pt`,
+  `val_logits_{k}.pt`) and the dataset's labels.
+- EasyDUB's `forget` files are taken to follow the forget file's order; where
+  the originals' `forget` file of model 0 exists it settles the order (it must
+  equal the `retain` margins at the file's order, or at the sorted order).
+- Forget-set checksums are SHA-256 of the `.npy` file's bytes (the prefix the
+  table below gives reproduces for sets 1-3 regenerated from their seeds);
+  a mismatch is a warning, as the published files may be re-saved with
+  another dtype; size, uniqueness and range are errors.
+- Model ids are 0-based and read in numeric order (never lexicographic).
+- Imported models have no seed: their checkpoints record the file, its
+  SHA-256 and the model id; tables write seed -1 for them.
+
+This module's path helpers import nothing heavy: rules/common.smk uses them to
+list a job's input files while it plans the DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LAYOUTS = ("klom_models", "easydub")
+# The published checkpoints are after epoch index 23 (0-based) of 24 epochs.
+EPOCH = 23
+# Published forget sets (PUBLISHED.md 1.3): id -> (size, sum of indices, sha256[:16] of the file).
+PUBLISHED_FORGET_SETS = {
+    1: (10, 278580, "343e9a739404209b"),
+    2: (100, 2285851, "243c897f9120f354"),
+    3: (1000, 24768036, "ef08a53dea26090e"),
+    4: (10, 265737, "27d014a6eff179de"),
+    5: (100, 2572263, "3aa610ab3dee7fba"),
+    6: (500, 12071484, "08029e0253a1ffc6"),
+    7: (10, 277784, "0fae3e72d6c9ee88"),
+    8: (100, 2550554, "521bf3e822a0880f"),
+    9: (500, 12894465, "05a2e1ad57b8dadf"),
+    10: (100, 2307457, "197fd5153bf80edc"),
+}
+# The published input normalisation of CIFAR-10 (its models were trained and
+# evaluated with it; klomflow's own CIFAR-10 training uses it too).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+# Margins are recomputed from logits and must agree within this (float32 files).
+MARGIN_ATOL = 1e-3
+
+
+class PublishedError(ValueError):
+    """A published folder lacks a file, holds too few models, or fails a check."""
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A published folder of one layout; the paths of every file the workflow reads."""
+
+    layout: str
+    root: Path
+
+    @classmethod
+    def from_config(cls, config: dict, base_dir=".") -> Source | None:
+        """The config's published source, or None when models are trained here."""
+        source = config["models"].get("source") or {"layout": "train"}
+        if source["layout"] == "train":
+            return None
+        root = Path(source["path"])
+        return cls(source["layout"], root if root.is_absolute() else Path(base_dir) / root)
+
+    # --- forget sets ---------------------------------------------------------------------------
+
+    def forget_set_file(self, forget_id: int) -> Path:
+        if self.layout == "klom_models":
+            return self.root / "forget_set_indices" / "CIFAR10" / f"forget_set_{forget_id}.npy"
+        return self.root / "forget_sets" / "cifar10" / f"forget_set_{forget_id}.npy"
+
+    # --- originals -----------------------------------------------------------------------------
+
+    def original_checkpoint(self, model_id: int) -> Path:
+        if self.layout == "klom_models":
+            return self.root / "full_models" / "CIFAR10" / f"sd_{model_id}____epoch_{EPOCH}.pt"
+        return (self.root / "models" / "cifar10" / "pretrain" / "resnet9"
+                / f"id_{model_id}_epoch_{EPOCH}.pt")
+
+    def _easydub_file(self, kind: str, role: str, part: str, model_id: int) -> Path:
+        # {logits,margins}/cifar10/{pretrain | oracle/forget_z}/{part}/resnet9/id_{m}_epoch_23.npy
+        # (pretrain: {retain, val, forget_z}; oracle: forget_z/{retain, forget, val}).
+        return (self.root / kind / "cifar10" / role / part / "resnet9"
+                / f"id_{model_id}_epoch_{EPOCH}.npy")
+
+    def original_files(self, n_models: int, kind: str = "margins") -> dict[str, list[Path]]:
+        """{"train": files, "val": files} of the originals' margins (or logits).
+
+        KLOM-models margins: the two `*_margins_all.pt` files when present, else
+        the per-model logits. EasyDUB: one file per model and split.
+        """
+        if self.layout == "klom_models":
+            folder = self.root / "full_models" / "CIFAR10"
+            if kind == "margins" and (folder / "train_margins_all.pt").exists():
+                return {split: [folder / f"{split}_margins_all.pt"] for split in ("train", "val")}
+            return {split: [folder / f"{split}_logits_{k}.pt" for k in range(n_models)]
+                    for split in ("train", "val")}
+        return {
+            "train": [self._easydub_file(kind, "pretrain", "retain", k) for k in range(n_models)],
+            "val": [self._easydub_file(kind, "pretrain", "val", k) for k in range(n_models)],
+        }
+
+    def original_forget_file(self, forget_id: int, model_id: int = 0) -> Path | None:
+        """EasyDUB's originals' margins on the forget points (in the layout's forget order)."""
+        if self.layout != "easydub":
+            return None
+        return self._easydub_file("margins", "pretrain", f"forget_{forget_id}", model_id)
+
+    # --- oracles -------------------------------------------------------------------------------
+
+    def oracle_root(self) -> Path:
+        """KLOM-models' oracle folder: `oracles/` (the card) or `oracle_models/` (the code)."""
+        candidates = [self.root / "oracles", self.root / "oracle_models"]
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate
+        return candidates[0]
+
+    def oracle_files(self, forget_id: int, n_models: int,
+                     kind: str = "margins") -> dict[str, list[Path]]:
+        """The oracles' margin (or logit) files of one forget set, by split.
+
+        KLOM-models: {"train", "val"} (train covers all training points, the
+        forget points included). EasyDUB: {"retain", "forget", "val"}.
+        """
+        if self.layout == "klom_models":
+            root = self.oracle_root() / "CIFAR10"
+            all_files = root / "only_margins" / f"forget_set_{forget_id}"
+            if kind == "margins" and (all_files / "train_margins_all.pt").exists():
+                return {split: [all_files / f"{split}_margins_all.pt"]
+                        for split in ("train", "val")}
+            folder = root / f"forget_set_{forget_id}"
+            return {split: [folder / f"{split}_logits_{k}.pt" for k in range(n_models)]
+                    for split in ("train", "val")}
+        role = f"oracle/forget_{forget_id}"
+        return {part: [self._easydub_file(kind, role, part, k) for k in range(n_models)]
+                for part in ("retain", "forget", "val")}
+
+    def uses_logits(self, files: dict[str, list[Path]]) -> bool:
+        return any(path.suffix == ".pt" and "_logits_" in path.name
+                   for paths in files.values() for path in paths)
+
+    def describe(self) -> dict:
+        return {"layout": self.layout, "path": str(self.root)}
+
+
+# --- checks at config time (cheap: file existence only) ------------------------------------------
+
+
+def count_models(paths: list[Path]) -> int:
+    """How many of the per-model `paths` (model ids 0, 1, ...) exist before the first gap."""
+    for count, path in enumerate(paths):
+        if not path.exists():
+            return count
+    return len(paths)
+
+
+def check_files(files: dict[str, list[Path]], what: str, n_models: int) -> None:
+    """Fail naming the first missing file, or the count the folder holds against the config's."""
+    for paths in files.values():
+        if len(paths) == 1 and paths[0].name.endswith("_all.pt"):
+            if not paths[0].exists():
+                raise PublishedError(f"{what}: missing file {paths[0]}")
+            continue
+        held = count_models(paths)
+        if held < n_models:
+            if held == 0:
+                raise PublishedError(f"{what}: missing file {paths[0]}")
+            raise PublishedError(
+                f"the folder holds {held} {what} ({paths[held - 1].parent}: no {paths[held].name}),"
+                f" the config asks for {n_models}")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def read_forget_set(source: Source, forget_id: int, n_train: int, log=print) -> np.ndarray:
+    """A published forget set's indices in the file's order (int64), checked.
+
+    Errors: missing file, duplicates, indices outside the training set. A
+    checksum, size or sum other than the published file's is a warning.
+    """
+    path = source.forget_set_file(forget_id)
+    if not path.exists():
+        raise PublishedError(f"published forget set {forget_id}: missing file {path}")
+    values = np.load(path, allow_pickle=False)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise PublishedError(f"{path}: expected a 1-D integer array, got {values.dtype} "
+                             f"{values.shape}")
+    indices = values.astype(np.int64)
+    if np.unique(indices).size != indices.size:
+        raise PublishedError(f"{path}: {indices.size - np.unique(indices).size} duplicate indices")
+    outside = indices[(indices < 0) | (indices >= n_train)]
+    if outside.size:
+        raise PublishedError(f"{path}: index {int(outside[0])} is outside the training set "
+                             f"(0..{n_train - 1}); {outside.size} such indices")
+    expected = PUBLISHED_FORGET_SETS.get(forget_id)
+    if expected is not None:
+        size, total, digest = expected
+        found = (indices.size, int(indices.sum()), file_sha256(path)[:16])
+        if found != (size, total, digest):
+            log(f"WARNING: {path} differs from the published forget set {forget_id} "
+                f"(size, sum, sha256[:16]: expected {expected}, found {found}); "
+                f"scores on it are not comparable with published ones")
+    return indices
+
+
+def load_tensor_file(path) -> np.ndarray:
+    """A `.pt` tensor file or a `.npy` array as a numpy array (dtype kept)."""
+    path = Path(path)
+    if not path.exists():
+        raise PublishedError(f"missing file {path}")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    import torch
+
+    value = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(value, torch.Tensor):
+        raise PublishedError(f"{path}: expected a tensor, got {type(value).__name__}")
+    return value.detach().contiguous().numpy()
+
+
+def as_float32(array: np.ndarray, path, log=print) -> np.ndarray:
+    """Margins or logits as float32: float16 is upcast with a warning; NaN is an error."""
+    if array.dtype == np.float16:
+        log(f"WARNING: {path} holds float16 values; upcast to float32 (margins carry float16's "
+            f"rounding, about 0.01 at 10)")
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise PublishedError(f"{path}: expected floating-point values, got {array.dtype}")
+    array = array.astype(np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise PublishedError(f"{path}: {int(bad.sum())} NaN or infinite values")
+    return array
+
+
+def _stack_rows(paths: list[Path], n_models: int, n_points: int, what: str, log) -> np.ndarray:
+    """[n_models, n_points] from one `*_all.pt` file (rows = model ids) or one file per model."""
+    if len(paths) == 1 and paths[0].name.endswith("_all.pt"):
+        array = as_float32(load_tensor_file(paths[0]), paths[0], log)
+        if array.ndim != 2 or array.shape[1] != n_points:
+            raise PublishedError(f"{paths[0]}: expected shape [n_models, {n_points}], got "
+                                 f"{list(array.shape)}")
+        if array.shape[0] < n_models:
+            raise PublishedError(f"the folder holds {array.shape[0]} {what} ({paths[0]}), the "
+                                 f"config asks for {n_models}")
+        return array[:n_models]
+    check_files({"rows": paths}, what, n_models)
+    rows = []
+    for path in paths[:n_models]:
+        row = as_float32(load_tensor_file(path), path, log)
+        if row.shape != (n_points,):
+            raise PublishedError(f"{path}: expected shape [{n_points}], got {list(row.shape)}")
+        rows.append(row)
+    return np.stack(rows)
+
+
+def _margins_from_logit_files(paths: list[Path], labels, n_models: int, what: str,
+                              log) -> np.ndarray:
+    from klomflow.margins import margins_from_logits
+
+    check_files({"rows": paths}, what, n_models)
+    rows = []
+    for path in paths[:n_models]:
+        logits = as_float32(load_tensor_file(path), path, log)
+        if logits.ndim != 2 or logits.shape[0] != len(labels):
+            raise PublishedError(f"{path}: expected shape [{len(labels)}, n_classes], got "
+                                 f"{list(logits.shape)}")
+        rows.append(margins_from_logits(logits, labels))
+    return np.stack(rows)
+
+
+def read_split_margins(files: dict[str, list[Path]], labels_by_split: dict, n_models: int,
+                       what: str, log=print) -> dict[str, np.ndarray]:
+    """{split: margins [n_models, n_points of the split]} from margin or logit files."""
+    out = {}
+    for split, paths in files.items():
+        n_points = len(labels_by_split[split])
+        if paths and "_logits_" in paths[0].name:
+            out[split] = _margins_from_logit_files(paths, labels_by_split[split], n_models, what,
+                                                   log)
+        else:
+            out[split] = _stack_rows(paths, n_models, n_points, what, log)
+    return out
+
+
+def original_margins(source: Source, labels, n_train: int, n_models: int,
+                     log=print) -> np.ndarray:
+    """Originals' margins [n_models, n_train + n_val], rows in model-id order."""
+    labels = np.asarray(labels)
+    files = source.original_files(n_models)
+    split = read_split_margins(files, {"train": labels[:n_train], "val": labels[n_train:]},
+                               n_models, "original models", log)
+    return np.concatenate([split["train"], split["val"]], axis=1)
+
+
+def forget_order(source: Source, forget_id: int, forget_file_order: np.ndarray,
+                 original_train_margins: np.ndarray | None, log=print) -> np.ndarray:
+    """The order of the points in EasyDUB's `forget` files.
+
+    The forget file's order unless the originals' `forget` file of model 0
+    shows the sorted order instead (PUBLISHED.md 3, check 4).
+    """
+    path = source.original_forget_file(forget_id)
+    if path is None or original_train_margins is None or not path.exists():
+        return forget_file_order
+    stored = as_float32(load_tensor_file(path), path, log)
+    first = original_train_margins[0]
+    for order in (forget_file_order, np.sort(forget_file_order)):
+        if stored.shape == order.shape and np.allclose(stored, first[order], atol=MARGIN_ATOL):
+            if order is not forget_file_order and not np.array_equal(order, forget_file_order):
+                log(f"{path} follows the sorted order of forget set {forget_id}, not the file's")
+            return order
+    raise PublishedError(f"{path}: the originals' forget margins match their retain margins "
+                         f"neither at the forget file's order nor at the sorted order")
+
+
+def oracle_margins(source: Source, forget_id: int, forget_indices_file_order, labels,
+                   n_train: int, n_models: int, original_train_margins=None,
+                   log=print) -> np.ndarray:
+    """Oracles' margins of one forget set [n_models, n_train + n_val], rows in model-id order.
+
+    EasyDUB's oracles store retain points (ascending index order), forget points
+    (the forget file's order) and validation points separately; they are put
+    back in training-index order here.
+    """
+    labels = np.asarray(labels)
+    what = f"oracles for forget_set_{forget_id}"
+    files = source.oracle_files(forget_id, n_models)
+    forget = np.asarray(forget_indices_file_order, dtype=np.int64)
+    if source.layout == "klom_models":
+        split = read_split_margins(files, {"train": labels[:n_train], "val": labels[n_train:]},
+                                   n_models, what, log)
+        return np.concatenate([split["train"], split["val"]], axis=1)
+    order = forget_order(source, forget_id, forget, original_train_margins, log)
+    keep = np.ones(n_train, dtype=bool)
+    keep[forget] = False
+    retain = np.flatnonzero(keep)
+    split = read_split_margins(files, {"retain": labels[retain], "forget": labels[order],
+                                       "val": labels[n_train:]}, n_models, what, log)
+    train = np.empty((n_models, n_train), dtype=np.float32)
+    train[:, retain] = split["retain"]
+    train[:, order] = split["forget"]
+    return np.concatenate([train, split["val"]], axis=1)
+
+
+def read_logits(files: dict[str, list[Path]], model_ids, n_points_by_split: dict,
+                what: str, log=print, order=None) -> np.ndarray:
+    """Per-model logits [n_models, n_train + n_val, n_classes] in training-index order.
+
+    `order` (EasyDUB oracles): (retain indices, forget indices in file order,
+    n_train) to put the retain ‖ forget files back in training-index order.
+    """
+    models = []
+    for model_id in model_ids:
+        parts = {}
+        for split, paths in files.items():
+            path = paths[model_id]
+            logits = as_float32(load_tensor_file(path), path, log)
+            if logits.ndim != 2 or logits.shape[0] != n_points_by_split[split]:
+                raise PublishedError(f"{path}: expected shape [{n_points_by_split[split]}, "
+                                     f"n_classes], got {list(logits.shape)}")
+            parts[split] = logits
+        if order is not None:
+            retain, forget, n_train = order
+            train = np.empty((n_train, parts["retain"].shape[1]), dtype=np.float32)
+            train[retain], train[forget] = parts["retain"], parts["forget"]
+            models.append(np.concatenate([train, parts["val"]]))
+        else:
+            models.append(np.concatenate([parts["train"], parts["val"]]))
+    return np.stack(models)
+
+
+# --- label recovery and the consistency checks --------------------------------------------------
+
+
+def recover_labels(logits, margins, path="", atol: float = MARGIN_ATOL) -> np.ndarray:
+    """The label of each point: the class c whose margin z_c - LSE_{j!=c} z_j is the stored one.
+
+    logits [n_points, n_classes], margins [n_points]. Fails naming `path` when
+    no class reproduces a stored margin within `atol` (margins and logits of
+    different models, points or normalisations).
+    """
+    from klomflow.margins import margins_from_logits
+
+    logits = np.asarray(logits, dtype=np.float32)
+    n_points, n_classes = logits.shape
+    per_class = np.stack([margins_from_logits(logits, np.full(n_points, c))
+                          for c in range(n_classes)], axis=1)  # [n_points, n_classes]
+    distance = np.abs(per_class - np.asarray(margins, dtype=np.float32)[:, None])
+    labels = distance.argmin(axis=1)
+    worst = distance[np.arange(n_points), labels]
+    tolerance = atol * np.maximum(1.0, np.abs(margins))
+    bad = np.flatnonzero(worst > tolerance)
+    if bad.size:
+        raise PublishedError(
+            f"{path}: the stored margins do not follow from the logits at {bad.size} points "
+            f"(first: point {int(bad[0])}, distance {float(worst[bad[0]]):.3g})")
+    return labels.astype(np.int64)
+
+
+def check_labels(recovered: dict[str, np.ndarray], dataset_labels=None) -> np.ndarray:
+    """The labels every model agrees on; an error names the first model that disagrees."""
+    names = list(recovered)
+    reference = recovered[names[0]]
+    for name in names[1:]:
+        differ = np.flatnonzero(recovered[name] != reference)
+        if differ.size:
+            raise PublishedError(f"labels recovered from {name} disagree with those of "
+                                 f"{names[0]} at {differ.size} points (first: {int(differ[0])})")
+    if dataset_labels is not None:
+        differ = np.flatnonzero(np.asarray(dataset_labels) != reference)
+        if differ.size:
+            raise PublishedError(f"labels recovered from the published margins disagree with the "
+                                 f"dataset's at {differ.size} points (first: {int(differ[0])}): "
+                                 f"the folder's point order is not the dataset's")
+    return reference
+
+
+def check_oracles_forgot(oracle, original, forget_indices, forget_id) -> dict:
+    """Oracles never saw F: their mean margin on forget points is below the originals'."""
+    forget = np.asarray(forget_indices)
+    oracle_mean = float(oracle[:, forget].mean())
+    original_mean = float(original[:, forget].mean())
+    if not oracle_mean < original_mean:
+        raise PublishedError(
+            f"oracles for forget_set_{forget_id}: mean margin on the forget points "
+            f"{oracle_mean:.3f} is not below the originals' {original_mean:.3f}; oracles that "
+            f"never saw the forget set score lower there (wrong files, or oracles trained on F)")
+    return {"oracle_forget_margin": oracle_mean, "original_forget_margin": original_mean}
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+# The published Residual names its child `module`; klomflow's names it `block`.
+_RESIDUAL_CHILD = re.compile(r"^(\d+)\.module\.")
+
+
+def published_to_klomflow_keys(state_dict: dict, path="") -> dict:
+    """A published ResNet-9 state dict with klomflow's key names.
+
+    Strips a leading `model.` (the WrappedModel prefix), then a leading
+    `module.` (DataParallel, never produced but harmless), with removeprefix,
+    never a global replace (that would corrupt the residual blocks' keys), and
+    renames the residual child `{2,5}.module.` to `block.`.
+    """
+    import torch
+
+    renamed = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise PublishedError(f"{path}: entry {key!r} is not a tensor; expected a state dict")
+        stripped = key.removeprefix("model.").removeprefix("module.")
+        stripped = _RESIDUAL_CHILD.sub(r"\1.block.", stripped)
+        # channels_last strides are kept by torch.load; load_state_dict copies values.
+        renamed[stripped] = value.contiguous()
+    return renamed
+
+
+def load_published_model(path, n_classes: int = 10, input_shape=(3, 32, 32)):
+    """A klomflow ResNet-9 with a published checkpoint's weights, loaded strictly."""
+    import torch
+
+    from klomflow.models import build_model
+
+    path = Path(path)
+    if not path.exists():
+        raise PublishedError(f"missing file {path}")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state_dict, dict):
+        raise PublishedError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
+    model = build_model({"name": "resnet9"}, input_shape, n_classes, init_seed=0)
+    try:
+        model.load_state_dict(published_to_klomflow_keys(state_dict, path), strict=True)
+    except RuntimeError as error:
+        raise PublishedError(f"{path}: not a ResNet-9 state dict of the published layout "
+                             f"({error})") from None
+    return model
+
+
+# --- what the import jobs do (workflow_scripts/ call these) ---------------------------------------
+
+
+def source_of(config: dict) -> Source:
+    source = Source.from_config(config)
+    if source is None:
+        raise PublishedError("models.source.layout is train: nothing to import")
+    return source
+
+
+def model_zero_files(source: Source) -> dict[str, Path]:
+    """Model 0's logits and margins per split: what labels are recovered from."""
+    margins = source.original_files(1, "margins")
+    logits = source.original_files(1, "logits")
+    return {f"{split}_{kind}": files[split][0]
+            for kind, files in (("margins", margins), ("logits", logits)) for split in files}
+
+
+def labels_from_model_zero(source: Source, log=print) -> tuple[np.ndarray, int]:
+    """(labels of all points, n_train) recovered from model 0's logits and margins.
+
+    For a published folder used without the dataset's files: the point order is
+    the folder's, training points then validation points.
+    """
+    files = model_zero_files(source)
+    labels = []
+    for split in ("train", "val"):
+        logits = as_float32(load_tensor_file(files[f"{split}_logits"]), files[f"{split}_logits"],
+                            log)
+        margins = as_float32(load_tensor_file(files[f"{split}_margins"]),
+                             files[f"{split}_margins"], log)
+        margins = margins[0] if margins.ndim == 2 else margins  # `*_all.pt`: row 0
+        labels.append(recover_labels(logits, margins, files[f"{split}_logits"]))
+    return np.concatenate(labels), len(labels[0])
+
+
+def check_original_labels(source: Source, margins: np.ndarray, labels, n_train: int,
+                          n_models: int, log=print) -> int:
+    """Recover every original's labels from its logits and margins; all must agree with `labels`.
+
+    Returns the number of models checked (0 when the folder has no logits).
+    """
+    logit_files = source.original_files(n_models, "logits")
+    checked = {}
+    for model_id in range(n_models):
+        paths = [logit_files["train"][model_id], logit_files["val"][model_id]]
+        if not all(path.exists() for path in paths):
+            continue
+        logits = np.concatenate([as_float32(load_tensor_file(path), path, log) for path in paths])
+        if logits.shape[0] != margins.shape[1]:
+            raise PublishedError(f"{paths[0]}: {logits.shape[0]} points with the validation "
+                                 f"file, the margins have {margins.shape[1]}")
+        checked[f"original model {model_id} ({paths[0].name})"] = recover_labels(
+            logits, margins[model_id], paths[0])
+    if not checked:
+        log("WARNING: the folder holds no originals' logits; labels are not checked against "
+            "the margins")
+        return 0
+    check_labels(checked, labels)
+    log(f"labels recovered from {len(checked)} originals' logits and margins agree with each "
+        f"other and with points.parquet")
+    return len(checked)
+
+
+def check_point_order(margins: np.ndarray, n_points: int, path: str) -> None:
+    if margins.shape[1] != n_points:
+        raise PublishedError(f"{path}: margins over {margins.shape[1]} points, the dataset has "
+                             f"{n_points} (training points, then validation points)")
+
+
+def import_original_margins(config: dict, labels, n_train: int, log=print) -> np.ndarray:
+    """The originals' margins [n_originals, n_points], checked (shapes, NaN, labels)."""
+    source = source_of(config)
+    n_models = config["models"]["n_originals"]
+    margins = original_margins(source, labels, n_train, n_models, log)
+    check_point_order(margins, len(labels), str(source.root))
+    check_original_labels(source, margins, labels, n_train, n_models, log)
+    log(f"margins of {n_models} original models from {source.layout} folder {source.root}")
+    return margins
+
+
+def import_oracle_margins(config: dict, forget_set: str, labels, n_train: int,
+                          original: np.ndarray, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """(scored, held-out) oracle margins of a published forget set: model ids 0..n_oracles-1
+    are scored, the next n_holdout_oracles are held out."""
+    source = source_of(config)
+    forget_id = config["forget_sets"][forget_set]["id"]
+    models = config["models"]
+    n_models = models["n_oracles"] + models["n_holdout_oracles"]
+    forget = read_forget_set(source, forget_id, n_train, log)
+    margins = oracle_margins(source, forget_id, forget, labels, n_train, n_models,
+                             original_train_margins=original[:, :n_train], log=log)
+    check_point_order(margins, len(labels), str(source.root))
+    means = check_oracles_forgot(margins, original, forget, forget_id)
+    log(f"{n_models} oracles of forget_set_{forget_id}; mean margin on its points: oracles "
+        f"{means['oracle_forget_margin']:.3f}, originals {means['original_forget_margin']:.3f}")
+    return margins[:models["n_oracles"]], margins[models["n_oracles"]:]
+
+
+def import_holdout_oracle_logits(config: dict, forget_set: str, n_train: int, n_val: int,
+                                 log=print) -> np.ndarray:
+    """Held-out oracles' logits [n_holdout, n_points, n_classes] (for oracle_matching)."""
+    source = source_of(config)
+    forget_id = config["forget_sets"][forget_set]["id"]
+    models = config["models"]
+    n_models = models["n_oracles"] + models["n_holdout_oracles"]
+    files = source.oracle_files(forget_id, n_models, "logits")
+    check_files(files, f"oracle logits for forget_set_{forget_id}", n_models)
+    holdout = range(models["n_oracles"], n_models)
+    if source.layout == "klom_models":
+        return read_logits(files, holdout, {"train": n_train, "val": n_val},
+                           f"oracles for forget_set_{forget_id}", log)
+    forget = read_forget_set(source, forget_id, n_train, log)
+    keep = np.ones(n_train, dtype=bool)
+    keep[forget] = False
+    retain = np.flatnonzero(keep)
+    # The forget files' order: the forget file's (forget_order settles it from the margins).
+    order = forget_order(source, forget_id, forget, None, log)
+    return read_logits(files, holdout, {"retain": len(retain), "forget": len(order), "val": n_val},
+                       f"oracles for forget_set_{forget_id}", log, order=(retain, order, n_train))
+
+
+def import_original_shard(config: dict, model_ids, n_train: int, log=print) -> dict:
+    """A checkpoint payload like a training job's, with the published originals' weights.
+
+    Each model records its file, the file's SHA-256 and its model id; the seed is
+    unknown (-1) and the training time is not published (NaN).
+    """
+    import klomflow
+    from klomflow import training
+
+    source = source_of(config)
+    records = []
+    for model_id in model_ids:
+        path = source.original_checkpoint(model_id)
+        model = load_published_model(path)
+        records.append({
+            "index": int(model_id), "seed": -1, "model_id": int(model_id),
+            "source_file": str(path), "source_sha256": file_sha256(path), "forget_set": None,
+            "train_indices": np.arange(n_train, dtype=np.int32), "train_seconds": float("nan"),
+            "state_dict": {name: value.detach().cpu().clone()
+                           for name, value in model.state_dict().items()},
+        })
+        log(f"original model {model_id}: {path} loaded strictly into ResNet-9")
+    return {"role": "original", "forget_set": None, "config": config,
+            "klomflow_version": klomflow.__version__, "training_version": training.VERSION,
+            "device": "imported", "source": source.describe(), "models": records}
+
+
+def check_checkpoint_margins(model, x, stored_margins, labels, device, path,
+                             atol: float = 0.05, rtol: float = 0.01) -> float:
+    """The imported weights reproduce the published margins on the points `x` (eval, float32).
+
+    The tolerance allows for TF32 convolutions on the GPU that wrote the files;
+    a wrong normalisation or key mapping moves margins by far more.
+    """
+    from klomflow.margins import margins_from_logits
+    from klomflow.training import predict_logits
+
+    margins = margins_from_logits(predict_logits(model.to(device), x, device), labels)
+    difference = np.abs(margins - stored_margins)
+    worst = float(difference.max())
+    if np.any(difference > atol + rtol * np.abs(stored_margins)):
+        raise PublishedError(f"{path}: the imported weights do not reproduce the published "
+                             f"margins (largest difference {worst:.3g}); the inputs' normalisation "
+                             f"or the key mapping differs from the published one")
+    return worst
+
+
+def do_nothing_runs(n_models: int, forget_set: str, method: str, config_id: str):
+    """Runs table of do_nothing on imported originals: their published margins, no job."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "forget_set": forget_set, "method": method, "config_id": config_id,
+        "index": np.arange(n_models), "seed": -1, "original_seed": -1,
+        "unlearning_seconds": 0.0, "diverged": False, "changed_weights": 0,
+    })
+
+
+def source_manifest(paths, root) -> dict:
+    """{path relative to the folder: SHA-256} of every published file a run read."""
+    root = Path(root)
+    manifest = {}
+    for path in sorted({str(path) for path in paths}):
+        relative = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(path)
+        manifest[str(relative)] = file_sha256(path)
+    return manifest
+
+
+# Written by rule record_published_source; every table's provenance holds it.
+MANIFEST_PATH = "results/source/manifest.json"
+
+
+def source_provenance(config: dict, manifest_path=MANIFEST_PATH) -> dict:
+    """{"source": layout, folder and the SHA-256 of every published file read}; {} when training."""
+    import json
+
+    source = Source.from_config(config)
+    if source is None:
+        return {}
+    path = Path(manifest_path)
+    if not path.exists():
+        raise PublishedError(f"{path} is missing: rule record_published_source writes it before "
+                             f"any table")
+    return {"source": source.describe() | {"files": json.loads(path.read_text())}}
