@@ -411,7 +411,6 @@ def seeds_of(config: dict) -> dict:
 def provenance(config: dict) -> dict:
     """Metadata every Parquet file of the paper tables carries (deterministic on one machine)."""
     from klomflow.config import stable_hash
-
     from klomflow.published import source_provenance
 
     return {"config": config, "config_hash": stable_hash(config, length=16),

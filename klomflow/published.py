@@ -195,8 +195,8 @@ def check_files(files: dict[str, list[Path]], what: str, n_models: int) -> None:
             if held == 0:
                 raise PublishedError(f"{what}: missing file {paths[0]}")
             raise PublishedError(
-                f"the folder holds {held} {what} ({paths[held - 1].parent}: no {paths[held].name}),"
-                f" the config asks for {n_models}")
+                f"the folder holds {held} {what}, the config asks for {n_models} (no "
+                f"{paths[held].name} in {paths[held].parent})")
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Small published-benchmark folders in the KLOM-models and EasyDUB layouts (PUBLISHED.md).
+
+The originals are real ResNet-9s (random initialisations, seeds 100+k) saved
+as the published code saves them: a plain state dict with the `model.` prefix
+of its WrappedModel, the residual child named `module`, channels_last
+weights. Their logits and margins are computed from the small CIFAR-10-format
+files of dataset_files.py with the published normalisation, in eval mode, in
+float32. Oracles are margins and logits only: random logits whose true class is
+lowered on the forget points (an oracle never saw them). Point and model
+counts shrink; file names, shapes, dtypes and point orders follow the layouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from dataset_files import write_cifar10
+
+from klomflow.datasets import load_dataset
+from klomflow.margins import margins_from_logits
+from klomflow.models import build_model
+from klomflow.training import predict_logits
+
+EPOCH = 23
+
+
+def published_state_dict(model) -> dict:
+    """The published checkpoint of a klomflow ResNet-9: keys as the published code wrote them."""
+    model = model.to(memory_format=torch.channels_last)
+    state = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if len(parts) > 1 and parts[1] == "block":  # klomflow's Residual child
+            parts[1] = "module"
+        state["model." + ".".join(parts)] = value.clone()
+    return state
+
+
+class Fixture:
+    """Models, margins and forget sets shared by the two layouts' folders."""
+
+    def __init__(self, root, n_originals=4, n_oracles=5, per_batch=8, n_test=10, seed=0):
+        root = Path(root)
+        self.data_dir = root / "data"
+        self.train_labels, self.test_labels = write_cifar10(self.data_dir, per_batch, n_test, seed)
+        self.labels = np.concatenate([self.train_labels, self.test_labels])
+        self.n_train = len(self.train_labels)
+        dataset = load_dataset({"name": "cifar10", "data_dir": str(self.data_dir),
+                                "verify_checksums": False})
+        rng = np.random.default_rng(seed)
+        # Set 2: sorted; set 10: the file's order is not sorted (as the published set 10).
+        self.forget_sets = {2: np.sort(rng.choice(self.n_train, 4, replace=False)),
+                            10: np.array([7, 3, 30, 12, 21], dtype=np.int64)}
+        self.models, self.original_logits = [], []
+        for k in range(n_originals):
+            model = build_model({"name": "resnet9"}, (3, 32, 32), 10, init_seed=100 + k)
+            # A fresh initialisation predicts nearly uniform logits whatever the input;
+            # a larger head and non-trivial BatchNorm statistics make the margins depend
+            # on the inputs and on every imported buffer, as a trained model's do.
+            generator = torch.Generator().manual_seed(200 + k)
+            with torch.no_grad():
+                model[9].weight.mul_(40.0)
+                for module in model.modules():
+                    if isinstance(module, torch.nn.BatchNorm2d):
+                        size = module.running_mean.shape
+                        module.running_mean.normal_(0, 0.2, generator=generator)
+                        module.running_var.uniform_(0.5, 2.0, generator=generator)
+                        module.weight.uniform_(0.5, 1.5, generator=generator)
+                        module.bias.normal_(0, 0.1, generator=generator)
+                        assert module.running_mean.shape == size
+            model.eval()
+            self.models.append(model)
+            self.original_logits.append(predict_logits(model, dataset.eval_x, torch.device("cpu")))
+        self.original_logits = np.stack(self.original_logits)  # [n_originals, n_points, 10]
+        self.original_margins = margins_from_logits(self.original_logits, self.labels)
+        self.oracle_logits = {}
+        for forget_id, forget in self.forget_sets.items():
+            logits = rng.normal(0, 1, size=(n_oracles, len(self.labels), 10)).astype(np.float32)
+            rows = np.arange(len(self.labels))
+            logits[:, rows, self.labels] += 2.0  # oracles fit the points they trained on...
+            logits[:, forget, self.labels[forget]] -= 4.0  # ...and never saw the forget set
+            self.oracle_logits[forget_id] = logits
+        self.oracle_margins = {forget_id: margins_from_logits(logits, self.labels)
+                               for forget_id, logits in self.oracle_logits.items()}
+
+    def split(self, array, logits=False):
+        """The training points' part: axis -2 of logits [..., n_points, 10], else axis -1."""
+        return array[..., :self.n_train, :] if logits else array[..., :self.n_train]
+
+    def val(self, array, logits=False):
+        return array[..., self.n_train:, :] if logits else array[..., self.n_train:]
+
+
+def write_klom_models(fixture: Fixture, root, oracle_root="oracles") -> Path:
+    """A KLOM-models folder: full_models/CIFAR10, <oracle_root>/CIFAR10, forget_set_indices."""
+    root = Path(root)
+    originals = root / "full_models" / "CIFAR10"
+    originals.mkdir(parents=True)
+    for k, model in enumerate(fixture.models):
+        torch.save(published_state_dict(model), originals / f"sd_{k}____epoch_{EPOCH}.pt")
+        torch.save(torch.tensor(fixture.split(fixture.original_logits[k], logits=True)),
+                   originals / f"train_logits_{k}.pt")
+        torch.save(torch.tensor(fixture.val(fixture.original_logits[k], logits=True)),
+                   originals / f"val_logits_{k}.pt")
+    # `*_all.pt` files are saved as a transposed view (non-contiguous), as the real ones.
+    for split, part in (("train", fixture.split), ("val", fixture.val)):
+        margins = torch.tensor(part(fixture.original_margins))
+        torch.save(margins.T.contiguous().T, originals / f"{split}_margins_all.pt")
+    for forget_id, forget in fixture.forget_sets.items():
+        margins_folder = root / oracle_root / "CIFAR10" / "only_margins" / f"forget_set_{forget_id}"
+        margins_folder.mkdir(parents=True)
+        for split, part in (("train", fixture.split), ("val", fixture.val)):
+            margins = torch.tensor(part(fixture.oracle_margins[forget_id]))
+            torch.save(margins.T.contiguous().T, margins_folder / f"{split}_margins_all.pt")
+        logits_folder = root / oracle_root / "CIFAR10" / f"forget_set_{forget_id}"
+        logits_folder.mkdir(parents=True)
+        for k, logits in enumerate(fixture.oracle_logits[forget_id]):
+            torch.save(torch.tensor(fixture.split(logits, logits=True)),
+                       logits_folder / f"train_logits_{k}.pt")
+            torch.save(torch.tensor(fixture.val(logits, logits=True)),
+                       logits_folder / f"val_logits_{k}.pt")
+        indices = root / "forget_set_indices" / "CIFAR10"
+        indices.mkdir(parents=True, exist_ok=True)
+        np.save(indices / f"forget_set_{forget_id}.npy", forget.astype("<i8"))
+    return root
+
+
+def _easydub_path(root, kind, role, part, model_id) -> Path:
+    path = (Path(root) / kind / "cifar10" / role / part / "resnet9"
+            / f"id_{model_id}_epoch_{EPOCH}.npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_easydub(fixture: Fixture, root) -> Path:
+    """An EasyDUB folder: one .npy per model and split; oracles as retain ‖ forget ‖ val."""
+    root = Path(root)
+    checkpoints = root / "models" / "cifar10" / "pretrain" / "resnet9"
+    checkpoints.mkdir(parents=True)
+    for k, model in enumerate(fixture.models):
+        torch.save(published_state_dict(model), checkpoints / f"id_{k}_epoch_{EPOCH}.pt")
+        for kind, values in (("logits", fixture.original_logits[k]),
+                             ("margins", fixture.original_margins[k])):
+            is_logits = kind == "logits"
+            np.save(_easydub_path(root, kind, "pretrain", "retain", k),
+                    fixture.split(values, is_logits))
+            np.save(_easydub_path(root, kind, "pretrain", "val", k), fixture.val(values, is_logits))
+            for forget_id, forget in fixture.forget_sets.items():
+                np.save(_easydub_path(root, kind, "pretrain", f"forget_{forget_id}", k),
+                        values[forget])
+    for forget_id, forget in fixture.forget_sets.items():
+        keep = np.ones(fixture.n_train, dtype=bool)
+        keep[forget] = False
+        retain = np.flatnonzero(keep)  # ascending, as EasyDUB's mask
+        role = f"oracle/forget_{forget_id}"
+        for kind, models in (("logits", fixture.oracle_logits[forget_id]),
+                             ("margins", fixture.oracle_margins[forget_id])):
+            for k, values in enumerate(models):
+                np.save(_easydub_path(root, kind, role, "retain", k), values[retain])
+                np.save(_easydub_path(root, kind, role, "forget", k), values[forget])
+                np.save(_easydub_path(root, kind, role, "val", k),
+                        fixture.val(values, kind == "logits"))
+        folder = root / "forget_sets" / "cifar10"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"forget_set_{forget_id}.npy", forget.astype("<i8"))
+    return root

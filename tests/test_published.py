@@ -1,0 +1,340 @@
+"""Importing the published KLOM benchmark: file layouts, key mapping, and every import check."""
+
+import hashlib
+import io
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from published_files import Fixture, published_state_dict, write_easydub, write_klom_models
+
+from klomflow import published
+from klomflow.config import ConfigError, validate
+from klomflow.datasets import load_dataset
+from klomflow.margins import margins_from_logits
+from klomflow.models import build_model
+from klomflow.training import predict_logits
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return Fixture(tmp_path_factory.mktemp("published"))
+
+
+@pytest.fixture(scope="module")
+def folders(fixture, tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    return {"klom_models": write_klom_models(fixture, root / "klom_models"),
+            "easydub": write_easydub(fixture, root / "easydub")}
+
+
+def config_for(layout, path, fixture, **models):
+    return {
+        "dataset": {"name": "cifar10", "data_dir": str(fixture.data_dir),
+                    "verify_checksums": False},
+        "model": {"name": "resnet9"},
+        "train": {},
+        "models": {"n_originals": 4, "n_oracles": 2, "n_holdout_oracles": 2,
+                   "source": {"layout": layout, "path": str(path)}} | models,
+        "forget_sets": {"set_2": {"kind": "published", "id": 2},
+                        "set_10": {"kind": "published", "id": 10}},
+        "methods": {"do_nothing": None},
+        "klom": {},
+    }
+
+
+def copy_folder(folders, layout, tmp_path):
+    return shutil.copytree(folders[layout], tmp_path / layout)
+
+
+# --- checkpoints: the key mapping and the normalisation ---
+
+
+def test_published_resnet9_has_the_published_keys_and_parameter_count(fixture):
+    state = published_state_dict(fixture.models[0])
+    assert len(state) == 49
+    assert state["model.2.module.0.0.weight"].shape == (128, 128, 3, 3)
+    assert state["model.9.weight"].shape == (10, 128)
+    assert state["model.0.0.weight"].stride() == (27, 1, 9, 3)  # channels_last, as published
+    parameters = sum(p.numel() for p in fixture.models[0].parameters())
+    assert parameters == 2_274_880
+
+
+@pytest.mark.parametrize("layout", ["klom_models", "easydub"])
+def test_imported_checkpoint_reproduces_the_logits_and_margins_written_beside_it(
+        layout, folders, fixture):
+    source = published.Source(layout, folders[layout])
+    dataset = load_dataset({"name": "cifar10", "data_dir": str(fixture.data_dir),
+                            "verify_checksums": False})
+    for model_id in (0, 3):
+        model = published.load_published_model(source.original_checkpoint(model_id))
+        logits = predict_logits(model, dataset.eval_x, torch.device("cpu"))
+        if layout == "klom_models":
+            stored = np.concatenate([
+                published.load_tensor_file(source.root / f"full_models/CIFAR10/{split}_logits_"
+                                           f"{model_id}.pt") for split in ("train", "val")])
+        else:
+            files = source.original_files(4, "logits")
+            stored = np.concatenate([np.load(files[split][model_id]) for split in files])
+        np.testing.assert_array_equal(logits, stored)
+        margins = published.original_margins(source, fixture.labels, fixture.n_train, 4)
+        np.testing.assert_array_equal(margins_from_logits(logits, fixture.labels),
+                                      margins[model_id])
+
+
+def test_checkpoint_keys_are_stripped_by_prefix_not_replaced(fixture):
+    state = published_state_dict(fixture.models[0])
+    renamed = published.published_to_klomflow_keys(state)
+    assert "2.block.0.0.weight" in renamed and "5.block.1.1.running_var" in renamed
+    assert not any(key.startswith(("model.", "module.")) for key in renamed)
+    # A DataParallel prefix on top is stripped too; a global replace would break `2.module.`.
+    doubled = {"module." + key.removeprefix("model."): value for key, value in state.items()}
+    assert published.published_to_klomflow_keys(doubled).keys() == renamed.keys()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, fixture):
+    state = published_state_dict(fixture.models[0])
+    state["model.9.bias"] = torch.zeros(10)  # the published head has no bias
+    torch.save(state, tmp_path / "sd_0____epoch_23.pt")
+    with pytest.raises(published.PublishedError, match="not a ResNet-9 state dict"):
+        published.load_published_model(tmp_path / "sd_0____epoch_23.pt")
+
+
+def test_wrong_normalisation_fails_the_margin_check(folders, fixture):
+    source = published.Source("klom_models", folders["klom_models"])
+    model = published.load_published_model(source.original_checkpoint(0))
+    dataset = load_dataset({"name": "cifar10", "data_dir": str(fixture.data_dir),
+                            "verify_checksums": False})
+    # Inputs normalised with the pixel std (0.247, ...) instead of the published 0.2023, ...
+    std_published = torch.tensor(published.CIFAR10_STD).view(1, 3, 1, 1)
+    std_pixels = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+    wrong_x = dataset.eval_x * std_published / std_pixels
+    published.check_checkpoint_margins(model, dataset.eval_x, fixture.original_margins[0],
+                                       fixture.labels, torch.device("cpu"), "model 0")
+    with pytest.raises(published.PublishedError, match="normalisation"):
+        published.check_checkpoint_margins(model, wrong_x, fixture.original_margins[0],
+                                           fixture.labels, torch.device("cpu"), "model 0")
+
+
+def test_cifar10_uses_the_published_normalisation(fixture):
+    dataset = load_dataset({"name": "cifar10", "data_dir": str(fixture.data_dir),
+                            "verify_checksums": False})
+    with open(fixture.data_dir / "cifar-10-batches-py/data_batch_1", "rb") as handle:
+        import pickle
+
+        raw = pickle.load(handle, encoding="latin1")["data"][0].reshape(3, 32, 32) / 255.0
+    expected = (raw - np.array(published.CIFAR10_MEAN)[:, None, None]) / np.array(
+        published.CIFAR10_STD)[:, None, None]
+    np.testing.assert_allclose(dataset.train_x[0].numpy(), expected, atol=1e-5)
+
+
+# --- margins: point order, both layouts agree ---
+
+
+@pytest.mark.parametrize("layout", ["klom_models", "easydub"])
+def test_oracle_margins_come_back_in_training_index_order(layout, folders, fixture):
+    source = published.Source(layout, folders[layout])
+    for forget_id, forget in fixture.forget_sets.items():
+        margins = published.oracle_margins(source, forget_id, forget, fixture.labels,
+                                           fixture.n_train, 5, fixture.original_margins[:, :40])
+        np.testing.assert_array_equal(margins, fixture.oracle_margins[forget_id])
+
+
+def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folders, fixture,
+                                                                         tmp_path):
+    forget = fixture.forget_sets[10]
+    assert not np.all(np.diff(forget) > 0)
+    source = published.Source("easydub", folders["easydub"])
+    train_margins = fixture.original_margins[:, :fixture.n_train]
+    np.testing.assert_array_equal(published.forget_order(source, 10, forget, train_margins),
+                                  forget)
+    # Forget files written in sorted order are recognised from the originals' forget file.
+    root = copy_folder(folders, "easydub", tmp_path)
+    np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
+            train_margins[0, np.sort(forget)])
+    sorted_source = published.Source("easydub", root)
+    np.testing.assert_array_equal(
+        published.forget_order(sorted_source, 10, forget, train_margins), np.sort(forget))
+    np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
+            train_margins[1, forget])
+    with pytest.raises(published.PublishedError, match="neither at the forget file's order"):
+        published.forget_order(sorted_source, 10, forget, train_margins)
+
+
+def test_oracle_root_may_be_named_oracle_models(folders, fixture, tmp_path):
+    root = copy_folder(folders, "klom_models", tmp_path)
+    (root / "oracles").rename(root / "oracle_models")
+    source = published.Source("klom_models", root)
+    margins = published.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
+                                       fixture.n_train, 5)
+    np.testing.assert_array_equal(margins, fixture.oracle_margins[2])
+
+
+def test_klom_models_margins_fall_back_to_per_model_logits(folders, fixture, tmp_path):
+    root = copy_folder(folders, "klom_models", tmp_path)
+    shutil.rmtree(root / "oracles/CIFAR10/only_margins")
+    source = published.Source("klom_models", root)
+    margins = published.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
+                                       fixture.n_train, 5)
+    np.testing.assert_allclose(margins, fixture.oracle_margins[2], atol=1e-6)
+
+
+# --- the checks: each on a broken fixture ---
+
+
+def test_too_few_oracles_names_the_count_and_the_forget_set(folders, fixture):
+    config = config_for("easydub", folders["easydub"], fixture, n_oracles=3, n_holdout_oracles=3)
+    with pytest.raises(ConfigError, match="holds 5 oracles for forget_set_2, the config asks "
+                                          "for 6"):
+        validate(config)
+    config = config_for("klom_models", folders["klom_models"], fixture, n_oracles=3,
+                        n_holdout_oracles=3)
+    validate(config)  # `*_all.pt` files are counted when read:
+    source = published.Source("klom_models", folders["klom_models"])
+    with pytest.raises(published.PublishedError, match="holds 5 oracles for forget_set_2"):
+        published.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
+                                 fixture.n_train, 6)
+
+
+def test_a_missing_file_is_named(folders, fixture, tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    missing = root / "margins/cifar10/pretrain/val/resnet9/id_0_epoch_23.npy"
+    missing.unlink()
+    with pytest.raises(ConfigError, match="id_0_epoch_23.npy"):
+        validate(config_for("easydub", root, fixture))
+
+
+def test_wrong_point_count_is_an_error(folders, fixture, tmp_path):
+    root = copy_folder(folders, "klom_models", tmp_path)
+    train = torch.load(root / "full_models/CIFAR10/train_margins_all.pt")
+    torch.save(train[:, :-1].clone(), root / "full_models/CIFAR10/train_margins_all.pt")
+    source = published.Source("klom_models", root)
+    with pytest.raises(published.PublishedError, match=r"expected shape \[n_models, 40\]"):
+        published.original_margins(source, fixture.labels, fixture.n_train, 4)
+
+
+def test_nan_is_an_error_and_float16_is_upcast_with_a_warning(folders, fixture, tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    path = root / "margins/cifar10/pretrain/retain/resnet9/id_1_epoch_23.npy"
+    values = np.load(path)
+    np.save(path, values.astype(np.float16))
+    source = published.Source("easydub", root)
+    messages = []
+    margins = published.original_margins(source, fixture.labels, fixture.n_train, 4,
+                                         log=messages.append)
+    assert margins.dtype == np.float32
+    assert any("float16" in m and "id_1_epoch_23.npy" in m for m in messages)
+    values[3] = np.nan
+    np.save(path, values)
+    with pytest.raises(published.PublishedError, match="1 NaN or infinite"):
+        published.original_margins(source, fixture.labels, fixture.n_train, 4)
+
+
+def test_labels_are_recovered_from_logits_and_margins(fixture):
+    labels = published.recover_labels(fixture.original_logits[1], fixture.original_margins[1])
+    np.testing.assert_array_equal(labels, fixture.labels)
+
+
+def test_margins_of_other_points_than_the_logits_fail_label_recovery(fixture):
+    shuffled = fixture.original_margins[1][::-1].copy()
+    with pytest.raises(published.PublishedError, match="do not follow from the logits"):
+        published.recover_labels(fixture.original_logits[1], shuffled, "model 1")
+
+
+def test_labels_that_disagree_with_the_dataset_are_an_error(folders, fixture):
+    source = published.Source("easydub", folders["easydub"])
+    margins = published.original_margins(source, fixture.labels, fixture.n_train, 4)
+    assert published.check_original_labels(source, margins, fixture.labels, fixture.n_train,
+                                           4) == 4
+    other = fixture.labels.copy()
+    other[5] = (other[5] + 1) % 10
+    with pytest.raises(published.PublishedError, match="disagree with the dataset's at 1 point"):
+        published.check_original_labels(source, margins, other, fixture.n_train, 4)
+
+
+def test_labels_that_disagree_across_models_are_an_error(fixture):
+    recovered = {"model 0": fixture.labels, "model 1": np.roll(fixture.labels, 1)}
+    with pytest.raises(published.PublishedError, match="model 1 disagree with those of model 0"):
+        published.check_labels(recovered)
+
+
+def test_oracles_that_saw_the_forget_set_are_an_error(fixture):
+    forget = fixture.forget_sets[2]
+    published.check_oracles_forgot(fixture.oracle_margins[2], fixture.original_margins, forget, 2)
+    saw_it = fixture.original_margins + 1.0  # margins as high as the originals' on F
+    with pytest.raises(published.PublishedError, match="not below the originals'"):
+        published.check_oracles_forgot(saw_it, fixture.original_margins, forget, 2)
+
+
+def test_forget_set_checksums_match_the_published_files(tmp_path):
+    np.random.seed(0)
+    set_1 = np.sort(np.random.choice(50_000, 10, replace=False)).astype("<i8")
+    folder = tmp_path / "forget_set_indices/CIFAR10"
+    folder.mkdir(parents=True)
+    np.save(folder / "forget_set_1.npy", set_1)
+    source = published.Source("klom_models", tmp_path)
+    messages = []
+    indices = published.read_forget_set(source, 1, 50_000, log=messages.append)
+    np.testing.assert_array_equal(indices, set_1)
+    assert messages == []
+    np.save(folder / "forget_set_1.npy", set_1.astype(np.int32))  # same values, other bytes
+    published.read_forget_set(source, 1, 50_000, log=messages.append)
+    assert len(messages) == 1 and "differs from the published forget set 1" in messages[0]
+
+
+def test_forget_set_checks(tmp_path):
+    folder = tmp_path / "forget_sets/cifar10"
+    folder.mkdir(parents=True)
+    source = published.Source("easydub", tmp_path)
+    with pytest.raises(published.PublishedError, match="missing file"):
+        published.read_forget_set(source, 3, 100)
+    np.save(folder / "forget_set_3.npy", np.array([4, 9, 4]))
+    with pytest.raises(published.PublishedError, match="1 duplicate"):
+        published.read_forget_set(source, 3, 100)
+    np.save(folder / "forget_set_3.npy", np.array([4, 9, 140]))
+    with pytest.raises(published.PublishedError, match="index 140 is outside"):
+        published.read_forget_set(source, 3, 100)
+
+
+def test_forget_set_file_digest_is_of_the_file_bytes():
+    np.random.seed(1)
+    set_2 = np.sort(np.random.choice(50_000, 100, replace=False)).astype("<i8")
+    buffer = io.BytesIO()
+    np.save(buffer, set_2)
+    assert hashlib.sha256(buffer.getvalue()).hexdigest()[:16] == \
+        published.PUBLISHED_FORGET_SETS[2][2]
+
+
+# --- config ---
+
+
+def test_config_checks_of_the_source(folders, fixture, tmp_path):
+    config = config_for("easydub", folders["easydub"], fixture)
+    validate(config)
+    config["dataset"]["name"] = "cifar100"
+    with pytest.raises(ConfigError, match="dataset.name: the published easydub models"):
+        validate(config)
+    config = config_for("easydub", tmp_path / "absent", fixture)
+    with pytest.raises(ConfigError, match="models.source.path: folder"):
+        validate(config)
+    config = config_for("easydub", folders["easydub"], fixture)
+    config["forget_sets"]["mine"] = {"kind": "random", "size": 3}
+    with pytest.raises(ConfigError, match="forget_sets.mine: the easydub folder has oracles for "
+                                          "published forget sets only"):
+        validate(config)
+    config["models"]["source"]["train_missing_oracles"] = True
+    validate(config)
+    config = config_for("easydub", folders["easydub"], fixture)
+    config["models"]["source"] = {"layout": "train"}
+    with pytest.raises(ConfigError, match="forget_sets.set_2.kind: a published forget set needs"):
+        validate(config)
+    config["models"]["source"] = {"layout": "easydub"}
+    with pytest.raises(ConfigError, match="path"):
+        validate(config)
+
+
+def test_build_model_matches_published_architecture():
+    model = build_model({"name": "resnet9"}, (3, 32, 32), 10, init_seed=0)
+    keys = published.published_to_klomflow_keys(published_state_dict(model))
+    assert keys.keys() == model.state_dict().keys()
