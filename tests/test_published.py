@@ -338,3 +338,21 @@ def test_build_model_matches_published_architecture():
     model = build_model({"name": "resnet9"}, (3, 32, 32), 10, init_seed=0)
     keys = published.published_to_klomflow_keys(published_state_dict(model))
     assert keys.keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("name", ["klom_models_cifar10", "easydub_cifar10", "easydub_check"])
+def test_published_configs_are_valid(name, folders, fixture):
+    import yaml
+    from workflow import REPOSITORY
+
+    config = yaml.safe_load((REPOSITORY / "config" / f"{name}.yaml").read_text())
+    layout = config["models"]["source"]["layout"]
+    assert config["forget_sets"]["published_2"] == {"kind": "published", "id": 2}
+    # Shrunk to the fixture folder (which holds sets 2 and 10 and 4 originals, 5 oracles).
+    config["models"]["source"]["path"] = str(folders[layout])
+    config["models"] |= {"n_originals": 4, "n_oracles": 2, "n_holdout_oracles": 2}
+    config["forget_sets"] = {k: v for k, v in config["forget_sets"].items()
+                             if v["id"] in (2, 10)}
+    config["dataset"] |= {"data_dir": str(fixture.data_dir), "verify_checksums": False}
+    resolved = validate(config)
+    assert not any(spec["kind"] != "published" for spec in resolved["forget_sets"].values())

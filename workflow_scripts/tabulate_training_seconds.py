@@ -14,5 +14,7 @@ for path in [*snakemake.input.original, *snakemake.input.oracle]:
         rows.append({"role": checkpoint["role"], "forget_set": checkpoint["forget_set"] or "",
                      "index": int(model["index"]), "seed": int(model["seed"]),
                      "train_seconds": float(model["train_seconds"])})
-save_parquet(snakemake.output.table, pd.DataFrame(rows), provenance(config))
+# No rows when every model is imported from a published folder (no training time).
+columns = ["role", "forget_set", "index", "seed", "train_seconds"]
+save_parquet(snakemake.output.table, pd.DataFrame(rows, columns=columns), provenance(config))
 log(f"training seconds of {len(rows)} models")
