@@ -27,28 +27,11 @@ include: "rules/paper.smk"
 include: "rules/report.smk"
 
 
-localrules:
-    all,
-    prepare_data,
-    make_forget_set,
-    gather_original_margins,
-    gather_oracle_margins,
-    gather_unlearned_margins,
-    compute_klom,
-    compute_noise_floor,
-    compute_holdout_klom,
-    reduce_klom,
-    tabulate_accuracy,
-    tabulate_class_accuracy,
-    tabulate_training_seconds,
-    make_paper_tables,
-    paper_tables,
-
-
 rule all:
     default_target: True
     input:
         final_tables(),
+    localrule: True
 
 
 onsuccess:

@@ -113,6 +113,33 @@ def model_seeds(config: dict, role: str, forget_set: str | None, n_models: int) 
     return [training_seed(config, role, forget_set, k) for k in range(n_models)]
 
 
+def n_models(config: dict, role: str) -> int:
+    """Models a role trains: originals, or scored plus held-out oracles per forget set."""
+    models = config["models"]
+    if role == "original":
+        return models["n_originals"]
+    if role == "subset":
+        return config["datamodels"]["n_subset_models"]
+    return models["n_oracles"] + models["n_holdout_oracles"]
+
+
+def seeds_per_job(config: dict, role: str) -> int:
+    """Models per job; subset models may have their own (they train on half the data)."""
+    if role == "subset":
+        return config["datamodels"].get("seeds_per_job") or config["models"]["seeds_per_job"]
+    return config["models"]["seeds_per_job"]
+
+
+def shard_indices(config: dict, role: str, shard: int) -> range:
+    """Model indices of job `shard` of a role."""
+    from klomflow.io import shard_ranges
+
+    ranges = shard_ranges(n_models(config, role), seeds_per_job(config, role))
+    if not 0 <= shard < len(ranges):
+        raise ValueError(f"{role} shard {shard} does not exist; there are {len(ranges)}")
+    return ranges[shard]
+
+
 @dataclass(frozen=True)
 class MethodSetting:
     """One grid point of one method entry."""

@@ -20,10 +20,18 @@ import torch
 
 import klomflow
 from klomflow import training
-from klomflow.config import MethodSetting, model_seed, stable_hash, training_seed
+from klomflow.config import (
+    MethodSetting,
+    model_seed,
+    n_models,  # noqa: F401 (part of this module's interface)
+    seeds_per_job,  # noqa: F401
+    shard_indices,
+    stable_hash,
+    training_seed,
+)
 from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
-from klomflow.io import load_torch, save_torch, shard_ranges
+from klomflow.io import load_torch, save_torch
 from klomflow.methods import METHODS, UnlearningData
 from klomflow.models import build_model
 from klomflow.training import Recipe, TrainingState, pick_device, predict_logits, train_model
@@ -40,30 +48,6 @@ def dataset_for(config: dict, base_dir=".") -> Dataset:
     dataset = dict(config["dataset"])
     dataset["data_dir"] = str(Path(base_dir) / dataset["data_dir"])
     return load_dataset(dataset)
-
-
-def n_models(config: dict, role: str) -> int:
-    """Models a role trains: originals, or scored plus held-out oracles per forget set."""
-    models = config["models"]
-    if role == "original":
-        return models["n_originals"]
-    if role == "subset":
-        return config["datamodels"]["n_subset_models"]
-    return models["n_oracles"] + models["n_holdout_oracles"]
-
-
-def seeds_per_job(config: dict, role: str) -> int:
-    """Models per job; subset models may have their own (they train on half the data)."""
-    if role == "subset":
-        return config["datamodels"].get("seeds_per_job") or config["models"]["seeds_per_job"]
-    return config["models"]["seeds_per_job"]
-
-
-def shard_indices(config: dict, role: str, shard: int) -> range:
-    ranges = shard_ranges(n_models(config, role), seeds_per_job(config, role))
-    if not 0 <= shard < len(ranges):
-        raise ValueError(f"{role} shard {shard} does not exist; there are {len(ranges)}")
-    return ranges[shard]
 
 
 def training_indices(n_train: int, forget_indices) -> np.ndarray:

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Bump when a change to this module can change trained weights or their logits: it
-# enters the training (and so the unlearning) rules' params, so Snakemake retrains
-# (see README, "Code versions"). 2: logits in float32 on CUDA (were bfloat16).
-# 3: CIFAR-10 inputs normalised as the published benchmark's (std 0.2023/0.1994/0.2010).
-VERSION = "3"
+from klomflow.versions import TRAINING as TRAINING_VERSION
+
+# Bump klomflow/versions.py's TRAINING when a change here can change trained weights.
+VERSION = TRAINING_VERSION
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,8 @@ import klomflow.config
 import klomflow.datamodels
 import klomflow.paper
 import klomflow.published
-import klomflow.runs
+import klomflow.versions
 from klomflow import klom as klom_module
-from klomflow import training
 from klomflow.io import shard_ranges
 from klomflow.methods import METHODS
 from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
@@ -44,8 +43,8 @@ wildcard_constraints:
 def n_shards(role):
     return len(
         shard_ranges(
-            klomflow.runs.n_models(config, role),
-            klomflow.runs.seeds_per_job(config, role),
+            klomflow.config.n_models(config, role),
+            klomflow.config.seeds_per_job(config, role),
         )
     )
 
@@ -61,14 +60,14 @@ def forget_set_spec(wildcards):
 def training_params(wildcards, role):
     """What defines a trained shard; a change here retrains it (rerun trigger)."""
     models = config["models"]
-    indices = klomflow.runs.shard_indices(config, role, int(wildcards.shard))
+    indices = klomflow.config.shard_indices(config, role, int(wildcards.shard))
     return {
         "dataset": config["dataset"],
         "model": config["model"],
         "train": config["train"],
         "base_seed": models["base_seed"],
         "models": [indices.start, indices.stop],
-        "training_version": training.VERSION,
+        "training_version": klomflow.versions.TRAINING,
     }
 
 
@@ -87,13 +86,13 @@ def subset_training_params(wildcards):
 
 def subset_logit_shards(wildcards):
     return expand(
-        "results/logits/subset/shard_{shard}.npy", shard=range(n_shards("subset"))
+        rules.train_subset_models.output.logits, shard=range(n_shards("subset"))
     )
 
 
 def subset_mask_shards(wildcards):
     return expand(
-        "results/datamodels/masks/shard_{shard}.npy", shard=range(n_shards("subset"))
+        rules.train_subset_models.output.masks, shard=range(n_shards("subset"))
     )
 
 
@@ -107,16 +106,20 @@ def datamodel_fit_params(wildcards):
 
 def original_logit_shards(wildcards):
     return expand(
-        "results/logits/original/shard_{shard}.npy", shard=range(n_shards("original"))
+        rules.train_originals.output.logits, shard=range(n_shards("original"))
     )
 
 
 def oracle_logit_shards(wildcards):
     return expand(
-        "results/logits/oracle/{forget_set}/shard_{shard}.npy",
+        rules.train_oracles.output.logits,
         forget_set=wildcards.forget_set,
         shard=range(n_shards("oracle")),
     )
+
+
+# Written by train_originals or, from a published folder, by import_originals.
+ORIGINAL_CHECKPOINT = "results/models/original/shard_{shard}.pt"
 
 
 # --- Published sources (models.source; klomflow/published.py) ---
@@ -167,7 +170,7 @@ def oracle_margin_inputs(wildcards):
         return {"logits": oracle_logit_shards(wildcards)}
     return {
         "published": published_oracle_files(wildcards.forget_set),
-        "original": "results/margins/original.npy",
+        "original": rules.gather_original_margins.output.margins,
     }
 
 
@@ -186,7 +189,7 @@ def label_inputs(wildcards):
 
 def original_shard_models(wildcards):
     """Model ids of an originals' shard."""
-    return list(klomflow.runs.shard_indices(config, "original", int(wildcards.shard)))
+    return list(klomflow.config.shard_indices(config, "original", int(wildcards.shard)))
 
 
 def published_checkpoints(wildcards):
@@ -232,19 +235,21 @@ def method_setting(wildcards):
 
 # Files behind each name a method may list in Method.needs; the unlearn script
 # loads them into UnlearningData.extras under the same name.
-EXTRA_INPUTS = {
-    "holdout_oracle_logits": "results/logits/oracle_holdout/{forget_set}.npy",
-    "datamodels": "results/datamodels/datamodels.npy",
-}
+def extra_inputs():
+    return {
+        "holdout_oracle_logits": rules.gather_holdout_oracle_logits.output.logits,
+        "datamodels": rules.fit_datamodels.output.datamodels,
+    }
 
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
     needs = METHODS[setting.method].needs
-    unknown = [name for name in needs if name not in EXTRA_INPUTS]
+    provided = extra_inputs()
+    unknown = [name for name in needs if name not in provided]
     if unknown:
         raise WorkflowError(f"{setting.method} needs {unknown}, which no rule provides")
-    return {name: EXTRA_INPUTS[name].format(**wildcards) for name in needs}
+    return {name: provided[name].format(**wildcards) for name in needs}
 
 
 def unlearning_params(wildcards):
@@ -262,7 +267,7 @@ def unlearned_logit_shards(wildcards):
     if reuses_original_margins(method_setting(wildcards)):
         return []
     return expand(
-        "results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
+        rules.unlearn.output.logits,
         forget_set=wildcards.forget_set,
         method=wildcards.method,
         config_id=wildcards.config_id,
@@ -273,14 +278,14 @@ def unlearned_logit_shards(wildcards):
 def do_nothing_inputs(wildcards):
     if not reuses_original_margins(method_setting(wildcards)):
         return {}
-    return {"original": "results/margins/original.npy"}
+    return {"original": rules.gather_original_margins.output.margins}
 
 
 def unlearned_run_shards(wildcards):
     if reuses_original_margins(method_setting(wildcards)):
         return []
     return expand(
-        "results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
+        rules.unlearn.output.runs,
         forget_set=wildcards.forget_set,
         method=wildcards.method,
         config_id=wildcards.config_id,
@@ -318,43 +323,35 @@ def holdout_klom_params(wildcards):
     return klom_params(wildcards) | {"reference": "holdout"}
 
 
-def setting_outputs(pattern):
-    """`pattern` filled in for every (forget set, method setting) pair."""
+def setting_outputs(pattern, forget_sets=None, entry=None):
+    """`pattern` filled in for every (forget set, method setting) pair.
+
+    Restricted to `forget_sets` and to the settings of method entry `entry` when given.
+    """
     return [
         pattern.format(forget_set=forget_set, method=s.entry, config_id=s.config_id)
-        for s in SETTINGS
+        for s in sorted(SETTINGS, key=lambda s: (s.entry, s.config_id))
         for forget_set in s.forget_sets
+        if (forget_sets is None or forget_set in forget_sets)
+        and (entry is None or s.entry == entry)
     ]
 
 
 def klom_files(wildcards=None):
-    noise_floor = expand(
-        "results/klom/{forget_set}/{method}/{config_id}.parquet",
-        forget_set=FORGET_SETS,
-        method=NOISE_FLOOR,
-        config_id=NOISE_FLOOR_CONFIG_ID,
-    )
-    return noise_floor + setting_outputs(
-        "results/klom/{forget_set}/{method}/{config_id}.parquet"
-    )
+    noise_floor = expand(rules.compute_noise_floor.output.klom, forget_set=FORGET_SETS)
+    return noise_floor + setting_outputs(rules.compute_klom.output.klom)
 
 
 def holdout_klom_files(wildcards=None):
-    return setting_outputs(
-        "results/klom_holdout/{forget_set}/{method}/{config_id}.parquet"
-    )
+    return setting_outputs(rules.compute_holdout_klom.output.klom)
 
 
 def unlearned_margin_files(wildcards=None):
-    return setting_outputs(
-        "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
-    )
+    return setting_outputs(rules.gather_unlearned_margins.output.margins)
 
 
 def unlearned_run_files(wildcards=None):
-    return setting_outputs(
-        "results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet"
-    )
+    return setting_outputs(rules.gather_unlearned_margins.output.runs)
 
 
 def final_tables():
@@ -386,20 +383,17 @@ def entry_settings(wildcards):
 
 def interval_inputs(wildcards):
     """Per setting of the entry: scored and held-out per-point KLOM, unlearned margins."""
-    settings = entry_settings(wildcards)
-    paths = {
-        "scored": "results/klom/{forget_set}/{method}/{config_id}.parquet",
-        "holdout": "results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
-        "unlearned": "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy",
+    entry_settings(
+        wildcards
+    )  # an error naming the pair if the entry does not run there
+    outputs = {
+        "scored": rules.compute_klom.output.klom,
+        "holdout": rules.compute_holdout_klom.output.klom,
+        "unlearned": rules.gather_unlearned_margins.output.margins,
     }
     return {
-        name: [
-            pattern.format(
-                forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
-            )
-            for s in settings
-        ]
-        for name, pattern in paths.items()
+        name: setting_outputs(pattern, [wildcards.forget_set], wildcards.method)
+        for name, pattern in outputs.items()
     }
 
 
@@ -428,13 +422,13 @@ def interval_params(wildcards):
 
 def interval_files(wildcards=None):
     entries = expand(
-        "results/intervals/{forget_set}/{method}.parquet",
-        forget_set=FORGET_SETS,
-        method=NOISE_FLOOR,
+        rules.resample_noise_floor.output.intervals, forget_set=FORGET_SETS
     )
     pairs = sorted({(f, s.entry) for s in SETTINGS for f in s.forget_sets})
     return entries + [
-        f"results/intervals/{forget_set}/{method}.parquet"
+        rules.resample_klom.output.intervals.format(
+            forget_set=forget_set, method=method
+        )
         for forget_set, method in pairs
     ]
 
@@ -443,19 +437,10 @@ def class_forget_sets():
     return [f for f in FORGET_SETS if config["forget_sets"][f]["kind"] == "class"]
 
 
-def class_setting_files(pattern):
-    return [
-        pattern.format(forget_set=f, method=s.entry, config_id=s.config_id)
-        for s in SETTINGS
-        for f in s.forget_sets
-        if f in class_forget_sets()
-    ]
-
-
 def oracle_checkpoints(wildcards=None):
     """Checkpoints of the oracles trained here (not of published ones)."""
     return expand(
-        "results/models/oracle/{forget_set}/shard_{shard}.pt",
+        rules.train_oracles.output.checkpoint,
         forget_set=TRAINED_ORACLES,
         shard=range(n_shards("oracle")),
     )
@@ -465,9 +450,7 @@ def original_checkpoints(wildcards=None):
     """Checkpoints of the originals trained here (none when they are published)."""
     if SOURCE is not None:
         return []
-    return expand(
-        "results/models/original/shard_{shard}.pt", shard=range(n_shards("original"))
-    )
+    return expand(ORIGINAL_CHECKPOINT, shard=range(n_shards("original")))
 
 
 def paper_table_files():
@@ -497,20 +480,10 @@ def report_figures(wildcards=None):
 
 def forget_set_setting_files(wildcards):
     """Per-point KLOM and unlearned margins of every setting run on the forget set."""
-    settings = [s for s in SETTINGS if wildcards.forget_set in s.forget_sets]
-
-    def fill(pattern):
-        return [
-            pattern.format(
-                forget_set=wildcards.forget_set, method=s.entry, config_id=s.config_id
-            )
-            for s in settings
-        ]
-
     return {
-        "klom": fill("results/klom/{forget_set}/{method}/{config_id}.parquet"),
-        "unlearned": fill(
-            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+        "klom": setting_outputs(rules.compute_klom.output.klom, [wildcards.forget_set]),
+        "unlearned": setting_outputs(
+            rules.gather_unlearned_margins.output.margins, [wildcards.forget_set]
         ),
     }
 

@@ -9,6 +9,7 @@ rule prepare_data:
         points="results/data/points.parquet",
     log:
         "results/logs/prepare_data.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:

@@ -9,6 +9,7 @@ rule make_forget_set:
         indices="results/forget_sets/{forget_set}.npy",
     log:
         "results/logs/make_forget_set/{forget_set}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:

@@ -13,6 +13,7 @@ rule compute_klom:
         klom="results/klom/{forget_set}/{method}/{config_id}.parquet",
     log:
         "results/logs/compute_klom/{forget_set}/{method}/{config_id}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:
@@ -31,6 +32,7 @@ rule compute_noise_floor:
         klom="results/klom/{forget_set}/oracle_holdout/reference.parquet",
     log:
         "results/logs/compute_noise_floor/{forget_set}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:
@@ -51,6 +53,7 @@ rule compute_holdout_klom:
         klom="results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
     log:
         "results/logs/compute_holdout_klom/{forget_set}/{method}/{config_id}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:

@@ -55,16 +55,17 @@ rule tabulate_class_accuracy:
         oracle=expand(
             rules.gather_oracle_margins.output.scored, forget_set=class_forget_sets()
         ),
-        unlearned=class_setting_files(
-            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+        unlearned=setting_outputs(
+            rules.gather_unlearned_margins.output.margins, class_forget_sets()
         ),
-        runs=class_setting_files(
-            "results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet"
+        runs=setting_outputs(
+            rules.gather_unlearned_margins.output.runs, class_forget_sets()
         ),
     output:
         table="results/tables/class_accuracy.parquet",
     log:
         "results/logs/tabulate_class_accuracy.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:
@@ -84,6 +85,7 @@ rule tabulate_training_seconds:
         table="results/tables/training_seconds.parquet",
     log:
         "results/logs/tabulate_training_seconds.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     script:
@@ -106,6 +108,7 @@ rule make_paper_tables:
         accuracy_table="results/tables/paper_accuracy.parquet",
     log:
         "results/logs/make_paper_tables.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     script:
@@ -116,3 +119,4 @@ rule make_paper_tables:
 rule paper_tables:
     input:
         paper_table_files(),
+    localrule: True

@@ -12,6 +12,7 @@ rule reduce_klom:
         summary="results/tables/klom_summary.md",
     log:
         "results/logs/reduce_klom.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     script:
@@ -32,6 +33,7 @@ rule tabulate_accuracy:
         table="results/tables/accuracy.parquet",
     log:
         "results/logs/tabulate_accuracy.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:

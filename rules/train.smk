@@ -2,46 +2,6 @@
 # a shard of seeds per job; then their margins, gathered in seed order.
 
 
-if SOURCE is None:
-
-    rule train_originals:
-        output:
-            checkpoint="results/models/original/shard_{shard}.pt",
-            logits="results/logits/original/shard_{shard}.npy",
-        log:
-            "results/logs/train_originals/shard_{shard}.log",
-        conda:
-            "../envs/klomflow.yaml"
-        threads: 1
-        params:
-            training=original_training_params,
-            # Epoch checkpoints live outside the outputs so a failed job keeps them.
-            resume_dir="results/resume/original/shard_{shard}",
-        script:
-            "../workflow_scripts/train_models.py"
-
-else:
-
-    # Published originals (models.source): their checkpoints in klomflow's format,
-    # checked against their published margins; only unlearning jobs need them.
-    rule import_originals:
-        input:
-            published=published_checkpoints,
-            margins="results/margins/original.npy",
-            points=rules.prepare_data.output.points,
-        output:
-            checkpoint="results/models/original/shard_{shard}.pt",
-        log:
-            "results/logs/import_originals/shard_{shard}.log",
-        conda:
-            "../envs/klomflow.yaml"
-        params:
-            models=original_shard_models,
-            source=SOURCE.describe(),
-        script:
-            "../workflow_scripts/import_originals.py"
-
-
 rule train_oracles:
     input:
         forget_set=rules.make_forget_set.output.indices,
@@ -69,10 +29,51 @@ rule gather_original_margins:
         margins="results/margins/original.npy",
     log:
         "results/logs/gather_original_margins.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     script:
         "../workflow_scripts/gather_margins.py"
+
+
+if SOURCE is None:
+
+    rule train_originals:
+        output:
+            checkpoint=ORIGINAL_CHECKPOINT,
+            logits="results/logits/original/shard_{shard}.npy",
+        log:
+            "results/logs/train_originals/shard_{shard}.log",
+        conda:
+            "../envs/klomflow.yaml"
+        threads: 1
+        params:
+            training=original_training_params,
+            # Epoch checkpoints live outside the outputs so a failed job keeps them.
+            resume_dir="results/resume/original/shard_{shard}",
+        script:
+            "../workflow_scripts/train_models.py"
+
+else:
+
+    # Published originals (models.source): their checkpoints in klomflow's format,
+    # checked against their published margins; only unlearning jobs need them.
+    rule import_originals:
+        input:
+            published=published_checkpoints,
+            margins=rules.gather_original_margins.output.margins,
+            points=rules.prepare_data.output.points,
+        output:
+            checkpoint=ORIGINAL_CHECKPOINT,
+        log:
+            "results/logs/import_originals/shard_{shard}.log",
+        conda:
+            "../envs/klomflow.yaml"
+        params:
+            models=original_shard_models,
+            source=SOURCE.describe(),
+        script:
+            "../workflow_scripts/import_originals.py"
 
 
 rule gather_oracle_margins:
@@ -84,6 +85,7 @@ rule gather_oracle_margins:
         holdout="results/margins/oracle_holdout/{forget_set}.npy",
     log:
         "results/logs/gather_oracle_margins/{forget_set}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:
@@ -118,6 +120,7 @@ rule record_published_source:
         manifest="results/source/manifest.json",
     log:
         "results/logs/record_published_source.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     params:

@@ -5,7 +5,7 @@ rule unlearn:
     input:
         # Inputs only some methods need (Method.needs), e.g. held-out oracle logits.
         unpack(method_extra_inputs),
-        checkpoint="results/models/original/shard_{shard}.pt",
+        checkpoint=ORIGINAL_CHECKPOINT,
         forget_set=rules.make_forget_set.output.indices,
     output:
         logits="results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
@@ -34,6 +34,7 @@ rule gather_unlearned_margins:
         runs="results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet",
     log:
         "results/logs/gather_unlearned_margins/{forget_set}/{method}/{config_id}.log",
+    localrule: True
     conda:
         "../envs/klomflow.yaml"
     script:

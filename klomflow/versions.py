@@ -1,0 +1,14 @@
+"""Code versions that enter the rules' params (README, "Code versions").
+
+Snakemake reruns a job when its params change, not when a module of the
+package does; so a fix that can change results bumps the version covering it.
+Kept apart from the code they version so that planning the DAG never imports
+torch.
+"""
+
+# Bump when a change can change trained weights or their logits (klomflow/training.py,
+# klomflow/models.py, klomflow/datasets.py, klomflow/runs.py): it enters the training (and
+# so the unlearning) rules' params, and Snakemake retrains.
+# 2: logits in float32 on CUDA (were bfloat16).
+# 3: CIFAR-10 inputs normalised as the published benchmark's (std 0.2023/0.1994/0.2010).
+TRAINING = "3"
