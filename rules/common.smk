@@ -29,7 +29,7 @@ FORGET_SETS = list(config["forget_sets"])
 wildcard_constraints:
     shard=r"\d+",
     forget_set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    method=r"(?!oracle_holdout$)[A-Za-z0-9][A-Za-z0-9_.-]*",
+    method=rf"(?!{NOISE_FLOOR}$)[A-Za-z0-9][A-Za-z0-9_.-]*",
     config_id=r"[0-9a-f]{10}",
 
 
@@ -122,17 +122,19 @@ def method_setting(wildcards):
 # Files behind each name a method may list in Method.needs; the unlearn script
 # loads them into UnlearningData.extras under the same name.
 EXTRA_INPUTS = {
-    "holdout_oracle_logits": "results/logits/oracle_holdout/{forget_set}.npy",
+    "holdout_oracle_logits": f"results/logits/{NOISE_FLOOR}/{{forget_set}}.npy",
     "datamodels": "results/datamodels/datamodels.npy",
 }
 
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
-    needs = METHODS[setting.method].needs
+    needs = METHODS[setting.implementation].needs
     unknown = [name for name in needs if name not in EXTRA_INPUTS]
     if unknown:
-        raise WorkflowError(f"{setting.method} needs {unknown}, which no rule provides")
+        raise WorkflowError(
+            f"{setting.implementation} needs {unknown}, which no rule provides"
+        )
     return {name: EXTRA_INPUTS[name].format(**wildcards) for name in needs}
 
 
@@ -140,9 +142,9 @@ def unlearning_params(wildcards):
     """What defines an unlearned shard; a change here reruns it (rerun trigger)."""
     setting = method_setting(wildcards)
     return {
-        "method": setting.method,
+        "method": setting.implementation,
         "params": setting.params,
-        "method_version": METHODS[setting.method].version,
+        "method_version": METHODS[setting.implementation].version,
         "training": original_training_params(wildcards),
     }
 
@@ -181,9 +183,9 @@ def klom_params(wildcards):
         setting = method_setting(wildcards)
         identity |= {"method": setting.entry, "config_id": setting.config_id}
         identity |= {
-            "implementation": setting.method,
+            "implementation": setting.implementation,
             "params": json.dumps(setting.params, sort_keys=True),
-            "diagnostic": METHODS[setting.method].diagnostic,
+            "diagnostic": METHODS[setting.implementation].diagnostic,
         }
     return {
         "identity": identity,
@@ -289,7 +291,7 @@ def interval_params(wildcards):
     else:
         settings = entry_settings(wildcards)
         config_ids = [s.config_id for s in settings]
-        diagnostic = METHODS[settings[0].method].diagnostic
+        diagnostic = METHODS[settings[0].implementation].diagnostic
     return {
         "config_ids": config_ids,
         "diagnostic": diagnostic,

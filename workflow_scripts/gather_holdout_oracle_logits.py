@@ -1,7 +1,7 @@
 import numpy as np
+from workflow_job import script_context
 
 from klomflow.io import load_array, save_array
-from klomflow.logs import script_context
 
 log, config = script_context(snakemake)
 # Shards are in seed order: the first n_scored models are the scored oracles.

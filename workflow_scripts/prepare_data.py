@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 from klomflow.datasets import points_table
 from klomflow.io import save_parquet
-from klomflow.logs import script_context
 from klomflow.runs import dataset_for
 
 log, config = script_context(snakemake)
