@@ -18,34 +18,19 @@ import numpy as np
 import yaml
 
 from klomflow.forget_sets import ForgetSetError, make_forget_set
+from klomflow.options import SECTIONS, section_defaults
 from klomflow.published import PublishedError, Source, check_files
+from klomflow.tables import NOISE_FLOOR
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
-# Defaults for optional keys; the schema says which keys exist at all.
-DEFAULTS = {
-    "dataset": {"val_fraction": 0.2, "split_seed": 0, "data_dir": "data"},
-    "model": {"hidden": [256]},
-    "train": {
-        "epochs": 30, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-        "nesterov": False, "weight_decay": 5e-4, "schedule": "triangular", "peak_epoch": 5,
-        "label_smoothing": 0.0,
-    },
-    "models": {
-        "seeds_per_job": 25, "base_seed": 0, "save_unlearned_checkpoints": False,
-        "resume_checkpoint_seconds": 60,
-    },
-    "datamodels": {"n_subset_models": 1000, "subset_fraction": 0.5, "ridge": 0.03},
-    "klom": {"bins": 20, "eps": 1e-5, "clip": 100.0, "binning": "reference",
-             "direction": "unlearned_to_oracle"},
-    # Paper tables and report (klomflow/paper.py, klomflow/figures.py).
-    "paper": {"resamples": 200, "resample_seed": 0, "delete_fraction": 0.5, "interval": "jackknife",
-              "histogram_points": 3},
-}
+# Defaults for optional keys, from the typed sections (klomflow/options.py); the schema says
+# which keys exist at all.
+DEFAULTS = {section: section_defaults(cls) for section, cls in SECTIONS.items()}
 # Method-entry keys that are not hyperparameters.
 RESERVED_METHOD_KEYS = ("method", "forget_sets")
 # Row names of the tables that no method entry may take.
-RESERVED_ENTRY_NAMES = ("oracle_holdout", "original", "oracle")
+RESERVED_ENTRY_NAMES = (NOISE_FLOOR, "original", "oracle")
 # Nominal training-set sizes, used to check forget sets before a dataset is downloaded.
 NOMINAL_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "mnist": (60000, 10),
                  "fashion_mnist": (60000, 10)}
@@ -145,7 +130,7 @@ class MethodSetting:
     """One grid point of one method entry."""
 
     entry: str  # the entry's name in config.yaml; results are filed under it
-    method: str  # the implementation in klomflow.methods.METHODS
+    implementation: str  # its implementation: a name in klomflow.methods.METHODS
     params: dict  # every hyperparameter, defaults filled in
     config_id: str  # short hash of method + params: stable across runs and configs
     forget_sets: tuple  # the forget sets this setting runs on
@@ -259,13 +244,13 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
     if methods is None:
         from klomflow.methods import METHODS as methods
     for setting in settings:
-        method = methods[setting.method]
+        method = methods[setting.implementation]
         if method.class_only:
             for name in setting.forget_sets:
                 if resolved["forget_sets"][name]["kind"] != "class":
                     raise ConfigError(
-                        f"methods.{setting.entry}: {setting.method} forgets whole classes only, "
-                        f"but forget set {name!r} is of kind "
+                        f"methods.{setting.entry}: {setting.implementation} forgets whole "
+                        f"classes only, but forget set {name!r} is of kind "
                         f"{resolved['forget_sets'][name]['kind']!r}; restrict the entry with "
                         f"`forget_sets: [...]`"
                     )

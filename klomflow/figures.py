@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from klomflow.klom import SPLITS, KlomOptions  # noqa: E402
-from klomflow.paper import NOISE_FLOOR, STATISTIC_LABELS  # noqa: E402
+from klomflow.render import STATISTIC_LABELS  # noqa: E402
+from klomflow.tables import NOISE_FLOOR  # noqa: E402
 
 SPLIT_COLOURS = {"forget": "tab:red", "retain": "tab:blue", "val": "tab:green"}
 UNLEARNED_COLOUR, ORACLE_COLOUR, FLOOR_COLOUR = "tab:purple", "tab:orange", "0.4"

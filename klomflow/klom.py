@@ -9,35 +9,18 @@ for the tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+# The `klom` options and their choices live with the other config sections.
+from klomflow.options import KlomOptions
 
 # Bump when a change to this module can change KLOM values: it enters the KLOM
 # rules' params, so Snakemake recomputes every KLOM file (README, "Code versions").
 VERSION = "1"
 
-BINNINGS = ("reference", "inclusive")
-DIRECTIONS = ("unlearned_to_oracle", "oracle_to_unlearned")
 SPLITS = ("forget", "retain", "val")
 PERCENTILES = (50, 95, 99)
-
-
-@dataclass(frozen=True)
-class KlomOptions:
-    bins: int = 20
-    eps: float = 1e-5
-    clip: float = 100.0
-    binning: str = "reference"
-    direction: str = "unlearned_to_oracle"
-
-    def __post_init__(self):
-        if self.binning not in BINNINGS:
-            raise ValueError(f"klom.binning must be one of {BINNINGS}, got {self.binning!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"klom.direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.bins < 1 or self.eps <= 0 or self.clip <= 0:
-            raise ValueError("klom.bins, klom.eps and klom.clip must be positive")
+DEFAULT_OPTIONS = KlomOptions()
 
 
 def _bin_probabilities(samples, edges, bins: int, binning: str):
@@ -64,7 +47,7 @@ def _bin_probabilities(samples, edges, bins: int, binning: str):
     return np.nan_to_num(probabilities, nan=0.0)
 
 
-def klom_per_point(unlearned, oracle, options: KlomOptions = KlomOptions(), chunk: int = 4096):
+def klom_per_point(unlearned, oracle, options: KlomOptions = DEFAULT_OPTIONS, chunk: int = 4096):
     """KLOM of every point.
 
     unlearned: [n_unlearned, n_points] margins; oracle: [n_oracle, n_points].
@@ -102,7 +85,7 @@ def _klom_chunk(unlearned, oracle, options: KlomOptions):
     return terms.sum(axis=1)
 
 
-def klom_one_point_reference(u, o, options: KlomOptions = KlomOptions()) -> float:
+def klom_one_point_reference(u, o, options: KlomOptions = DEFAULT_OPTIONS) -> float:
     """KLOM of one point, written as KLOM.md states it, with numpy's own binning."""
     u = np.clip(np.asarray(u, dtype=np.float64), -options.clip, options.clip)
     o = np.clip(np.asarray(o, dtype=np.float64), -options.clip, options.clip)

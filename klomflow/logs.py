@@ -24,11 +24,3 @@ def open_log(path=None):
         stream.flush()
 
     return log
-
-
-def script_context(snakemake):
-    """(log, config) for a workflow script; pins torch to the job's thread count."""
-    if "torch" in sys.modules:  # light jobs never import torch
-        sys.modules["torch"].set_num_threads(max(1, int(snakemake.threads)))
-    log = open_log(snakemake.log[0] if snakemake.log else None)
-    return log, snakemake.config

@@ -178,7 +178,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
     (logits [n_models_in_shard, n_points, n_classes], runs table, unlearned state dicts).
     """
     device = device or pick_device()
-    method = METHODS[setting.method]
+    method = METHODS[setting.implementation]
     dataset = dataset_for(config, base_dir).to(device)
     forget = torch.as_tensor(np.asarray(forget_indices), device=device)
     retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)

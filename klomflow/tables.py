@@ -1,22 +1,25 @@
-"""From margins to tables: per-point KLOM files and the summary tables.
+"""From margins to tables: per-point KLOM files, the KLOM and accuracy tables.
 
 Accuracy is read off margins: a point is classified correctly when its
 margin is positive (the true class beats every other class), so the
-accuracy table needs no logits.
+accuracy tables need no logits. The tables' Markdown and LaTeX forms are
+rendered by klomflow/render.py.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
-from klomflow.klom import SPLITS, KlomOptions, average_95, finite_models, klom_per_point, summarise
+from klomflow.klom import SPLITS, KlomOptions, finite_models, klom_per_point, summarise
 
-# Row name of the noise-floor reference: held-out oracles against the scored oracles.
+# Row name of the noise-floor reference: held-out oracles against the scored oracles, and
+# its config_id. The only place these names are written (rules, scripts and modules import them).
 NOISE_FLOOR = "oracle_holdout"
 NOISE_FLOOR_CONFIG_ID = "reference"
+# Per-model accuracies on whole-class forget sets (class_accuracy.parquet).
+CLASS_ACCURACY_COLUMNS = ("forget_class_train_accuracy", "other_classes_train_accuracy",
+                          "forget_class_val_accuracy", "other_classes_val_accuracy")
 
 
 def point_splits(n_train: int, n_val: int, forget_indices) -> np.ndarray:
@@ -103,37 +106,27 @@ def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, 
     return rows
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
-    """p95 per split and average_95, one row per method setting, per forget set."""
-    lines = ["# KLOM summary (95th percentile of per-point KLOM; lower is better)", ""]
-    if len(table):
-        first = table.iloc[0]
-        lines.append(f"dataset `{first['dataset']}`, model `{first['model']}`, "
-                     f"binning `{first['klom_binning']}`, direction `{first['klom_direction']}`, "
-                     f"{first['klom_bins']} bins. `{NOISE_FLOOR}` is the noise floor: held-out "
-                     f"oracles scored against the scored oracles.")
-        lines.append("")
-    for forget_set, group in table.groupby("forget_set", sort=True):
-        lines += [f"## {forget_set}", "",
-                  "| method | config_id | forget | retain | val | average_95 | n_unlearned "
-                  "| n_diverged |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        settings = sorted(group.groupby(["method", "config_id"]),
-                          key=lambda item: (item[0][0] != NOISE_FLOOR, item[0]))
-        for (method, config_id), rows in settings:
-            p95 = dict(zip(rows["split"], rows["klom_p95"]))
-            average = average_95({split: p95.get(split, np.nan) for split in SPLITS})
-            lines.append(
-                f"| {method} | {config_id} | {p95.get('forget', np.nan):.3f} | "
-                f"{p95.get('retain', np.nan):.3f} | {p95.get('val', np.nan):.3f} | "
-                f"{average:.3f} | {rows['n_unlearned'].iloc[0]} | {rows['n_diverged'].iloc[0]} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+def model_groups(config: dict, original, oracles: dict, unlearned):
+    """(identity, margins, seeds, runs) of every group of models an accuracy table covers.
 
+    Per forget set of `oracles` ({forget_set: scored oracle margins}) the
+    originals and the oracles (config_id NOISE_FLOOR_CONFIG_ID, runs None), then
+    each unlearned setting of `unlearned`: iterable of (margins, runs table with
+    forget_set, method, config_id, seed, ...), whose identity is read off its
+    runs table.
+    """
+    from klomflow.config import model_seeds
 
-def params_json(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
+    for forget_set, oracle in oracles.items():
+        reference = {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
+        yield (reference | {"method": "original"}, original,
+               model_seeds(config, "original", None, len(original)), None)
+        yield (reference | {"method": "oracle"}, oracle,
+               model_seeds(config, "oracle", forget_set, len(oracle)), None)
+    for margins, runs in unlearned:
+        forget_set, method, config_id = runs.iloc[0][["forget_set", "method", "config_id"]]
+        yield ({"forget_set": forget_set, "method": method, "config_id": config_id}, margins,
+               runs["seed"].to_numpy(), runs)
 
 
 def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_sets: dict,
@@ -144,22 +137,85 @@ def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_
     iterable of (margins, runs table with forget_set, method, config_id, seed,
     unlearning_seconds, changed_weights).
     """
-    from klomflow.config import model_seeds
-
     rows = []
-    for forget_set, indices in forget_sets.items():
-        reference = identity | {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
-        seeds = model_seeds(config, "original", None, len(original))
-        rows += accuracy_rows(original, indices, n_train, reference | {"method": "original"},
-                              seeds)
-        oracle = oracles[forget_set]
-        seeds = model_seeds(config, "oracle", forget_set, len(oracle))
-        rows += accuracy_rows(oracle, indices, n_train, reference | {"method": "oracle"}, seeds)
-    for margins, runs in unlearned:
-        forget_set, method, config_id = runs.iloc[0][["forget_set", "method", "config_id"]]
-        rows += accuracy_rows(margins, forget_sets[forget_set], n_train,
-                              identity | {"forget_set": forget_set, "method": method,
-                                          "config_id": config_id},
-                              runs["seed"].to_numpy(), runs["unlearning_seconds"].to_numpy(),
-                              runs["changed_weights"].to_numpy())
+    for group, margins, seeds, runs in model_groups(config, original, oracles, unlearned):
+        costs = {} if runs is None else {"seconds": runs["unlearning_seconds"].to_numpy(),
+                                         "changed": runs["changed_weights"].to_numpy()}
+        rows += accuracy_rows(margins, forget_sets[group["forget_set"]], n_train,
+                              identity | group, seeds, **costs)
     return pd.DataFrame(rows)
+
+
+# --- class accuracy (the paper's accuracy table) ----------------------------------------------
+
+
+def class_accuracy_rows(margins, labels, n_train: int, forget_label: int, identity: dict,
+                        seeds) -> list[dict]:
+    """Per model: accuracy on the forget class and on the other classes, train and val.
+
+    A point counts as correct when its margin is positive (as in accuracy.parquet).
+    """
+    margins = np.asarray(margins)
+    labels = np.asarray(labels)
+    in_train = np.arange(len(labels)) < n_train
+    masks = {
+        "forget_class_train_accuracy": in_train & (labels == forget_label),
+        "other_classes_train_accuracy": in_train & (labels != forget_label),
+        "forget_class_val_accuracy": ~in_train & (labels == forget_label),
+        "other_classes_val_accuracy": ~in_train & (labels != forget_label),
+    }
+    rows = []
+    for row, seed in zip(margins, seeds):
+        correct = row > 0
+        entry = identity | {"forget_label": int(forget_label), "seed": int(seed)}
+        for column, mask in masks.items():
+            entry[column] = float(correct[mask].mean()) if mask.any() else np.nan
+        entry["diverged"] = not bool(np.isfinite(row).all())
+        rows.append(entry)
+    return rows
+
+
+def empty_class_accuracy() -> pd.DataFrame:
+    columns = ["forget_set", "method", "config_id", "forget_label", "seed",
+               *CLASS_ACCURACY_COLUMNS, "diverged"]
+    return pd.DataFrame({column: pd.Series(dtype="object") for column in columns})
+
+
+def class_accuracy_table(config: dict, labels, n_train: int, original, oracles: dict,
+                         forget_labels: dict, unlearned) -> pd.DataFrame:
+    """class_accuracy.parquet: class_accuracy_rows of every model group on class forget sets.
+
+    labels: every evaluation point's label; oracles and forget_labels:
+    {class forget set: scored oracle margins / its label}; unlearned as in
+    model_groups, on class forget sets only.
+    """
+    rows = []
+    for group, margins, seeds, _ in model_groups(config, original, oracles, unlearned):
+        rows += class_accuracy_rows(margins, labels, n_train, forget_labels[group["forget_set"]],
+                                    group, seeds)
+    return pd.DataFrame(rows) if rows else empty_class_accuracy()
+
+
+def accuracy_table_frame(class_accuracy: pd.DataFrame, klom_table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (class forget set, original / oracle / selected method)."""
+    columns = ["forget_set", "method", "config_id", "forget_label", "n_models", "n_diverged"]
+    columns += [f"{c}_{s}" for c in CLASS_ACCURACY_COLUMNS for s in ("mean", "std")]
+    if len(class_accuracy) == 0:
+        return pd.DataFrame({column: pd.Series(dtype="object") for column in columns})
+    chosen = klom_table[klom_table["selected"]].drop_duplicates(["forget_set", "method"])
+    keep = set(zip(chosen["forget_set"], chosen["method"], chosen["config_id"]))
+    rows = []
+    for (forget_set, method, config_id), group in class_accuracy.groupby(
+            ["forget_set", "method", "config_id"], sort=True):
+        if method not in ("original", "oracle") and (forget_set, method, config_id) not in keep:
+            continue
+        finite = group[~group["diverged"].astype(bool)]
+        entry = {"forget_set": forget_set, "method": method, "config_id": config_id,
+                 "forget_label": int(group["forget_label"].iloc[0]), "n_models": len(finite),
+                 "n_diverged": int(group["diverged"].astype(bool).sum())}
+        for column in CLASS_ACCURACY_COLUMNS:
+            values = finite[column].to_numpy(dtype=np.float64)
+            entry[f"{column}_mean"] = float(values.mean()) if len(values) else np.nan
+            entry[f"{column}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        rows.append(entry)
+    return pd.DataFrame(rows, columns=columns)

@@ -16,28 +16,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# The `train` section's dataclass lives with the other config sections (no torch there).
+from klomflow.options import Recipe
 from klomflow.versions import TRAINING as TRAINING_VERSION
 
 # Bump klomflow/versions.py's TRAINING when a change here can change trained weights.
 VERSION = TRAINING_VERSION
-
-
-@dataclass(frozen=True)
-class Recipe:
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    lr: float = 0.05  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (Adam uses its own betas)
-    nesterov: bool = False
-    weight_decay: float = 5e-4  # L2 coefficient, applied by the optimiser
-    schedule: str = "triangular"  # "constant", "triangular" or "cosine"
-    peak_epoch: float = 5  # triangular: epoch at which the rate peaks
-    label_smoothing: float = 0.0
-
-    @classmethod
-    def from_config(cls, train_config: dict) -> Recipe:
-        return cls(**train_config)
 
 
 def pick_device() -> torch.device:

@@ -36,7 +36,7 @@ TRAINED_ORACLES = [f for f in FORGET_SETS if f not in IMPORTED_ORACLES]
 wildcard_constraints:
     shard=r"\d+",
     forget_set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    method=r"(?!oracle_holdout$)[A-Za-z0-9][A-Za-z0-9_.-]*",
+    method=rf"(?!{NOISE_FLOOR}$)[A-Za-z0-9][A-Za-z0-9_.-]*",
     config_id=r"[0-9a-f]{10}",
 
 
@@ -205,7 +205,7 @@ def needs_checkpoints():
 
 def reuses_original_margins(setting):
     """do_nothing on published originals: their published margins, no job."""
-    return SOURCE is not None and setting.method == "do_nothing"
+    return SOURCE is not None and setting.implementation == "do_nothing"
 
 
 def published_source_files(wildcards=None):
@@ -244,11 +244,11 @@ def extra_inputs():
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
-    needs = METHODS[setting.method].needs
+    needs = METHODS[setting.implementation].needs
     provided = extra_inputs()
     unknown = [name for name in needs if name not in provided]
     if unknown:
-        raise WorkflowError(f"{setting.method} needs {unknown}, which no rule provides")
+        raise WorkflowError(f"{setting.implementation} needs {unknown}, which no rule provides")
     return {name: provided[name].format(**wildcards) for name in needs}
 
 
@@ -256,9 +256,9 @@ def unlearning_params(wildcards):
     """What defines an unlearned shard; a change here reruns it (rerun trigger)."""
     setting = method_setting(wildcards)
     return {
-        "method": setting.method,
+        "method": setting.implementation,
         "params": setting.params,
-        "method_version": METHODS[setting.method].version,
+        "method_version": METHODS[setting.implementation].version,
         "training": original_training_params(wildcards),
     }
 
@@ -307,9 +307,9 @@ def klom_params(wildcards):
         setting = method_setting(wildcards)
         identity |= {"method": setting.entry, "config_id": setting.config_id}
         identity |= {
-            "implementation": setting.method,
+            "implementation": setting.implementation,
             "params": json.dumps(setting.params, sort_keys=True),
-            "diagnostic": METHODS[setting.method].diagnostic,
+            "diagnostic": METHODS[setting.implementation].diagnostic,
         }
     return {
         "identity": identity,
@@ -404,7 +404,7 @@ def interval_params(wildcards):
     else:
         settings = entry_settings(wildcards)
         config_ids = [s.config_id for s in settings]
-        diagnostic = METHODS[settings[0].method].diagnostic
+        diagnostic = METHODS[settings[0].implementation].diagnostic
     return {
         "config_ids": config_ids,
         "diagnostic": diagnostic,

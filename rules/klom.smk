@@ -29,7 +29,7 @@ rule compute_noise_floor:
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
     output:
-        klom="results/klom/{forget_set}/oracle_holdout/reference.parquet",
+        klom=f"results/klom/{{forget_set}}/{NOISE_FLOOR}/{NOISE_FLOOR_CONFIG_ID}.parquet",
     log:
         "results/logs/compute_noise_floor/{forget_set}.log",
     localrule: True

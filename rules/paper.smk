@@ -15,7 +15,7 @@ rule resample_klom:
         "results/logs/resample_klom/{forget_set}/{method}.log",
     # The noise floor's file has its own rule (the global constraint looks at `/`).
     wildcard_constraints:
-        method=r"(?!oracle_holdout\.parquet$)[A-Za-z0-9][A-Za-z0-9_.-]*",
+        method=rf"(?!{NOISE_FLOOR}\.parquet$)[A-Za-z0-9][A-Za-z0-9_.-]*",
     conda:
         "../envs/klomflow.yaml"
     params:
@@ -35,7 +35,7 @@ rule resample_noise_floor:
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
     output:
-        intervals="results/intervals/{forget_set}/oracle_holdout.parquet",
+        intervals=f"results/intervals/{{forget_set}}/{NOISE_FLOOR}.parquet",
     log:
         "results/logs/resample_noise_floor/{forget_set}.log",
     conda:

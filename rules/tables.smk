@@ -37,6 +37,8 @@ rule tabulate_accuracy:
     conda:
         "../envs/klomflow.yaml"
     params:
+        # The names of the forget-set and oracle inputs, in their order.
+        forget_sets=FORGET_SETS,
         identity={
             "dataset": config["dataset"]["name"],
             "model": config["model"]["name"],

@@ -82,7 +82,7 @@ rule gather_oracle_margins:
         points=rules.prepare_data.output.points,
     output:
         scored="results/margins/oracle/{forget_set}.npy",
-        holdout="results/margins/oracle_holdout/{forget_set}.npy",
+        holdout=f"results/margins/{NOISE_FLOOR}/{{forget_set}}.npy",
     log:
         "results/logs/gather_oracle_margins/{forget_set}.log",
     localrule: True
@@ -101,7 +101,7 @@ rule gather_holdout_oracle_logits:
         unpack(holdout_oracle_logit_inputs),
         points=rules.prepare_data.output.points,
     output:
-        logits="results/logits/oracle_holdout/{forget_set}.npy",
+        logits=f"results/logits/{NOISE_FLOOR}/{{forget_set}}.npy",
     log:
         "results/logs/gather_holdout_oracle_logits/{forget_set}.log",
     conda:

@@ -1,4 +1,21 @@
 # Unlearning: one method setting applied to a shard of original models.
+import dataclasses
+
+
+def job_setting(wildcards):
+    """The MethodSetting an unlearning job runs, on the job's forget set only.
+
+    An object, not a plain value: Snakemake leaves it out of the rerun check,
+    which `unlearning_params` defines.
+    """
+    setting = method_setting(wildcards)
+    return dataclasses.replace(setting, forget_sets=(wildcards.forget_set,))
+
+
+# models.save_unlearned_checkpoints: the unlearned weights, a declared output.
+UNLEARNED_CHECKPOINT = {
+    "checkpoint": "results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt"
+}
 
 
 rule unlearn:
@@ -8,6 +25,11 @@ rule unlearn:
         checkpoint=ORIGINAL_CHECKPOINT,
         forget_set=rules.make_forget_set.output.indices,
     output:
+        **(
+            UNLEARNED_CHECKPOINT
+            if config["models"]["save_unlearned_checkpoints"]
+            else {}
+        ),
         logits="results/logits/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.npy",
         runs="results/runs/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.parquet",
     log:
@@ -17,7 +39,7 @@ rule unlearn:
     threads: 1
     params:
         unlearning=unlearning_params,
-        checkpoint_path="results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt",
+        setting=job_setting,
     script:
         "../workflow_scripts/unlearn.py"
 

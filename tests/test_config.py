@@ -1,13 +1,24 @@
 """Bad configs fail before any job runs, with a message that names the key."""
 
 import copy
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 import yaml
 
-from klomflow.config import ConfigError, method_settings, model_seed, validate, with_defaults
+from klomflow.config import (
+    SCHEMA_PATH,
+    ConfigError,
+    method_settings,
+    model_seed,
+    validate,
+    with_defaults,
+)
+from klomflow.options import SECTIONS, choices
 
 DEFAULT = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
 
@@ -111,7 +122,7 @@ def test_named_entries_can_reuse_an_implementation():
         "gradient_ascent": None,
     }))
     slow, plain = method_settings(config)
-    assert slow.entry == "ga_slow" and slow.method == "gradient_ascent"
+    assert slow.entry == "ga_slow" and slow.implementation == "gradient_ascent"
     assert slow.forget_sets == ("class_3",)
     assert plain.forget_sets == ("random_100", "class_3")
 
@@ -121,3 +132,14 @@ def test_model_seeds_are_stable_and_distinct():
     seeds = {model_seed(0, role, name, k) for role in ("original", "oracle")
              for name in ("a", "b") for k in range(50)}
     assert len(seeds) == 200
+
+
+def test_schema_lists_the_typed_sections_choices_and_keys():
+    """The schema repeats options.py's choices and optional keys; they must not drift apart."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    for section, cls in SECTIONS.items():
+        properties = schema[section]["properties"]
+        for field in dataclasses.fields(cls):
+            assert field.name in properties, f"{section}.{field.name} is not in the schema"
+            if typing.get_origin(typing.get_type_hints(cls)[field.name]) is Literal:
+                assert tuple(properties[field.name]["enum"]) == choices(cls, field.name)

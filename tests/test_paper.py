@@ -8,24 +8,22 @@ import pytest
 from workflow import tiny_config
 
 from klomflow.config import validate
+from klomflow.io import provenance
 from klomflow.klom import KlomOptions, klom_per_point
 from klomflow.paper import (
-    NOISE_FLOOR,
     SELECTED_BY_HOLDOUT,
     SELECTED_BY_SCORED,
     STATISTICS,
     bootstrap_interval,
     interval_entry,
     jackknife_interval,
-    klom_latex,
-    klom_markdown,
     klom_table_frame,
-    provenance,
     resampled_statistics,
     select_config_id,
     split_statistics,
 )
-from klomflow.tables import klom_table, point_splits
+from klomflow.render import klom_latex, klom_markdown
+from klomflow.tables import NOISE_FLOOR, klom_table, point_splits
 
 N_TRAIN, N_VAL = 60, 20
 FORGET = np.arange(6)

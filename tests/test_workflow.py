@@ -118,6 +118,30 @@ def test_accuracy_table(tiny_run):
     assert (table.loc[table["method"] == "do_nothing", "changed_weights"] == 0).all()
 
 
+def test_unlearned_checkpoints_are_declared_outputs(tiny_run):
+    """models.save_unlearned_checkpoints: each unlearn job writes its shard's weights."""
+    config = validate(tiny_config())
+    settings = method_settings(config)
+    for setting in settings:
+        for forget_set in setting.forget_sets:
+            for shard in range(2):
+                checkpoint = load_torch(tiny_run / f"results/models/unlearned/{forget_set}/"
+                                        f"{setting.entry}/{setting.config_id}/shard_{shard}.pt")
+                assert checkpoint["setting"]["implementation"] == setting.implementation
+                assert checkpoint["setting"]["forget_sets"] == (forget_set,)
+                assert len(checkpoint["models"]) == 2
+    target = (f"results/models/unlearned/random_30/do_nothing/"
+              f"{next(s for s in settings if s.entry == 'do_nothing').config_id}/shard_0.pt")
+    assert snakemake(tiny_run, "--dry-run", target, check=False).returncode == 0
+    # Switched off, no rule makes them, and nothing reruns.
+    off = tiny_config()
+    off["models"]["save_unlearned_checkpoints"] = False
+    write_config(tiny_run, off, "no_checkpoints.yaml")
+    assert snakemake(tiny_run, "--dry-run", target, config_name="no_checkpoints.yaml",
+                     check=False).returncode != 0
+    assert planned_jobs(tiny_run, "no_checkpoints.yaml") == {}
+
+
 def test_same_config_gives_the_same_margins(tiny_run, tmp_path):
     """Training and unlearning again in this process reproduce the workflow's files."""
     config = validate(tiny_config())

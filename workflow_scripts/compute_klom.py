@@ -1,8 +1,8 @@
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow.io import load_array, save_parquet
 from klomflow.klom import KlomOptions
-from klomflow.logs import script_context
 from klomflow.tables import klom_points
 
 log, config = script_context(snakemake)

@@ -1,7 +1,8 @@
 from pathlib import Path
 
+from workflow_job import script_context
+
 from klomflow.datasets import download
-from klomflow.logs import script_context
 
 log, config = script_context(snakemake)
 dataset = config["dataset"]

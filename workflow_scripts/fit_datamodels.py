@@ -1,8 +1,8 @@
 import numpy as np
+from workflow_job import script_context
 
 from klomflow.datamodels import fit_datamodels_to_files
 from klomflow.io import load_array
-from klomflow.logs import script_context
 
 log, config = script_context(snakemake)
 # Shards are listed in seed order; row m of the masks goes with row m of the logits.

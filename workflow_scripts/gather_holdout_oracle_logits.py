@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow.io import load_array, save_array
-from klomflow.logs import script_context
 from klomflow.published import import_holdout_oracle_logits
 
 log, config = script_context(snakemake)

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow.io import load_array, save_array, save_parquet
-from klomflow.logs import script_context
 from klomflow.margins import margins_from_logits
 from klomflow.published import do_nothing_runs, import_oracle_margins, import_original_margins
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow.io import load_array, save_torch
-from klomflow.logs import script_context
 from klomflow.published import check_checkpoint_margins, import_original_shard, load_published_model
 from klomflow.runs import dataset_for
 from klomflow.training import pick_device

@@ -1,8 +1,8 @@
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow.forget_sets import make_forget_set
 from klomflow.io import save_array
-from klomflow.logs import script_context
 from klomflow.published import Source
 
 log, config = script_context(snakemake)

@@ -1,17 +1,10 @@
 import pandas as pd
+from workflow_job import script_context
 
-from klomflow.io import save_parquet
-from klomflow.logs import script_context
-from klomflow.paper import (
-    accuracy_latex,
-    accuracy_markdown,
-    accuracy_table_frame,
-    klom_latex,
-    klom_markdown,
-    klom_table_frame,
-    provenance,
-    write_text,
-)
+from klomflow.io import provenance, save_parquet, write_text
+from klomflow.paper import klom_table_frame
+from klomflow.render import accuracy_latex, accuracy_markdown, klom_latex, klom_markdown
+from klomflow.tables import accuracy_table_frame
 
 log, config = script_context(snakemake)
 klom = pd.read_parquet(snakemake.input.klom)

@@ -1,12 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+from workflow_job import script_context
 
 from klomflow import figures
-from klomflow.io import load_array
+from klomflow.io import load_array, read_parquet_metadata
 from klomflow.klom import KlomOptions
-from klomflow.logs import script_context
 from klomflow.tables import NOISE_FLOOR
 
 log, config = script_context(snakemake)
@@ -21,12 +19,12 @@ training = pd.read_parquet(snakemake.input.training_seconds)
 retrain_seconds = training.loc[(training["role"] == "oracle")
                                & (training["forget_set"] == forget_set), "train_seconds"].mean()
 
-# Files of every setting on this forget set, keyed by (method, config_id).
-def setting_key(path):
-    return tuple(Path(path).with_suffix("").parts[-2:])
-
-per_point_paths = {setting_key(path): path for path in snakemake.input.klom}
-margin_paths = {setting_key(path): path for path in snakemake.input.unlearned}
+# Files of every setting on this forget set, keyed by (method, config_id): the per-point
+# KLOM file's metadata names its setting; the margins come in the same order.
+identities = [read_parquet_metadata(path)["identity"] for path in snakemake.input.klom]
+keys = [(identity["method"], identity["config_id"]) for identity in identities]
+per_point_paths = dict(zip(keys, snakemake.input.klom))
+margin_paths = dict(zip(keys, snakemake.input.unlearned))
 selected = paper.drop_duplicates("method")[["method", "config_id", "diagnostic"]]
 diagnostic = dict(zip(selected["method"], selected["diagnostic"]))
 per_point, unlearned = {}, {}

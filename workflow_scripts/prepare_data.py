@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 from klomflow.datasets import points_table, points_without_dataset
 from klomflow.io import save_parquet
-from klomflow.logs import script_context
 from klomflow.published import Source, labels_from_model_zero
 from klomflow.runs import dataset_for
 

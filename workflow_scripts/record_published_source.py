@@ -1,7 +1,8 @@
 import json
 
+from workflow_job import script_context
+
 from klomflow.io import atomic_path
-from klomflow.logs import script_context
 from klomflow.published import source_manifest
 
 log, config = script_context(snakemake)

@@ -1,9 +1,9 @@
 import pandas as pd
+from workflow_job import script_context
 
-from klomflow.io import load_array, save_parquet
+from klomflow.io import load_array, provenance, save_parquet
 from klomflow.klom import KlomOptions
-from klomflow.logs import script_context
-from klomflow.paper import interval_entry, provenance
+from klomflow.paper import interval_entry
 from klomflow.tables import NOISE_FLOOR, point_splits
 
 log, config = script_context(snakemake)

@@ -1,15 +1,12 @@
-from pathlib import Path
-
 import pandas as pd
+from workflow_job import script_context
 
-from klomflow.io import load_array, save_parquet
-from klomflow.logs import script_context
-from klomflow.paper import provenance
+from klomflow.io import load_array, provenance, save_parquet
 from klomflow.tables import accuracy_table
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
-names = [Path(path).stem for path in snakemake.input.forget_sets]
+names = snakemake.params.forget_sets  # in the order of the forget-set and oracle inputs
 table = accuracy_table(
     config,
     snakemake.params.identity,
@@ -17,6 +14,7 @@ table = accuracy_table(
     original=load_array(snakemake.input.original),
     forget_sets={name: load_array(path) for name, path in zip(names, snakemake.input.forget_sets)},
     oracles={name: load_array(path) for name, path in zip(names, snakemake.input.oracle)},
+    # Each runs table names its forget set, method entry and config_id.
     unlearned=[(load_array(margins), pd.read_parquet(runs))
                for margins, runs in zip(snakemake.input.unlearned, snakemake.input.runs)],
 )

@@ -1,9 +1,8 @@
 import pandas as pd
 import torch
+from workflow_job import script_context
 
-from klomflow.io import save_parquet
-from klomflow.logs import script_context
-from klomflow.paper import provenance
+from klomflow.io import provenance, save_parquet
 
 log, config = script_context(snakemake)
 rows = []

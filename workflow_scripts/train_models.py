@@ -1,5 +1,6 @@
+from workflow_job import script_context
+
 from klomflow.io import load_array, save_array, save_torch
-from klomflow.logs import script_context
 from klomflow.runs import finish_resume, train_shard
 
 log, config = script_context(snakemake)

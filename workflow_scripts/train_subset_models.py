@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 from klomflow.datamodels import masks_from_records
 from klomflow.io import read_parquet_metadata, save_array, save_torch
-from klomflow.logs import script_context
 from klomflow.runs import finish_resume, train_shard
 
 log, config = script_context(snakemake)

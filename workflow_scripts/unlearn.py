@@ -1,23 +1,16 @@
 import numpy as np
+from workflow_job import script_context
 
-from klomflow.config import MethodSetting
 from klomflow.io import load_array, load_torch, save_array, save_parquet, save_torch
-from klomflow.logs import script_context
 from klomflow.runs import unlearn_shard
 
 log, config = script_context(snakemake)
-wildcards = snakemake.wildcards
-setting = MethodSetting(
-    entry=wildcards.method,
-    method=snakemake.params.unlearning["method"],
-    params=snakemake.params.unlearning["params"],
-    config_id=wildcards.config_id,
-    forget_sets=(wildcards.forget_set,),
-)
+setting = snakemake.params.setting  # the MethodSetting, on this job's forget set only
+forget_set = snakemake.wildcards.forget_set
 logits, runs, states = unlearn_shard(
     config,
     setting,
-    wildcards.forget_set,
+    forget_set,
     load_array(snakemake.input.forget_set),
     load_torch(snakemake.input.checkpoint),
     log=log,
@@ -25,10 +18,10 @@ logits, runs, states = unlearn_shard(
     extras={name: np.load(path, mmap_mode="r") for name, path in snakemake.input.items()
             if name not in ("checkpoint", "forget_set")},
 )
-runs.insert(0, "forget_set", wildcards.forget_set)
-runs.insert(1, "method", wildcards.method)
-runs.insert(2, "config_id", wildcards.config_id)
-if config["models"]["save_unlearned_checkpoints"]:
-    save_torch(snakemake.params.checkpoint_path, {"setting": vars(setting), "models": states})
+runs.insert(0, "forget_set", forget_set)
+runs.insert(1, "method", setting.entry)
+runs.insert(2, "config_id", setting.config_id)
+if "checkpoint" in snakemake.output.keys():  # models.save_unlearned_checkpoints
+    save_torch(snakemake.output.checkpoint, {"setting": vars(setting), "models": states})
 save_array(snakemake.output.logits, logits)
 save_parquet(snakemake.output.runs, runs)
