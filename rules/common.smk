@@ -10,7 +10,7 @@ import klomflow.runs
 from klomflow import klom as klom_module
 from klomflow import training
 from klomflow.io import shard_ranges
-from klomflow.methods import METHODS
+from klomflow.methods.registry import REGISTRY
 from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
 # Validate everything before any job is planned; the message names the key.
@@ -129,7 +129,7 @@ EXTRA_INPUTS = {
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
-    needs = METHODS[setting.method].needs
+    needs = REGISTRY[setting.method].needs
     unknown = [name for name in needs if name not in EXTRA_INPUTS]
     if unknown:
         raise WorkflowError(f"{setting.method} needs {unknown}, which no rule provides")
@@ -142,7 +142,7 @@ def unlearning_params(wildcards):
     return {
         "method": setting.method,
         "params": setting.params,
-        "method_version": METHODS[setting.method].version,
+        "method_version": REGISTRY[setting.method].version,
         "training": original_training_params(wildcards),
     }
 
@@ -183,7 +183,7 @@ def klom_params(wildcards):
         identity |= {
             "implementation": setting.method,
             "params": json.dumps(setting.params, sort_keys=True),
-            "diagnostic": METHODS[setting.method].diagnostic,
+            "diagnostic": REGISTRY[setting.method].diagnostic,
         }
     return {
         "identity": identity,
@@ -289,7 +289,7 @@ def interval_params(wildcards):
     else:
         settings = entry_settings(wildcards)
         config_ids = [s.config_id for s in settings]
-        diagnostic = METHODS[settings[0].method].diagnostic
+        diagnostic = REGISTRY[settings[0].method].diagnostic
     return {
         "config_ids": config_ids,
         "diagnostic": diagnostic,

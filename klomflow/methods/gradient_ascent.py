@@ -5,7 +5,7 @@ grids follow the KLOM benchmark (lr 1e-5..5e-2, epochs 1-10).
 Data: forget set only. Plain SGD over shuffled forget batches.
 """
 
-from klomflow.methods.base import Method, cross_entropy_epoch, sgd
+from klomflow.methods.base import cross_entropy_epoch, implement, sgd
 
 
 def unlearn(model, data, params):
@@ -17,8 +17,4 @@ def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(
-    name="gradient_ascent",
-    unlearn=unlearn,
-    defaults={"lr": 0.01, "epochs": 3, "batch_size": 64, "momentum": 0.0, "weight_decay": 0.0},
-)
+METHOD = implement("gradient_ascent", unlearn)

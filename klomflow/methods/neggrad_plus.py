@@ -11,7 +11,7 @@ inside the default run's time budget; its documented grid spans beta only.
 """
 
 
-from klomflow.methods.base import Method, cross_entropy, sgd, shuffled_batches
+from klomflow.methods.base import cross_entropy, implement, sgd, shuffled_batches
 
 
 def forget_batches_forever(data, batch_size):
@@ -41,10 +41,4 @@ def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(
-    name="neggrad_plus",
-    unlearn=unlearn,
-    defaults={"beta": 0.99, "lr": 0.01, "epochs": 5, "batch_size": 64, "forget_batch_size": 64,
-              "momentum": 0.9, "weight_decay": 5e-4},
-)
-
+METHOD = implement("neggrad_plus", unlearn)
