@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import weights_of
+from conftest import record_cross_entropy, weights_of
 from torch.nn import functional as F
 
 from klomflow.methods import gradient_ascent, gradient_descent, neggrad_plus
@@ -89,16 +89,9 @@ def test_neggrad_plus_weighs_retain_descent_by_beta_and_forget_ascent_by_one_min
 def test_neggrad_plus_pairs_every_retain_batch_with_a_forget_batch(tiny_problem,
                                                                     monkeypatch):
     model, data = tiny_problem
-    sizes = []
-    original = neggrad_plus.cross_entropy
-
-    def recording(model, x, y, device):
-        sizes.append(len(y))
-        return original(model, x, y, device)
-
-    monkeypatch.setattr(neggrad_plus, "cross_entropy", recording)
+    calls = record_cross_entropy(monkeypatch, neggrad_plus)
     params = {**neggrad_plus.METHOD.defaults, "epochs": 2, "batch_size": 36,
               "forget_batch_size": 5}
     neggrad_plus.unlearn(model, data, params)
     # 108 retain points in 3 batches per epoch; 12 forget points cycle in 5, 5, 2.
-    assert sizes == [36, 5, 36, 5, 36, 2] + [36, 5, 36, 5, 36, 2]
+    assert [len(y) for _, y in calls] == [36, 5, 36, 5, 36, 2] * 2

@@ -1,5 +1,5 @@
 import torch
-from conftest import max_weight_change, weights_of
+from conftest import max_weight_change, record_cross_entropy, weights_of
 
 from klomflow.methods import base, random_label
 
@@ -28,15 +28,8 @@ def test_plain_random_labels_include_the_true_label():
 def test_each_epoch_trains_on_relabelled_forget_points_then_on_the_retain_set(tiny_problem,
                                                                               monkeypatch):
     model, data = tiny_problem
-    calls = []
-    original_cross_entropy = base.cross_entropy
-
-    def recording(model, x, y, device):
-        calls.append((x.clone(), y.clone()))
-        return original_cross_entropy(model, x, y, device)
-
     # Both passes (base.random_label_epoch) go through base.cross_entropy.
-    monkeypatch.setattr(base, "cross_entropy", recording)
+    calls = record_cross_entropy(monkeypatch, base)
     params = {**random_label.METHOD.defaults, "epochs": 2, "batch_size": 16,
               "forget_batch_size": 5}
     random_label.unlearn(model, data, params)
