@@ -2,7 +2,9 @@
 
 The forget set's influence decays as the model fits the retain set
 (catastrophic forgetting). Data: retain set only. SGD with momentum and
-weight decay, as in the KLOM benchmark's fine-tuning baseline.
+weight decay, as in the KLOM benchmark's fine-tuning baseline; the retain
+batches are reshuffled every epoch from data.generator (each unlearned model
+its own order). tests/methods/test_gradient_methods.py pins one step by hand.
 """
 
 from klomflow.methods.base import cross_entropy_epoch, implement, sgd

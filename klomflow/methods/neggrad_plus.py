@@ -3,7 +3,9 @@
 loss = beta * CE(retain batch) - (1 - beta) * CE(forget batch): every retain
 batch is paired with the next forget batch, cycling through the (smaller)
 forget set. Data: forget and retain sets. One epoch is one pass over the
-retain set, as in the authors' code.
+retain set, as in the authors' code. Batches are reshuffled every pass from
+data.generator. tests/methods/test_gradient_methods.py pins one step by hand
+(the sign of each term, the beta weighting, which data).
 
 Default 5 epochs where the authors run about 10 on CIFAR: an epoch over the
 digits retain set at batch 64 is ~20 steps. config.yaml runs 3, to stay
