@@ -130,14 +130,22 @@ class MethodSetting:
     """One grid point of one method entry."""
 
     entry: str  # the entry's name in config.yaml; results are filed under it
-    implementation: str  # its implementation: a name in klomflow.methods.METHODS
+    implementation: str  # a name in klomflow.methods.registry.REGISTRY
     params: dict  # every hyperparameter, defaults filled in
     config_id: str  # short hash of method + params: stable across runs and configs
     forget_sets: tuple  # the forget sets this setting runs on
 
 
-def _check_param(key: str, value, default):
+def _check_param(key: str, value, default, choices=None):
     """Coerce `value` to the type of `default` or fail naming `key`."""
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list like {default!r}, got {value!r}")
+        # Elements take the type of the default's elements (any number when it is empty).
+        element = default[0] if default else 0.0
+        return [_check_param(f"{key}[{i}]", v, element) for i, v in enumerate(value)]
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -154,10 +162,23 @@ def _check_param(key: str, value, default):
     return value
 
 
+def _grid(value, default) -> list:
+    """A hyperparameter's values: a list is a grid, except for a list-valued
+    hyperparameter, whose grid is a list of lists."""
+    if isinstance(default, list):
+        is_grid = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+        return value if is_grid else [value]
+    return value if isinstance(value, list) else [value]
+
+
 def method_settings(config: dict, methods=None) -> list[MethodSetting]:
-    """Expand every method entry's grid into MethodSettings (list values are grids)."""
+    """Expand every method entry's grid into MethodSettings (list values are grids).
+
+    `methods` maps names to objects with `defaults` (and `choices`); the default is
+    the torch-free registry.
+    """
     if methods is None:
-        from klomflow.methods import METHODS as methods
+        from klomflow.methods.registry import REGISTRY as methods
     settings = []
     all_forget_sets = tuple(config["forget_sets"])
     for entry, raw in config["methods"].items():
@@ -182,12 +203,13 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
                 f"known: {sorted(method.defaults)}"
             )
         grid = {}
+        choices = getattr(method, "choices", {})
         for name, default in method.defaults.items():
-            values = raw.get(name, default)
-            values = values if isinstance(values, list) else [values]
+            values = _grid(raw.get(name, default), default)
             if not values:
                 raise ConfigError(f"methods.{entry}.{name}: an empty grid")
-            grid[name] = [_check_param(f"methods.{entry}.{name}", v, default) for v in values]
+            grid[name] = [_check_param(f"methods.{entry}.{name}", v, default, choices.get(name))
+                          for v in values]
         for combination in itertools.product(*grid.values()):
             params = dict(zip(grid, combination))
             config_id = stable_hash({"method": method_name, "params": params})
@@ -242,7 +264,7 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
             raise ConfigError(str(error)) from None
     settings = method_settings(resolved, methods)
     if methods is None:
-        from klomflow.methods import METHODS as methods
+        from klomflow.methods.registry import REGISTRY as methods
     for setting in settings:
         method = methods[setting.implementation]
         if method.class_only:

@@ -120,11 +120,11 @@ def git_commit() -> str | None:
 
 def code_versions() -> dict:
     from klomflow import klom, training
-    from klomflow.methods import METHODS
+    from klomflow.methods.registry import REGISTRY
 
     return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
             "training_version": training.VERSION, "klom_version": klom.VERSION,
-            "method_versions": {name: METHODS[name].version for name in sorted(METHODS)}}
+            "method_versions": {name: REGISTRY[name].version for name in sorted(REGISTRY)}}
 
 
 def device_description() -> dict:

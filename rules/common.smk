@@ -10,7 +10,7 @@ import klomflow.published
 import klomflow.versions
 from klomflow import klom as klom_module
 from klomflow.io import shard_ranges
-from klomflow.methods import METHODS
+from klomflow.methods.registry import REGISTRY
 from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
 # Validate everything before any job is planned; the message names the key.
@@ -244,11 +244,13 @@ def extra_inputs():
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
-    needs = METHODS[setting.implementation].needs
+    needs = REGISTRY[setting.implementation].needs
     provided = extra_inputs()
     unknown = [name for name in needs if name not in provided]
     if unknown:
-        raise WorkflowError(f"{setting.implementation} needs {unknown}, which no rule provides")
+        raise WorkflowError(
+            f"{setting.implementation} needs {unknown}, which no rule provides"
+        )
     return {name: provided[name].format(**wildcards) for name in needs}
 
 
@@ -258,7 +260,7 @@ def unlearning_params(wildcards):
     return {
         "method": setting.implementation,
         "params": setting.params,
-        "method_version": METHODS[setting.implementation].version,
+        "method_version": REGISTRY[setting.implementation].version,
         "training": original_training_params(wildcards),
     }
 
@@ -309,7 +311,7 @@ def klom_params(wildcards):
         identity |= {
             "implementation": setting.implementation,
             "params": json.dumps(setting.params, sort_keys=True),
-            "diagnostic": METHODS[setting.implementation].diagnostic,
+            "diagnostic": REGISTRY[setting.implementation].diagnostic,
         }
     return {
         "identity": identity,
@@ -404,7 +406,7 @@ def interval_params(wildcards):
     else:
         settings = entry_settings(wildcards)
         config_ids = [s.config_id for s in settings]
-        diagnostic = METHODS[settings[0].implementation].diagnostic
+        diagnostic = REGISTRY[settings[0].implementation].diagnostic
     return {
         "config_ids": config_ids,
         "diagnostic": diagnostic,

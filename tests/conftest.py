@@ -60,3 +60,16 @@ def max_weight_change(before, model):
 @pytest.fixture
 def numpy_rng():
     return np.random.default_rng(0)
+
+
+def record_cross_entropy(monkeypatch, module) -> list:
+    """Make `module.cross_entropy` record (x, y) of every call; returns the record."""
+    calls = []
+    original = module.cross_entropy
+
+    def recording(model, x, y, device):
+        calls.append((x.clone(), y.clone()))
+        return original(model, x, y, device)
+
+    monkeypatch.setattr(module, "cross_entropy", recording)
+    return calls

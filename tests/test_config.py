@@ -108,6 +108,31 @@ def test_grids_expand_with_stable_config_ids():
     assert implicit[0].config_id == explicit[0].config_id
 
 
+def test_a_list_valued_hyperparameter_is_one_value_and_its_grid_a_list_of_lists():
+    single = method_settings(with_defaults(edited(methods={"scrub": {"lr_decay_epochs": [2, 4]}})))
+    assert [s.params["lr_decay_epochs"] for s in single] == [[2, 4]]
+    default = method_settings(with_defaults(edited(methods={"scrub": None})))
+    assert default[0].params["lr_decay_epochs"] == [3, 5, 9]
+    grid = method_settings(with_defaults(edited(
+        methods={"scrub": {"lr_decay_epochs": [[3, 5, 9], [], [2]], "epochs": [3, 10]}})))
+    assert [s.params["lr_decay_epochs"] for s in grid] == [[3, 5, 9], [], [2]] * 2
+    assert len({s.config_id for s in grid}) == 6
+    assert grid[0].config_id == method_settings(with_defaults(edited(
+        methods={"scrub": {"epochs": 3}})))[0].config_id
+    with pytest.raises(ConfigError, match=r"methods.scrub.lr_decay_epochs\[1\]: expected an int"):
+        method_settings(with_defaults(edited(methods={"scrub": {"lr_decay_epochs": [3, 4.5]}})))
+    with pytest.raises(ConfigError, match=r"methods.scrub.lr_decay_epochs: expected a list"):
+        method_settings(with_defaults(edited(methods={"scrub": {"lr_decay_epochs": 3}})))
+
+
+def test_a_text_hyperparameter_takes_only_its_choices():
+    settings = method_settings(with_defaults(edited(
+        methods={"ssd": {"importance_order": ["index", "retain_then_forget"]}})))
+    assert [s.params["importance_order"] for s in settings] == ["index", "retain_then_forget"]
+    with pytest.raises(ConfigError, match=r"methods.ssd.importance_order: expected one of"):
+        method_settings(with_defaults(edited(methods={"ssd": {"importance_order": "shuffled"}})))
+
+
 def test_class_only_methods_refuse_other_forget_sets():
     config = edited(methods={"pbu": None})  # runs on every forget set, random_100 included
     with pytest.raises(ConfigError, match=r"methods.pbu: pbu forgets whole classes only"):

@@ -24,6 +24,7 @@ from workflow import REPOSITORY, parse_job_stats, snakemake, write_config
 
 from klomflow.config import RESERVED_METHOD_KEYS
 from klomflow.io import read_parquet_metadata
+from klomflow.methods.registry import REGISTRY
 from klomflow.paper import STATISTICS
 
 pytestmark = pytest.mark.slow
@@ -52,8 +53,11 @@ def shrink(config: dict, n_train: int) -> dict:
         if spec["kind"] == "random":  # 1000 of 50,000 -> 3 of 30
             spec["size"] = max(2, round(spec["size"] * n_train / 10000))
     for name, entry in config["methods"].items():
+        defaults = REGISTRY[(entry or {}).get("method", name)].defaults
         for key, value in (entry or {}).items():
-            if isinstance(value, list) and key not in RESERVED_METHOD_KEYS:
+            # A list is a grid, unless the hyperparameter itself is a list (scrub's decay epochs).
+            if (isinstance(value, list) and key not in RESERVED_METHOD_KEYS
+                    and not isinstance(defaults.get(key), list)):
                 # A grid: its first value (gradient ascent keeps two learning rates).
                 entry[key] = value[:2] if (name, key) == ("gradient_ascent", "lr") else value[0]
         if entry and "epochs" in entry:

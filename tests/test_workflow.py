@@ -208,11 +208,11 @@ def test_bumping_a_method_version_reruns_only_that_method(tiny_run, tmp_path):
     copy = tmp_path / "repository"
     shutil.copytree(REPOSITORY, copy, ignore=shutil.ignore_patterns(
         "results", ".snakemake", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))
-    module = copy / "klomflow/methods/gradient_descent.py"
-    text = module.read_text()
-    assert 'name="gradient_descent",' in text
-    module.write_text(text.replace('name="gradient_descent",',
-                                   'name="gradient_descent",\n    version="2",'))
+    registry = copy / "klomflow/methods/registry.py"
+    text = registry.read_text()
+    assert 'MethodSpec("gradient_descent",' in text
+    registry.write_text(text.replace('MethodSpec("gradient_descent",',
+                                     'MethodSpec("gradient_descent", version="2",'))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(copy / "Snakefile"), "--directory",
          str(tiny_run), "--configfile", str(tiny_run / "config.yaml"), "--dry-run", "--quiet",

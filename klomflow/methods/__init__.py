@@ -1,49 +1,57 @@
-"""The lookup table from method names to implementations.
+"""Unlearning methods: the registry (plain data) and the lookup table of implementations.
 
-Adding a method: write one module with a `METHOD = Method(...)` and add it
-to the tuple below.
+`METHODS[name]` imports that method's implementation on first use, so importing this
+package (and `klomflow.methods.registry`) does not import torch. What the workflow
+plans with (defaults, versions, flags) is in `REGISTRY`; adding a method is described
+in klomflow/methods/registry.py.
 """
 
-from klomflow.methods import (
-    bad_teaching,
-    dm_direct,
-    dmm,
-    do_nothing,
-    fisher_forgetting,
-    gradient_ascent,
-    gradient_descent,
-    l1_sparse,
-    neggrad_plus,
-    oracle_matching,
-    pbu,
-    random_label,
-    salun,
-    scrub,
-    ssd,
-    unsir,
-)
-from klomflow.methods.base import Method, UnlearningData
+from __future__ import annotations
 
-METHODS: dict[str, Method] = {
-    module.METHOD.name: module.METHOD
-    for module in (
-        do_nothing,
-        gradient_ascent,
-        gradient_descent,
-        neggrad_plus,
-        random_label,
-        salun,
-        scrub,
-        bad_teaching,
-        l1_sparse,
-        ssd,
-        fisher_forgetting,
-        pbu,
-        unsir,
-        oracle_matching,
-        dmm,
-        dm_direct,
-    )
-}
+from collections.abc import MutableMapping
 
-__all__ = ["METHODS", "Method", "UnlearningData"]
+from klomflow.methods.registry import REGISTRY, MethodSpec
+
+
+class LazyMethods(MutableMapping):
+    """name -> Method, importing each implementation when it is first looked up.
+
+    Its keys are the registry's; assigning a name (a test's stand-in) overrides it.
+    """
+
+    def __init__(self, specs: dict):
+        self._specs = specs
+        self._loaded = {}
+
+    def __getitem__(self, name):
+        if name not in self._loaded:
+            self._loaded[name] = self._specs[name].load()
+        return self._loaded[name]
+
+    def __setitem__(self, name, method):
+        self._loaded[name] = method
+
+    def __delitem__(self, name):
+        del self._loaded[name]
+
+    def __iter__(self):
+        yield from self._specs
+        yield from (name for name in self._loaded if name not in self._specs)
+
+    def __len__(self):
+        return len(set(self._specs) | set(self._loaded))
+
+
+METHODS = LazyMethods(REGISTRY)
+
+
+def __getattr__(name):
+    # Method and UnlearningData live beside torch; import them only when asked for.
+    if name in ("Method", "UnlearningData"):
+        from klomflow.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["METHODS", "REGISTRY", "Method", "MethodSpec", "UnlearningData"]

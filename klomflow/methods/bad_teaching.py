@@ -25,7 +25,7 @@ import copy
 import torch
 from torch.nn import functional as F
 
-from klomflow.methods.base import Method, shuffled_batches
+from klomflow.methods.base import implement, shuffled_batches
 from klomflow.training import autocast
 
 
@@ -91,9 +91,4 @@ def unlearn(model, data, params):
     return bad_teaching(model, competent_teacher(model), incompetent, data, params)
 
 
-METHOD = Method(
-    name="bad_teaching",
-    unlearn=unlearn,
-    defaults={"lr": 1e-3, "epochs": 5, "batch_size": 64, "retain_fraction": 0.3,
-              "temperature": 1.0},
-)
+METHOD = implement("bad_teaching", unlearn)

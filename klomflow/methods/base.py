@@ -1,9 +1,10 @@
 """The one interface every unlearning method implements.
 
 A method is a function `unlearn(model, data, params) -> model` plus its
-default hyperparameters. It receives the original model (a private copy it
-may modify in place), the data it may touch, and its resolved
-hyperparameters, and returns the unlearned model. A method that predicts
+registry entry (klomflow/methods/registry.py: defaults, version, flags). It
+receives the original model (a private copy it may modify in place), the data
+it may touch, and its resolved hyperparameters, and returns the unlearned
+model. A method that predicts
 outputs without producing weights (dm_direct) sets `outputs_logits` and
 returns logits [n_points, n_classes] for `data.eval_x` instead.
 """
@@ -11,12 +12,13 @@ returns logits [n_points, n_classes] for `data.eval_x` instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from klomflow.methods.registry import REGISTRY, MethodSpec
 from klomflow.training import autocast
 
 
@@ -57,24 +59,18 @@ class UnlearningData:
         return self.train_y[self.retain_indices]
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class Method(MethodSpec):
+    """A method's registry entry (names, defaults, version, flags) and its update rule."""
+
     unlearn: Callable[[nn.Module, UnlearningData, dict], nn.Module]
-    # Every hyperparameter with its default; config keys outside it are errors.
-    defaults: dict
-    # Bump when a change can alter this method's output; it enters the unlearn
-    # rule's params so Snakemake reruns exactly this method's jobs.
-    version: str = "1"
-    # Designed for forgetting a whole class: refuses other forget sets.
-    class_only: bool = False
-    # Extra inputs the workflow must provide in UnlearningData.extras.
-    needs: tuple = ()
-    # Uses oracles: an upper-bound diagnostic, not a competitor.
-    diagnostic: bool = False
-    # `unlearn` returns logits [n_points, n_classes] on data.eval_x (numpy
-    # float32) instead of a model; the model's weights stay the original's.
-    outputs_logits: bool = False
+
+
+def implement(name: str, unlearn) -> Method:
+    """The Method of registry entry `name` with the update rule `unlearn`."""
+    spec = REGISTRY[name]
+    return Method(**{entry.name: getattr(spec, entry.name) for entry in fields(spec)},
+                  unlearn=unlearn)
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device):
@@ -107,3 +103,33 @@ def cross_entropy_epoch(model, optimizer, data: UnlearningData, indices, batch_s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         step()
+
+
+def random_labels(true_labels, n_classes: int, generator: torch.Generator, amnesiac: bool):
+    """Labels [n] drawn uniformly; with `amnesiac`, uniformly among the other classes."""
+    n = len(true_labels)
+    if not amnesiac:
+        return torch.randint(n_classes, (n,), generator=generator).to(true_labels.device)
+    # A shift of 1..n_classes-1 modulo n_classes lands on each other class once.
+    shift = torch.randint(1, n_classes, (n,), generator=generator).to(true_labels.device)
+    return (true_labels + shift) % n_classes
+
+
+def random_label_epoch(model, optimizer, data: UnlearningData, params: dict, step=None) -> None:
+    """One pass over the forget set with random labels, then one over the retain set
+    (random_label; salun runs it with a masked step).
+
+    Uses params `amnesiac`, `forget_batch_size` and `batch_size`. `step()`, when given,
+    replaces `optimizer.step()` after each backward pass.
+    """
+    step = step or optimizer.step
+    labels = random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
+    for batch in shuffled_batches(len(data.forget_indices), params["forget_batch_size"],
+                                  data.generator, data.device):
+        loss = cross_entropy(model, data.train_x[data.forget_indices[batch]], labels[batch],
+                             data.device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        step()
+    cross_entropy_epoch(model, optimizer, data, data.retain_indices, params["batch_size"],
+                        step=step)

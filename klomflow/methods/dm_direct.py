@@ -20,18 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from klomflow.datamodels import predicted_logits
-from klomflow.methods.base import Method
+from klomflow.methods.base import implement
+from klomflow.methods.matching import check_datamodels
 from klomflow.training import predict_logits
-
-
-def check_datamodels(beta, data, n_points=None) -> None:
-    if beta.ndim != 3 or beta.shape[0] != len(data.train_y) or beta.shape[2] != data.n_classes:
-        raise ValueError(
-            f"datamodels have shape {beta.shape}; expected [n_train={len(data.train_y)}, "
-            f"n_points, n_classes={data.n_classes}]"
-        )
-    if n_points is not None and beta.shape[1] != n_points:
-        raise ValueError(f"datamodels cover {beta.shape[1]} points; the data has {n_points}")
 
 
 def unlearn(model, data, params):
@@ -45,11 +36,4 @@ def unlearn(model, data, params):
         np.float32)
 
 
-METHOD = Method(
-    name="dm_direct",
-    unlearn=unlearn,
-    # multiplier scales the datamodel correction (1 = the datamodels as fitted).
-    defaults={"multiplier": 1.0},
-    needs=("datamodels",),
-    outputs_logits=True,
-)
+METHOD = implement("dm_direct", unlearn)

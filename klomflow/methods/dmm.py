@@ -6,9 +6,10 @@ the original model by MSE towards
     target(x) = f_original(x) - multiplier * sum over i in F of beta[i, x, :]
 on F (repeated forget_mult times) plus a random retain sample of
 retain_mult * |F| points; Adam, learning rate times lr_decay per epoch
-(klomflow.methods.oracle_matching.match_logits). Data: forget set, a
-sample of the retain set, datamodels (beta [n_train, n_points, n_classes];
-only F's rows and the fine-tuning points' columns are read).
+(klomflow.methods.matching.match_logits, shared with oracle_matching).
+Data: forget set, a sample of the retain set, datamodels (beta
+[n_train, n_points, n_classes]; only F's rows and the fine-tuning points'
+columns are read).
 
 Differences from the authors' code: f_original is the original model's
 logits in evaluation mode, computed once before fine-tuning (the authors
@@ -19,9 +20,8 @@ order come from data.generator (see oracle_matching).
 from __future__ import annotations
 
 from klomflow.datamodels import predicted_logits
-from klomflow.methods.base import Method
-from klomflow.methods.dm_direct import check_datamodels
-from klomflow.methods.oracle_matching import MATCHING_DEFAULTS, finetuning_indices, match_logits
+from klomflow.methods.base import implement
+from klomflow.methods.matching import check_datamodels, finetuning_indices, match_logits
 from klomflow.training import predict_logits
 
 
@@ -36,10 +36,4 @@ def unlearn(model, data, params):
     return match_logits(model, data, indices, targets, params)
 
 
-METHOD = Method(
-    name="dmm",
-    unlearn=unlearn,
-    # multiplier scales the datamodel correction (1 = the datamodels as fitted).
-    defaults={**MATCHING_DEFAULTS, "multiplier": 1.0},
-    needs=("datamodels",),
-)
+METHOD = implement("dmm", unlearn)

@@ -4,11 +4,11 @@ The baseline every KLOM table needs: it shows how far the original models are
 from the oracles, so it scores high on the forget split.
 """
 
-from klomflow.methods.base import Method
+from klomflow.methods.base import implement
 
 
 def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(name="do_nothing", unlearn=unlearn, defaults={})
+METHOD = implement("do_nothing", unlearn)

@@ -2,10 +2,12 @@
 
 The forget set's influence decays as the model fits the retain set
 (catastrophic forgetting). Data: retain set only. SGD with momentum and
-weight decay, as in the KLOM benchmark's fine-tuning baseline.
+weight decay, as in the KLOM benchmark's fine-tuning baseline; the retain
+batches are reshuffled every epoch from data.generator (each unlearned model
+its own order). tests/methods/test_gradient_methods.py pins one step by hand.
 """
 
-from klomflow.methods.base import Method, cross_entropy_epoch, sgd
+from klomflow.methods.base import cross_entropy_epoch, implement, sgd
 
 
 def unlearn(model, data, params):
@@ -16,8 +18,4 @@ def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(
-    name="gradient_descent",
-    unlearn=unlearn,
-    defaults={"lr": 0.01, "epochs": 3, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4},
-)
+METHOD = implement("gradient_descent", unlearn)

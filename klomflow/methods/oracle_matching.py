@@ -12,16 +12,22 @@ OM uses oracles, so it is an upper-bound diagnostic, not a competitor
 (`diagnostic=True`). The workflow passes only the held-out oracles'
 logits (`holdout_oracle_logits`: oracles of other seeds than the ones KLOM
 scores against, [n_holdout_oracles, n_points, n_classes], training points
-first), and OM uses the first `n_oracles` of them; it must never be given
-the scored oracles, or it would be matched to its own reference.
+first); it must never be given the scored oracles, or it would be matched
+to its own reference. Each unlearned model matches its own random subset
+of `n_oracles` of them, drawn without replacement from its generator
+(`oracle_subset`), as the authors draw a fresh subset of oracles on every
+run. Version 1 used the first `n_oracles` for every model, so all models
+chased one target and their spread understated an unlearning run's.
 
 Differences from the authors' code, and why:
 - Targets are the oracles' logits precomputed in evaluation mode, not the
   oracle networks run on each batch; for networks without batch statistics
   (or oracles in eval mode, as the authors set them) they are the same.
-- The retain subset is drawn from `data.generator`, so each original model
-  gets its own subset, and the fine-tuning set is reshuffled every epoch;
-  the authors use one fixed-seed subset and an unshuffled loader.
+- The oracle subset and the retain subset are drawn from `data.generator`
+  (in that order), so each original model gets its own of each, and the
+  fine-tuning set is reshuffled every epoch; the authors draw the oracles
+  from their run's seed but use one fixed-seed retain subset and an
+  unshuffled loader.
 - A fractional `forget_mult` repeats F int(forget_mult) times plus its first
   fraction of points, as the authors do.
 """
@@ -30,47 +36,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from klomflow.methods.base import Method, shuffled_batches
-from klomflow.training import autocast
-
-
-def finetuning_indices(data, params) -> torch.Tensor:
-    """Training indices to fine-tune on: F forget_mult times, then a random retain sample."""
-    forget = data.forget_indices.cpu()
-    whole = int(params["forget_mult"])
-    part = int(round((params["forget_mult"] - whole) * len(forget)))
-    repeated = torch.cat([forget.repeat(whole), forget[:part]])
-    n_retain = min(int(round(params["retain_mult"] * len(forget))), len(data.retain_indices))
-    chosen = torch.randperm(len(data.retain_indices), generator=data.generator)[:n_retain]
-    return torch.cat([repeated, data.retain_indices.cpu()[chosen]])
+from klomflow.methods.base import implement
+from klomflow.methods.matching import finetuning_indices, match_logits
 
 
-def match_logits(model, data, indices: torch.Tensor, targets, params):
-    """Fine-tune `model` so its logits on train_x[indices] approach targets [n, C] (MSE).
-
-    Adam with `lr`, multiplied by `lr_decay` after each of `epochs` epochs;
-    batches of `batch_size` reshuffled every epoch from data.generator.
-    """
-    if len(indices) == 0:
-        return model
-    x = data.train_x[indices.to(data.device)]
-    targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=data.device)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
-    for _ in range(params["epochs"]):
-        for batch in shuffled_batches(len(indices), params["batch_size"], data.generator,
-                                      data.device):
-            with autocast(data.device):
-                logits = model(x[batch])
-            loss = F.mse_loss(logits.float(), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        for group in optimizer.param_groups:
-            group["lr"] *= params["lr_decay"]
-    return model
+def oracle_subset(n_available: int, k: int, generator: torch.Generator) -> np.ndarray:
+    """k distinct indices into the held-out oracles, in the order drawn from `generator`."""
+    return torch.randperm(n_available, generator=generator)[:k].numpy()
 
 
 def unlearn(model, data, params):
@@ -83,20 +56,13 @@ def unlearn(model, data, params):
         )
     if oracle_logits.shape[1] < len(data.train_y):
         raise ValueError("oracle_matching: oracle logits cover fewer points than the training set")
+    # Sorted rows read a memory map in order; the mean does not depend on the order.
+    oracles = np.sort(oracle_subset(len(oracle_logits), k, data.generator))
     indices = finetuning_indices(data, params)
     # Training index i is evaluation point i (training points come first).
-    targets = np.asarray(oracle_logits[:k], dtype=np.float32)[:, indices.numpy()].mean(axis=0)
+    targets = np.asarray(oracle_logits[oracles][:, indices.numpy()], dtype=np.float32).mean(axis=0)
+    data.log(f"oracle_matching: matching held-out oracles {oracles.tolist()}")
     return match_logits(model, data, indices, targets, params)
 
 
-# The recipe of the paper (KLOM.md), shared with dmm.
-MATCHING_DEFAULTS = {"forget_mult": 1.0, "retain_mult": 3.0, "lr": 5e-4, "lr_decay": 0.95,
-                     "epochs": 5, "batch_size": 512}
-
-METHOD = Method(
-    name="oracle_matching",
-    unlearn=unlearn,
-    defaults={"n_oracles": 10, **MATCHING_DEFAULTS},
-    needs=("holdout_oracle_logits",),
-    diagnostic=True,
-)
+METHOD = implement("oracle_matching", unlearn)

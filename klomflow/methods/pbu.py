@@ -13,7 +13,7 @@ As in the authors' code (github.com/Shash12-ship/pbu, utils/regularizer.py and t
 MNIST notebook): the Fisher is nngeometry's FIM(variant="classif_logits",
 representation=PMatDiag) of the original model on the forget-class loader, i.e. the
 diagonal of the true Fisher, mean over forget points of sum_c p(c|x) (d log p(c|x) /
-d theta)^2 at theta0, computed once before training (`fisher_diagonal`, shared with
+d theta)^2 at theta0, computed once before training (`klomflow.methods.fisher`, shared with
 fisher_forgetting; evaluation mode, as the authors put BatchNorm in eval mode for it).
 Both penalties run over every parameter; the CE is the batch mean; training mode.
 The paper's alpha 721, beta 90, gamma 4001 (tuned on MNIST) stay the defaults, as do
@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import torch
 
-from klomflow.methods.base import Method, cross_entropy, shuffled_batches
-from klomflow.methods.fisher_forgetting import fisher_diagonal
+from klomflow.methods.base import cross_entropy, implement, shuffled_batches
+from klomflow.methods.fisher import fisher_diagonal
 
 
 def pbu_loss(model, original: dict, fisher: dict, x, y, params: dict, device):
@@ -75,10 +75,4 @@ def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(
-    name="pbu",
-    unlearn=unlearn,
-    defaults={"alpha": 721.0, "beta": 90.0, "gamma": 4001.0, "lr": 2e-3, "epochs": 5,
-              "batch_size": 64, "fisher_batch_size": 64},
-    class_only=True,
-)
+METHOD = implement("pbu", unlearn)

@@ -3,10 +3,10 @@ Gradient-based Weight Saliency in Both Image Classification and Generation", ICL
 
 Saliency mask m = 1 on the top `mask_ratio` fraction of all weights by
 |gradient of -CE on the forget set| at the original weights; then
-random-label training (random_label.py: forget set with random labels, then
-retain set, each epoch) in which only the salient weights move:
-theta <- theta - lr * m * update. Data: forget set (for the mask and the
-random-label pass) and retain set.
+random-label training (as random_label: forget set with random labels, then
+retain set, each epoch; klomflow.methods.base.random_label_epoch) in which
+only the salient weights move: theta <- theta - lr * m * update. Data:
+forget set (for the mask and the random-label pass) and retain set.
 
 Choices and differences from the authors' code (OPTML-Group/Unlearn-Saliency,
 Classification/generate_mask.py and unlearn/RL.py):
@@ -32,8 +32,7 @@ Classification/generate_mask.py and unlearn/RL.py):
 
 import torch
 
-from klomflow.methods.base import Method
-from klomflow.methods.random_label import random_label_epoch
+from klomflow.methods.base import implement, random_label_epoch
 from klomflow.training import autocast
 
 
@@ -103,10 +102,4 @@ def unlearn(model, data, params):
     return model
 
 
-METHOD = Method(
-    name="salun",
-    unlearn=unlearn,
-    defaults={"mask_ratio": 0.5, "lr": 0.013, "epochs": 5, "batch_size": 64,
-              "forget_batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4,
-              "amnesiac": False},
-)
+METHOD = implement("salun", unlearn)

@@ -5,7 +5,7 @@ from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
 from klomflow.methods import pbu
-from klomflow.methods.fisher_forgetting import fisher_diagonal
+from klomflow.methods.fisher import fisher_diagonal
 
 
 def flat(tensors):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
@@ -72,3 +73,31 @@ def test_max_steps_push_the_student_away_from_the_teacher_on_the_forget_set(tiny
     data.retain_indices = data.retain_indices[:0]  # no min-step batches
     student = scrub.scrub(model, teacher, data, only_max_steps)
     assert forget_divergence(student, teacher, data) > 2 * start
+
+
+def test_learning_rate_decays_after_the_authors_epochs():
+    """Epoch e (from 1) runs at lr * 0.1 ** #(decay points below e): [3, 5, 9] as the
+    authors' notebooks and data-unlearning-bench."""
+    params = {**scrub.METHOD.defaults, "lr": 1.0}
+    assert params["lr_decay_epochs"] == [3, 5, 9] and params["lr_decay_rate"] == 0.1
+    rates = [scrub.epoch_learning_rate(epoch, params) for epoch in range(11)]
+    expected = [1.0] * 3 + [0.1] * 2 + [0.01] * 4 + [0.001] * 2
+    assert rates == pytest.approx(expected)
+
+
+def test_each_epoch_steps_at_its_scheduled_rate(tiny_problem, monkeypatch):
+    model, data = tiny_problem
+    rates_seen = []
+    original_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        rates_seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    params = {**scrub.METHOD.defaults, "epochs": 6, "msteps": 0, "lr": 0.01,
+              "lr_decay_epochs": [2, 4], "lr_decay_rate": 0.5, "batch_size": 54}
+    scrub.unlearn(model, data, params)
+    # 108 retain points in batches of 54: two steps per epoch.
+    per_epoch = [0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025]
+    assert rates_seen == pytest.approx([rate for rate in per_epoch for _ in range(2)])

@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 from conftest import weights_of
 from torch.nn import functional as F
@@ -76,3 +77,30 @@ def test_defaults_follow_the_same_rule(tiny_problem):
     model, data = tiny_problem
     run_and_expect(model, data, dict(ssd.METHOD.defaults))
 
+
+
+def test_authors_order_takes_the_full_data_importances_over_retain_then_forget(
+        tiny_class_problem):
+    """The authors' D: an unshuffled loader over retain, then forget. Batch composition
+    changes squared batch gradients, so the two orders give different dampening."""
+    model, data = tiny_class_problem
+    params = {**ssd.METHOD.defaults, "alpha": 1.0, "lambda": 1.0, "batch_size": 16,
+              "importance_order": "retain_then_forget"}
+    order = torch.cat([data.retain_indices, data.forget_indices])
+    full = reference_importance(copy.deepcopy(model), data.train_x[order], data.train_y[order],
+                                16)
+    forget = reference_importance(copy.deepcopy(model), data.forget_x, data.forget_y, 16)
+    factors = ssd.dampening_factors(full, forget, params["alpha"], params["lambda"])
+    before = weights_of(model)
+    index_order = ssd.unlearn(copy.deepcopy(model), data,
+                              params | {"importance_order": "index"}).state_dict()
+    after = ssd.unlearn(model, data, params).state_dict()
+    for name in factors:
+        torch.testing.assert_close(after[name], before[name] * factors[name])
+    assert any(not torch.equal(after[name], index_order[name]) for name in factors)
+
+
+def test_unknown_importance_order_is_refused(tiny_problem):
+    model, data = tiny_problem
+    with pytest.raises(ValueError, match="importance_order"):
+        ssd.unlearn(model, data, {**ssd.METHOD.defaults, "importance_order": "shuffled"})

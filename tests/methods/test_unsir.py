@@ -93,6 +93,32 @@ def test_impair_and_repair_never_read_forget_images(tiny_class_problem):
     assert max_weight_change(before, model) > 0
 
 
+def test_retain_sample_takes_the_first_points_of_each_class(tiny_class_problem):
+    _, data = tiny_class_problem
+    assert torch.equal(unsir.retain_sample(data, 0), data.retain_indices)
+    # Labels cycle 0, 1, 2; class 0 is forgotten: the first 5 of classes 1 and 2.
+    expected = torch.tensor([1, 2, 4, 5, 7, 8, 10, 11, 13, 14])
+    assert torch.equal(unsir.retain_sample(data, 5), expected)
+
+
+def test_impair_and_repair_read_only_the_retain_sample(tiny_class_problem):
+    """With retain_per_class, the other retain points (NaN here) are never read."""
+    model, data = tiny_class_problem
+    params = {**unsir.METHOD.defaults, "retain_per_class": 5, "noise_size": 8}
+    data.generator = torch.Generator().manual_seed(3)
+    reference = unsir.unlearn(copy.deepcopy(model), copy.copy(data), params).state_dict()
+    blinded = copy.copy(data)
+    blinded.generator = torch.Generator().manual_seed(3)
+    blinded.train_x = data.train_x.clone()
+    sample = unsir.retain_sample(data, 5)
+    unused = torch.ones(len(data.train_y), dtype=torch.bool)
+    unused[sample] = False
+    blinded.train_x[unused] = float("nan")
+    after = unsir.unlearn(model, blinded, params).state_dict()
+    assert all(torch.equal(after[name], value) for name, value in reference.items())
+    assert all(torch.isfinite(value).all() for value in after.values())
+
+
 def test_impair_and_repair_forget_the_class_on_digits():
     """On the tiny Gaussian blobs the noise lies far from the forget blob, and the model
     learns "noise -> class 0" without unlearning the blob (forget accuracy stays 1.0), so
