@@ -220,22 +220,23 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
 def training_labels(config: dict, base_dir=".") -> tuple[np.ndarray | None, int, int]:
     """(training labels or None, n_train, n_classes) for checks before any job runs.
 
-    Torchvision datasets that are not downloaded yet are checked against their
-    nominal sizes; the forget-set rule checks again against the real labels.
+    Read without torch (planning the DAG must not import it). Torchvision
+    datasets that are not downloaded yet are checked against their nominal
+    sizes; the forget-set rule checks again against the real labels.
     """
-    from klomflow.datasets import TORCHVISION_DATASETS, load_dataset
+    from klomflow.datasets import TORCHVISION_DATASETS
+    from klomflow.datasets import training_labels as read_labels
 
-    dataset = config["dataset"]
-    if dataset["name"] in TORCHVISION_DATASETS:
-        try:
-            data_dir = Path(base_dir) / dataset["data_dir"]
-            loaded = load_dataset(dataset | {"data_dir": str(data_dir)})
-        except FileNotFoundError:
-            n_train, n_classes = NOMINAL_SIZES[dataset["name"]]
-            return None, n_train, n_classes
-    else:
-        loaded = load_dataset(dataset)
-    return loaded.train_y.numpy(), loaded.n_train, loaded.n_classes
+    dataset = dict(config["dataset"])
+    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
+    try:
+        labels = read_labels(dataset)
+    except FileNotFoundError:
+        n_train, n_classes = NOMINAL_SIZES[dataset["name"]]
+        return None, n_train, n_classes
+    n_classes = NOMINAL_SIZES[dataset["name"]][1] if dataset["name"] in TORCHVISION_DATASETS \
+        else 10
+    return labels, len(labels), n_classes
 
 
 def validate(config: dict, base_dir=".", methods=None) -> dict:

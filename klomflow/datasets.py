@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:  # torch is imported where tensors are made: config checks run without it
+    import torch
 from klomflow.published import CIFAR10_MEAN, CIFAR10_STD
 
 TORCHVISION_DATASETS = {
@@ -51,10 +53,14 @@ class Dataset:
     @property
     def eval_x(self) -> torch.Tensor:
         """All evaluation points: training points first, then validation points."""
+        import torch
+
         return torch.cat([self.train_x, self.val_x])
 
     @property
     def eval_y(self) -> torch.Tensor:
+        import torch
+
         return torch.cat([self.train_y, self.val_y])
 
     def to(self, device) -> Dataset:
@@ -89,14 +95,13 @@ def load_digits(val_fraction: float, split_seed: int) -> Dataset:
     The train/validation split is a permutation drawn from `split_seed`, so it
     is fixed for a given config and recorded in points.parquet.
     """
+    import torch
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     x = torch.tensor(bunch.data / 16.0, dtype=torch.float32)  # pixel values are 0..16
     y = torch.tensor(bunch.target, dtype=torch.int64)
-    order = np.random.default_rng(split_seed).permutation(len(y))
-    n_val = int(round(val_fraction * len(y)))
-    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train_index, val_index = digits_split(len(y), val_fraction, split_seed)
     return Dataset(
         name="digits",
         train_x=x[train_index],
@@ -107,6 +112,56 @@ def load_digits(val_fraction: float, split_seed: int) -> Dataset:
         train_source_index=train_index,
         val_source_index=val_index,
     )
+
+
+def digits_split(n_images: int, val_fraction: float, split_seed: int):
+    """(training indices, validation indices), sorted, of a seeded permutation."""
+    order = np.random.default_rng(split_seed).permutation(n_images)
+    n_val = int(round(val_fraction * n_images))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+# Where torchvision keeps each dataset's training labels, read without torch for the
+# config checks (planning the DAG must not import torch): (files, how to read one).
+def _cifar_labels(key):
+    def read(path):
+        import pickle
+
+        with open(path, "rb") as handle:
+            return np.asarray(pickle.load(handle, encoding="latin1")[key], dtype=np.int64)
+    return read
+
+
+def _idx_labels(path):
+    data = Path(path).read_bytes()
+    return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
+
+
+def training_labels(dataset_config: dict) -> np.ndarray:
+    """The training labels, without torch; FileNotFoundError when the files are absent."""
+    name = dataset_config["name"]
+    if name == "digits":
+        from sklearn.datasets import load_digits as sklearn_digits
+
+        target = sklearn_digits().target
+        train_index, _ = digits_split(len(target), dataset_config.get("val_fraction", 0.2),
+                                      dataset_config.get("split_seed", 0))
+        return target[train_index].astype(np.int64)
+    root = Path(dataset_config["data_dir"])
+    if name == "cifar10":
+        files = [root / "cifar-10-batches-py" / f"data_batch_{k}" for k in range(1, 6)]
+        read = _cifar_labels("labels")
+    elif name == "cifar100":
+        files, read = [root / "cifar-100-python" / "train"], _cifar_labels("fine_labels")
+    elif name in TORCHVISION_DATASETS:
+        class_name = TORCHVISION_DATASETS[name][0]
+        files, read = [root / class_name / "raw" / "train-labels-idx1-ubyte"], _idx_labels
+    else:
+        raise ValueError(f"dataset.name: unknown dataset {name!r}; choose one of {DATASETS}")
+    missing = [str(path) for path in files if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"dataset {name!r}: missing {missing[0]}")
+    return np.concatenate([read(path) for path in files])
 
 
 def _without_checksums(dataset_class):
@@ -145,6 +200,8 @@ def _torchvision_split(name: str, data_dir: str, train: bool, download: bool = F
 
 
 def _to_tensors(name: str, split):
+    import torch
+
     _, mean, std = TORCHVISION_DATASETS[name]
     images = torch.as_tensor(np.asarray(split.data))
     if images.ndim == 3:  # MNIST-like: [n, H, W] -> [n, 1, H, W]

@@ -25,11 +25,11 @@ def test_cifar_format_files_load_without_checksums(tmp_path):
     # Torchvision's order: batches 1..5 in turn, then the test batch.
     np.testing.assert_array_equal(dataset.train_y.numpy(), train_labels)
     np.testing.assert_array_equal(dataset.val_y.numpy(), test_labels)
-    # Normalised per channel with the CIFAR-10 mean and std.
+    # Normalised per channel with the published benchmark's CIFAR-10 mean and std.
     with open(tmp_path / "cifar-10-batches-py/data_batch_1", "rb") as handle:
         first = pickle.load(handle, encoding="latin1")["data"][0].astype(np.float32)
     mean = np.array([0.4914, 0.4822, 0.4465])[:, None, None]
-    std = np.array([0.2470, 0.2435, 0.2616])[:, None, None]
+    std = np.array([0.2023, 0.1994, 0.2010])[:, None, None]
     expected = (first.reshape(3, 32, 32) / 255.0 - mean) / std
     np.testing.assert_allclose(dataset.train_x[0].numpy(), expected, atol=1e-5)
     points = points_table(dataset)
@@ -78,3 +78,17 @@ def test_paper_config_accepts_the_published_forget_set_files(tmp_path):
     np.save(folder / "forget_set_1.npy", np.array([3, 50000]))
     with pytest.raises(ConfigError, match="published_1.path: index 50000 is outside"):
         validate(config, base_dir=tmp_path)
+
+
+def test_training_labels_are_read_without_torch_as_the_loaders_read_them(tmp_path):
+    from klomflow.datasets import training_labels
+
+    write_cifar10(tmp_path / "cifar", per_batch=6, n_test=10)
+    write_mnist(tmp_path / "mnist", n_train=30, n_test=10)
+    for config in ({"name": "digits", "val_fraction": 0.3, "split_seed": 4},
+                   {"name": "cifar10", "data_dir": str(tmp_path / "cifar")},
+                   {"name": "mnist", "data_dir": str(tmp_path / "mnist")}):
+        loaded = load_dataset(config | {"verify_checksums": False})
+        np.testing.assert_array_equal(training_labels(config), loaded.train_y.numpy())
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        training_labels({"name": "cifar10", "data_dir": str(tmp_path / "absent")})
