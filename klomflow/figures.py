@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from klomflow.klom import SPLITS, KlomOptions  # noqa: E402
+from klomflow.klom import SPLITS, KlomOptions, binned_margins  # noqa: E402
 from klomflow.render import STATISTIC_LABELS  # noqa: E402
 from klomflow.tables import NOISE_FLOOR  # noqa: E402
 
@@ -136,18 +136,15 @@ def margin_histogram_figure(unlearned: dict, oracle, per_point: dict, diagnostic
         klom_by_point = per_point[method].set_index("point")["klom"]
         for column, point in enumerate(points):
             ax = axes[row, column]
-            u = np.clip(margins[:, point].astype(float), -options.clip, options.clip)
-            o = np.clip(np.asarray(oracle)[:, point].astype(float), -options.clip, options.clip)
-            if len(u) == 0:
+            if len(margins) == 0:
                 ax.text(0.5, 0.5, f"{method}: every run diverged", ha="center",
                         transform=ax.transAxes)
                 ax.set_axis_off()
                 continue
-            low, high = min(u.min(), o.min()), max(u.max(), o.max())
-            high = high if high > low else low + 1.0
-            edges = np.linspace(low, high, options.bins + 1)
-            p = np.histogram(u, edges)[0] / len(u)
-            q = np.histogram(o, edges)[0] / len(o)
+            # KLOM's own bins and probabilities (with the reference binning, a sample on
+            # the upper edge is not counted), so the bars are what KLOM compares.
+            edges, p, q = (values[0] for values in binned_margins(
+                margins[:, [point]], np.asarray(oracle)[:, [point]], options))
             width = (edges[1] - edges[0]) * 0.45
             centres = (edges[:-1] + edges[1:]) / 2
             ax.bar(centres - width / 2, p, width=width, color=UNLEARNED_COLOUR, label="unlearned")

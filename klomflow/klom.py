@@ -69,15 +69,25 @@ def klom_per_point(unlearned, oracle, options: KlomOptions = DEFAULT_OPTIONS, ch
     return result
 
 
-def _klom_chunk(unlearned, oracle, options: KlomOptions):
-    u = np.clip(unlearned, -options.clip, options.clip)
-    o = np.clip(oracle, -options.clip, options.clip)
+def binned_margins(unlearned, oracle, options: KlomOptions = KlomOptions()):
+    """The two histograms KLOM compares at each point.
+
+    unlearned: [n_unlearned, n_points], oracle: [n_oracle, n_points] finite margins.
+    Returns (edges [n_points, bins+1], p_unlearned, p_oracle [n_points, bins]);
+    the report's margin histograms plot exactly these.
+    """
+    u = np.clip(np.asarray(unlearned, dtype=np.float64), -options.clip, options.clip)
+    o = np.clip(np.asarray(oracle, dtype=np.float64), -options.clip, options.clip)
     low = np.minimum(u.min(axis=0), o.min(axis=0))
     high = np.maximum(u.max(axis=0), o.max(axis=0))
     high = np.where(high <= low, low + 1.0, high)
     edges = np.linspace(low, high, options.bins + 1, axis=1)  # [n_points, bins+1]
-    p_u = _bin_probabilities(u, edges, options.bins, options.binning)
-    p_o = _bin_probabilities(o, edges, options.bins, options.binning)
+    return (edges, _bin_probabilities(u, edges, options.bins, options.binning),
+            _bin_probabilities(o, edges, options.bins, options.binning))
+
+
+def _klom_chunk(unlearned, oracle, options: KlomOptions):
+    _, p_u, p_o = binned_margins(unlearned, oracle, options)
     p, q = (p_u, p_o) if options.direction == "unlearned_to_oracle" else (p_o, p_u)
     q = np.maximum(q, options.eps)
     with np.errstate(divide="ignore", invalid="ignore"):

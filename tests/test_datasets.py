@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dataset_files import write_cifar10, write_mnist
+from dataset_files import write_cifar10, write_cifar100, write_mnist
 
 from klomflow.config import ConfigError, validate
 from klomflow.datasets import load_dataset, points_table
@@ -34,6 +34,26 @@ def test_cifar_format_files_load_without_checksums(tmp_path):
     np.testing.assert_allclose(dataset.train_x[0].numpy(), expected, atol=1e-5)
     points = points_table(dataset)
     assert list(points["split"]) == ["train"] * 30 + ["val"] * 10
+
+
+def test_cifar100_format_files_load_with_fine_labels(tmp_path):
+    train_labels, test_labels = write_cifar100(tmp_path, n_train=30, n_test=10)
+    assert train_labels.max() > 9  # labels a 10-class reader could not hold
+    dataset = load_dataset({"name": "cifar100", "data_dir": str(tmp_path),
+                            "verify_checksums": False})
+    assert dataset.train_x.shape == (30, 3, 32, 32) and dataset.val_x.shape == (10, 3, 32, 32)
+    assert dataset.n_classes == 100
+    # The 100 fine labels, not the 20 coarse ones; file order kept.
+    np.testing.assert_array_equal(dataset.train_y.numpy(), train_labels)
+    np.testing.assert_array_equal(dataset.val_y.numpy(), test_labels)
+    # Channel-major rows, normalised per channel with CIFAR-100's own mean and std.
+    with open(tmp_path / "cifar-100-python/test", "rb") as handle:
+        last = pickle.load(handle, encoding="latin1")["data"][-1].astype(np.float32)
+    mean = np.array([0.5071, 0.4865, 0.4409])[:, None, None]
+    std = np.array([0.2673, 0.2564, 0.2762])[:, None, None]
+    expected = (last.reshape(3, 32, 32) / 255.0 - mean) / std
+    np.testing.assert_allclose(dataset.val_x[-1].numpy(), expected, atol=1e-5)
+    assert list(points_table(dataset)["label"]) == [*train_labels, *test_labels]
 
 
 def test_cifar_checksums_are_checked_by_default(tmp_path):

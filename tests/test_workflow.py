@@ -1,17 +1,22 @@
 """The workflow end to end on a tiny config, and what its files must satisfy."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from workflow import planned_jobs, snakemake, tiny_config, write_config
+from workflow import parse_job_stats, planned_jobs, snakemake, tiny_config, write_config
 
-from klomflow.config import method_settings, validate
+from klomflow.config import method_settings, training_seed, validate
+from klomflow.datasets import load_dataset
 from klomflow.io import load_torch, read_parquet_metadata
+from klomflow.klom import SPLITS, KlomOptions, klom_per_point
 from klomflow.margins import margins_from_logits
+from klomflow.models import build_model
 from klomflow.runs import train_shard, unlearn_shard
+from klomflow.training import Recipe, predict_logits, train_model
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +187,11 @@ def test_changing_a_klom_option_reruns_only_reductions(tiny_run):
 
 
 def test_nothing_to_do_after_a_complete_run(tiny_run):
-    assert planned_jobs(tiny_run) == {}
+    result = snakemake(tiny_run, "--dry-run", "--quiet", "rules")
+    output = result.stdout + result.stderr
+    # Snakemake's own verdict, not only the absence of a job table we could misparse.
+    assert "Nothing to be done (all requested files are present and up to date)." in output
+    assert parse_job_stats(output) == {}
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -224,8 +233,121 @@ def test_bumping_a_method_version_reruns_only_that_method(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     # gradient_descent: 2 forget sets x 2 shards; nothing else is retrained or unlearned.
-    from workflow import parse_job_stats
-
     jobs = parse_job_stats(output)
     assert jobs["unlearn"] == 4 and jobs["compute_klom"] == 2
     assert not set(jobs) & (MODEL_RULES - {"unlearn", "gather_unlearned_margins"})
+
+
+def test_klom_files_and_tables_recomputed_from_the_margin_files(tiny_run):
+    """Every per-point KLOM file and klom.parquet row, from the margins on disk.
+
+    unlearned (finite runs) against the scored oracles, in the configured direction;
+    the reference row: held-out oracles against the scored oracles; holdout_*:
+    against the held-out oracles. Swapping the direction or the oracles changes them.
+    """
+    results = tiny_run / "results"
+    options = KlomOptions(**validate(tiny_config())["klom"])
+    points = pd.read_parquet(results / "data/points.parquet")
+    n_train = int((points["split"] == "train").sum())
+    table = pd.read_parquet(results / "tables/klom.parquet").set_index(
+        ["forget_set", "method", "config_id", "split"]).sort_index()
+    settings = table.index.droplevel("split").unique()
+    assert len(settings) == 13
+    for forget_set, method, config_id in settings:
+        forget = np.load(results / f"forget_sets/{forget_set}.npy")
+        splits = np.where(np.arange(len(points)) < n_train, "retain", "val").astype(object)
+        splits[forget] = "forget"
+        scored = np.load(results / f"margins/oracle/{forget_set}.npy")
+        holdout = np.load(results / f"margins/oracle_holdout/{forget_set}.npy")
+        reference = method == "oracle_holdout"
+        unlearned = holdout if reference else np.load(
+            results / f"margins/unlearned/{forget_set}/{method}/{config_id}.npy")
+        finite = np.isfinite(unlearned).all(axis=1)
+        per_point = pd.read_parquet(results / f"klom/{forget_set}/{method}/{config_id}.parquet")
+        assert per_point["split"].tolist() == splits.tolist()
+        if not finite.any():  # every run diverged: no KLOM
+            assert per_point["klom"].isna().all()
+            assert table.loc[(forget_set, method, config_id), "klom_p95"].isna().all()
+            continue
+        expected = klom_per_point(unlearned[finite], scored, options)
+        np.testing.assert_array_equal(per_point["klom"].to_numpy(), expected)
+        against_holdout = None if reference else klom_per_point(unlearned[finite], holdout,
+                                                                options)
+        for split in SPLITS:
+            row = table.loc[(forget_set, method, config_id, split)]
+            chosen = splits == split
+            assert row["n_points"] == chosen.sum() and row["n_unlearned"] == finite.sum()
+            assert row["klom_p95"] == pytest.approx(np.percentile(expected[chosen], 95),
+                                                    rel=1e-12)
+            if against_holdout is not None:
+                assert row["holdout_klom_p95"] == pytest.approx(
+                    np.percentile(against_holdout[chosen], 95), rel=1e-12)
+
+
+def test_oracle_matching_sees_only_the_held_out_oracles(tiny_run):
+    """logits/oracle_holdout/{fs}.npy (oracle_matching's input) holds the oracles from
+    n_oracles on, never a scored one."""
+    config = validate(tiny_config())
+    n_scored, n_holdout = config["models"]["n_oracles"], config["models"]["n_holdout_oracles"]
+    forget_sets = list(config["forget_sets"])
+    # The tiny config has no method that needs them: ask for them.
+    snakemake(tiny_run, "--cores", "1",
+              *(f"results/logits/oracle_holdout/{name}.npy" for name in forget_sets))
+    results = tiny_run / "results"
+    for forget_set in forget_sets:
+        indices, logits = [], []
+        for shard in range(4):  # 8 oracles, 2 per job: the boundary falls between jobs
+            checkpoint = load_torch(results / f"models/oracle/{forget_set}/shard_{shard}.pt")
+            indices += [model["index"] for model in checkpoint["models"]]
+            logits.append(np.load(results / f"logits/oracle/{forget_set}/shard_{shard}.npy"))
+        logits = np.concatenate(logits)
+        assert indices == list(range(n_scored + n_holdout))
+        holdout = np.load(results / f"logits/oracle_holdout/{forget_set}.npy")
+        np.testing.assert_array_equal(holdout, logits[n_scored:])
+        for row in holdout:
+            assert not any(np.array_equal(row, scored) for scored in logits[:n_scored])
+
+
+def test_an_oracle_retrained_without_its_forget_set_gives_the_workflows_logits(tiny_run):
+    """By behaviour, not by the checkpoint's record of its indices: train one random_30
+    oracle here on the complement of the forget set and compare its logits bit for bit."""
+    results = tiny_run / "results"
+    config = validate(tiny_config())
+    dataset = load_dataset(config["dataset"])
+    forget = np.load(results / "forget_sets/random_30.npy")
+    spec = config["forget_sets"]["random_30"]
+    np.testing.assert_array_equal(forget, np.sort(np.random.default_rng(spec["seed"]).choice(
+        dataset.n_train, size=spec["size"], replace=False)))
+    keep = torch.as_tensor(np.setdiff1d(np.arange(dataset.n_train), forget))
+    record = load_torch(results / "models/oracle/random_30/shard_1.pt")["models"][1]
+    index, seed = record["index"], record["seed"]
+    assert index == 3 and seed == training_seed(config, "oracle", "random_30", index)
+    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+    # runs._train_one: initialised from the seed, shuffled by a generator seeded seed + 1.
+    train_model(model, dataset.train_x[keep], dataset.train_y[keep],
+                Recipe.from_config(config["train"]), torch.Generator().manual_seed(seed + 1),
+                torch.device("cpu"), log=lambda message: None)
+    logits = predict_logits(model, dataset.eval_x, torch.device("cpu"))
+    saved = np.load(results / "logits/oracle/random_30/shard_1.npy")[1]
+    np.testing.assert_array_equal(logits, saved)
+
+
+def test_rebuilding_the_klom_and_accuracy_tables_gives_identical_files(tiny_run, tmp_path):
+    """As for the paper tables: rerun the reductions on the same margins, same bytes.
+
+    In a copy of the run (modification times kept), so that the rebuilt tables do not
+    make the other tests' run out of date.
+    """
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder, symlinks=True)
+    tables = ["results/tables/klom.parquet", "results/tables/accuracy.parquet",
+              "results/tables/klom_summary.md"]
+    before = {path: (folder / path).read_bytes() for path in tables}
+    times = {path: (folder / path).stat().st_mtime_ns for path in tables}
+    result = snakemake(folder, "--cores", "1", "--forcerun", "reduce_klom", "tabulate_accuracy",
+                       "--", *tables)
+    assert parse_job_stats(result.stdout + result.stderr) == {"reduce_klom": 1,
+                                                              "tabulate_accuracy": 1}
+    for path in tables:
+        assert (folder / path).stat().st_mtime_ns != times[path], f"{path} was not rebuilt"
+        assert (folder / path).read_bytes() == before[path], f"{path} changed on rebuild"
