@@ -69,13 +69,14 @@ def klom_per_point(unlearned, oracle, options: KlomOptions = DEFAULT_OPTIONS, ch
     return result
 
 
-def binned_margins(unlearned, oracle, options: KlomOptions = KlomOptions()):
+def binned_margins(unlearned, oracle, options: KlomOptions | None = None):
     """The two histograms KLOM compares at each point.
 
     unlearned: [n_unlearned, n_points], oracle: [n_oracle, n_points] finite margins.
     Returns (edges [n_points, bins+1], p_unlearned, p_oracle [n_points, bins]);
     the report's margin histograms plot exactly these.
     """
+    options = options or KlomOptions()
     u = np.clip(np.asarray(unlearned, dtype=np.float64), -options.clip, options.clip)
     o = np.clip(np.asarray(oracle, dtype=np.float64), -options.clip, options.clip)
     low = np.minimum(u.min(axis=0), o.min(axis=0))
