@@ -125,6 +125,23 @@ def _check_param(key: str, value, default):
     return value
 
 
+def _check_range(key: str, value):
+    """Reject values no method can run with, by the hyperparameter's name.
+
+    Learning rates (`lr`, `*_lr`) must be positive, epoch counts (`epochs`,
+    `*_epochs`) at least 0 (0 leaves the model as it is) and batch sizes at
+    least 1.
+    """
+    name = key.rsplit(".", 1)[-1]
+    if (name == "lr" or name.endswith("_lr")) and not value > 0:
+        raise ConfigError(f"{key}: a learning rate must be positive, got {value!r}")
+    if (name == "epochs" or name.endswith("_epochs")) and value < 0:
+        raise ConfigError(f"{key}: an epoch count cannot be negative, got {value!r}")
+    if (name == "batch_size" or name.endswith("_batch_size")) and value < 1:
+        raise ConfigError(f"{key}: a batch size must be at least 1, got {value!r}")
+    return value
+
+
 def method_settings(config: dict, methods=None) -> list[MethodSetting]:
     """Expand every method entry's grid into MethodSettings (list values are grids)."""
     if methods is None:
@@ -158,7 +175,8 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise ConfigError(f"methods.{entry}.{name}: an empty grid")
-            grid[name] = [_check_param(f"methods.{entry}.{name}", v, default) for v in values]
+            key = f"methods.{entry}.{name}"
+            grid[name] = [_check_range(key, _check_param(key, v, default)) for v in values]
         for combination in itertools.product(*grid.values()):
             params = dict(zip(grid, combination))
             config_id = stable_hash({"method": method_name, "params": params})

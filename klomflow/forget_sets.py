@@ -7,6 +7,7 @@ indices). All give sorted, unique int64 training indices, deterministically.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ import numpy as np
 
 class ForgetSetError(ValueError):
     pass
+
+
+class ForgetSetWarning(UserWarning):
+    """A forget-set file that is usable but probably not what was meant."""
 
 
 def read_index_file(path) -> np.ndarray:
@@ -58,6 +63,12 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".") -> np.nda
             indices = read_index_file(path)
         except ForgetSetError as error:
             raise ForgetSetError(f"{key}.path: {error}") from None
+        duplicates = indices.size - np.unique(indices).size
+        if duplicates:
+            # Dropped below (a forget set is a set); say so, a duplicate can be a typo.
+            warnings.warn(f"{key}.path: {str(path)!r} lists {duplicates} duplicate "
+                          f"{'index' if duplicates == 1 else 'indices'}; each point is "
+                          f"forgotten once", ForgetSetWarning, stacklevel=2)
         outside = indices[(indices < 0) | (indices >= n_train)]
         if outside.size:
             raise ForgetSetError(

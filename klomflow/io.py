@@ -83,3 +83,15 @@ def read_parquet_metadata(path) -> dict:
 def shard_ranges(n_models: int, per_job: int) -> list[range]:
     """Model indices of each job: [0, per_job), [per_job, 2 per_job), ..."""
     return [range(start, min(start + per_job, n_models)) for start in range(0, n_models, per_job)]
+
+
+def load_shard_groups(paths) -> dict[str, np.ndarray]:
+    """Shard files grouped by their folder, each group's arrays concatenated in `paths` order.
+
+    `paths` lists every folder's shards in shard order (as the rules do), so the
+    rows of each group come out in seed order.
+    """
+    groups: dict[str, list] = {}
+    for path in paths:
+        groups.setdefault(str(Path(path).parent), []).append(load_array(path))
+    return {folder: np.concatenate(arrays) for folder, arrays in groups.items()}

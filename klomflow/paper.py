@@ -308,14 +308,16 @@ def interval_entry(forget_set: str, method: str, diagnostic: bool, candidates, l
 # --- class accuracy ---------------------------------------------------------------------------
 
 
-def class_accuracy_rows(margins, labels, n_train: int, forget_label: int, identity: dict,
+def class_accuracy_rows(logits, labels, n_train: int, forget_label: int, identity: dict,
                         seeds) -> list[dict]:
-    """Per model: accuracy on the forget class and on the other classes, train and val.
+    """Per model: top-1 accuracy on the forget class and on the other classes, train and val.
 
-    A point counts as correct when its margin is positive (as in accuracy.parquet).
+    logits: [n_models, n_points, n_classes] (as in accuracy.parquet).
     """
-    margins = np.asarray(margins)
+    from klomflow.tables import top1_correct
+
     labels = np.asarray(labels)
+    correct_rows = top1_correct(logits, labels)
     in_train = np.arange(len(labels)) < n_train
     masks = {
         "forget_class_train_accuracy": in_train & (labels == forget_label),
@@ -324,12 +326,11 @@ def class_accuracy_rows(margins, labels, n_train: int, forget_label: int, identi
         "other_classes_val_accuracy": ~in_train & (labels != forget_label),
     }
     rows = []
-    for row, seed in zip(margins, seeds):
-        correct = row > 0
+    for correct, seed in zip(correct_rows, seeds):
         entry = identity | {"forget_label": int(forget_label), "seed": int(seed)}
         for column, mask in masks.items():
             entry[column] = float(correct[mask].mean()) if mask.any() else np.nan
-        entry["diverged"] = not bool(np.isfinite(row).all())
+        entry["diverged"] = not bool(np.isfinite(correct).all())
         rows.append(entry)
     return rows
 

@@ -1,8 +1,9 @@
 """From margins to tables: per-point KLOM files and the summary tables.
 
-Accuracy is read off margins: a point is classified correctly when its
-margin is positive (the true class beats every other class), so the
-accuracy table needs no logits.
+Accuracy is top-1, read off the logits: a point is classified correctly when
+the argmax of its logits is its label. A positive margin means p_y > 1/2,
+stricter than top-1 with more than two classes, so margins give accuracy only
+where no logits exist, in columns named `*_margin_accuracy`.
 """
 
 from __future__ import annotations
@@ -79,26 +80,49 @@ def klom_table(entries) -> pd.DataFrame:
     return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
-def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
-                  changed=None):
-    """Forget, retain and validation accuracy of each model (row of margins).
+def top1_correct(logits, labels) -> np.ndarray:
+    """Per model and point, 1.0 where argmax of the logits is the label, else 0.0.
 
-    seconds and changed (unlearned runs only): unlearning wall time and how many
-    weights the method changed, per model.
+    logits: [n_models, n_points, n_classes]; labels: [n_points]. A model whose
+    logits hold NaN or infinity (a diverged run) gets a row of NaN.
     """
-    margins = np.asarray(margins)
-    splits = point_splits(n_train, margins.shape[1] - n_train, forget_indices)
+    logits = np.asarray(logits)
+    correct = (logits.argmax(-1) == np.asarray(labels)).astype(np.float64)
+    correct[~np.isfinite(logits).all(axis=(1, 2))] = np.nan
+    return correct
+
+
+def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
+                  changed=None, labels=None):
+    """Forget, retain and validation accuracy of each model.
+
+    scores: logits [n_models, n_points, n_classes] with `labels`, giving top-1
+    accuracy in `{split}_accuracy`; or, where no logits exist, margins
+    [n_models, n_points], giving the fraction of points with a positive margin
+    (p_y > 1/2, a lower bound on top-1) in `{split}_margin_accuracy`.
+    seconds and changed (unlearned runs only): unlearning wall time and how
+    many weights the method changed, per model.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim == 3:
+        if labels is None:
+            raise ValueError("top-1 accuracy from logits needs the labels")
+        correct, suffix = top1_correct(scores, labels), "accuracy"
+        finite = np.isfinite(scores).all(axis=(1, 2))
+    else:
+        correct, suffix = (scores > 0).astype(np.float64), "margin_accuracy"
+        finite = np.isfinite(scores).all(axis=1)
+    splits = point_splits(n_train, scores.shape[1] - n_train, forget_indices)
     rows = []
     for row, seed in enumerate(seeds):
-        correct = margins[row] > 0
         entry = identity | {"seed": int(seed)}
         for split in SPLITS:
-            entry[f"{split}_accuracy"] = float(correct[splits == split].mean())
+            entry[f"{split}_{suffix}"] = float(correct[row, splits == split].mean())
         if seconds is not None:
             entry["unlearning_seconds"] = float(seconds[row])
         if changed is not None:
             entry["changed_weights"] = int(changed[row])
-        entry["diverged"] = not bool(np.isfinite(margins[row]).all())
+        entry["diverged"] = not bool(finite[row])
         rows.append(entry)
     return rows
 
@@ -136,12 +160,13 @@ def params_json(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_sets: dict,
-                   oracles: dict, unlearned) -> pd.DataFrame:
-    """Accuracy per model: originals and scored oracles per forget set, then unlearned runs.
+def accuracy_table(config: dict, identity: dict, n_train: int, labels, original,
+                   forget_sets: dict, oracles: dict, unlearned) -> pd.DataFrame:
+    """Top-1 accuracy per model: originals and scored oracles per forget set, then unlearned runs.
 
-    forget_sets and oracles: {forget_set: indices / margins}; unlearned:
-    iterable of (margins, runs table with forget_set, method, config_id, seed,
+    original: logits [n_models, n_points, n_classes]; labels: [n_points];
+    forget_sets and oracles: {forget_set: indices / logits}; unlearned:
+    iterable of (logits, runs table with forget_set, method, config_id, seed,
     unlearning_seconds, changed_weights).
     """
     from klomflow.config import training_seed
@@ -151,15 +176,16 @@ def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_
         reference = identity | {"forget_set": forget_set, "config_id": NOISE_FLOOR_CONFIG_ID}
         seeds = [training_seed(config, "original", None, k) for k in range(len(original))]
         rows += accuracy_rows(original, indices, n_train, reference | {"method": "original"},
-                              seeds)
+                              seeds, labels=labels)
         oracle = oracles[forget_set]
         seeds = [training_seed(config, "oracle", forget_set, k) for k in range(len(oracle))]
-        rows += accuracy_rows(oracle, indices, n_train, reference | {"method": "oracle"}, seeds)
-    for margins, runs in unlearned:
+        rows += accuracy_rows(oracle, indices, n_train, reference | {"method": "oracle"}, seeds,
+                              labels=labels)
+    for logits, runs in unlearned:
         forget_set, method, config_id = runs.iloc[0][["forget_set", "method", "config_id"]]
-        rows += accuracy_rows(margins, forget_sets[forget_set], n_train,
+        rows += accuracy_rows(logits, forget_sets[forget_set], n_train,
                               identity | {"forget_set": forget_set, "method": method,
                                           "config_id": config_id},
                               runs["seed"].to_numpy(), runs["unlearning_seconds"].to_numpy(),
-                              runs["changed_weights"].to_numpy())
+                              runs["changed_weights"].to_numpy(), labels=labels)
     return pd.DataFrame(rows)

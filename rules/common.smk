@@ -13,11 +13,16 @@ from klomflow.io import shard_ranges
 from klomflow.methods import METHODS
 from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
-# Validate everything before any job is planned; the message names the key.
+# The config file(s) in use, for messages: --configfile replaces config.yaml.
+CONFIG_FILES = ", ".join(
+    str(path) for path in workflow.config_settings.configfiles or ["config.yaml"]
+)
+
+# Validate everything before any job is planned; the message names the file and key.
 try:
     RESOLVED = klomflow.config.validate(config, base_dir=".")
 except klomflow.config.ConfigError as error:
-    raise WorkflowError(f"config.yaml: {error}") from None
+    raise WorkflowError(f"{CONFIG_FILES}: {error}") from None
 # Scripts read the resolved config (defaults filled in) through snakemake.config.
 config.update(RESOLVED)
 
@@ -45,7 +50,7 @@ def n_shards(role):
 def forget_set_spec(wildcards):
     if wildcards.forget_set not in config["forget_sets"]:
         raise WorkflowError(
-            f"forget set {wildcards.forget_set!r} is not in config.yaml"
+            f"forget set {wildcards.forget_set!r} is not in {CONFIG_FILES}"
         )
     return config["forget_sets"][wildcards.forget_set]
 
@@ -115,7 +120,7 @@ def method_setting(wildcards):
     """The MethodSetting a job's wildcards name, or an error naming them."""
     key = (wildcards.method, wildcards.config_id)
     if key not in SETTING_BY_ID:
-        raise WorkflowError(f"no method setting {key} in config.yaml")
+        raise WorkflowError(f"no method setting {key} in {CONFIG_FILES}")
     return SETTING_BY_ID[key]
 
 
@@ -227,6 +232,26 @@ def holdout_klom_files(wildcards=None):
 def unlearned_margin_files(wildcards=None):
     return setting_outputs(
         "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
+    )
+
+
+def unlearned_logit_files(forget_sets=None):
+    """Every setting's unlearned logit shards, in shard order (top-1 accuracy)."""
+    return [
+        f"results/logits/unlearned/{f}/{s.entry}/{s.config_id}/shard_{k}.npy"
+        for s in SETTINGS
+        for f in s.forget_sets
+        if forget_sets is None or f in forget_sets
+        for k in range(n_shards("original"))
+    ]
+
+
+def oracle_logit_files(forget_sets):
+    """Scored and held-out oracles' logit shards of `forget_sets`, in shard order."""
+    return expand(
+        "results/logits/oracle/{forget_set}/shard_{shard}.npy",
+        forget_set=forget_sets,
+        shard=range(n_shards("oracle")),
     )
 
 

@@ -45,13 +45,10 @@ rule resample_noise_floor:
 rule tabulate_class_accuracy:
     input:
         points=rules.prepare_data.output.points,
-        original=rules.gather_original_margins.output.margins,
-        oracle=expand(
-            rules.gather_oracle_margins.output.scored, forget_set=class_forget_sets()
-        ),
-        unlearned=class_setting_files(
-            "results/margins/unlearned/{forget_set}/{method}/{config_id}.npy"
-        ),
+        # Logits: accuracy is top-1 (klomflow/tables.py).
+        original=original_logit_shards(None),
+        oracle=oracle_logit_files(class_forget_sets()),
+        unlearned=unlearned_logit_files(class_forget_sets()),
         runs=class_setting_files(
             "results/runs/unlearned/{forget_set}/{method}/{config_id}.parquet"
         ),
@@ -63,6 +60,7 @@ rule tabulate_class_accuracy:
         "../envs/klomflow.yaml"
     params:
         labels={f: config["forget_sets"][f]["label"] for f in class_forget_sets()},
+        n_oracles=config["models"]["n_oracles"],
     script:
         "../workflow_scripts/tabulate_class_accuracy.py"
 

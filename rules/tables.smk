@@ -19,10 +19,11 @@ rule reduce_klom:
 rule tabulate_accuracy:
     input:
         points=rules.prepare_data.output.points,
-        original=rules.gather_original_margins.output.margins,
-        oracle=expand(rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS),
+        # Logits, not margins: accuracy is top-1 (klomflow/tables.py).
+        original=original_logit_shards(None),
+        oracle=oracle_logit_files(FORGET_SETS),
         forget_sets=expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
-        unlearned=unlearned_margin_files(),
+        unlearned=unlearned_logit_files(),
         runs=unlearned_run_files(),
     output:
         table="results/tables/accuracy.parquet",
@@ -35,5 +36,6 @@ rule tabulate_accuracy:
             "dataset": config["dataset"]["name"],
             "model": config["model"]["name"],
         },
+        n_oracles=config["models"]["n_oracles"],
     script:
         "../workflow_scripts/tabulate_accuracy.py"

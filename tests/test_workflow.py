@@ -118,6 +118,36 @@ def test_accuracy_table(tiny_run):
     assert (table.loc[table["method"] == "do_nothing", "changed_weights"] == 0).all()
 
 
+def test_accuracy_is_top1_from_the_logit_files(tiny_run):
+    """Recomputed from logits/...: argmax == label, not a positive margin (p_y > 1/2)."""
+    results = tiny_run / "results"
+    points = pd.read_parquet(results / "data/points.parquet")
+    labels = points["label"].to_numpy()
+    n_train = int((points["split"] == "train").sum())
+    table = pd.read_parquet(results / "tables/accuracy.parquet")
+    row = table[table["method"] == "gradient_descent"].sort_values("seed").iloc[0]
+    folder = results / f"logits/unlearned/{row['forget_set']}/gradient_descent/{row['config_id']}"
+    runs = pd.read_parquet(results / f"runs/unlearned/{row['forget_set']}/gradient_descent/"
+                           f"{row['config_id']}.parquet")
+    logits = np.concatenate([np.load(folder / f"shard_{k}.npy") for k in range(2)])
+    model = logits[int(np.flatnonzero(runs["seed"].to_numpy() == row["seed"])[0])]
+    forget = np.load(results / f"forget_sets/{row['forget_set']}.npy")
+    retain = np.setdiff1d(np.arange(n_train), forget)
+    correct = model.argmax(-1) == labels
+    assert row["retain_accuracy"] == pytest.approx(correct[retain].mean())
+    assert row["forget_accuracy"] == pytest.approx(correct[forget].mean())
+    assert row["val_accuracy"] == pytest.approx(correct[n_train:].mean())
+    # The tiny models are unconfident: top-1 counts points a margin > 0 would miss.
+    originals = np.concatenate([np.load(results / f"logits/original/shard_{k}.npy")
+                                for k in range(2)])
+    top1 = (originals.argmax(-1) == labels)[:, :n_train].mean(axis=1)
+    by_margin = (margins_from_logits(originals, labels) > 0)[:, :n_train].mean(axis=1)
+    assert (top1 > by_margin).all()
+    original = table[(table["method"] == "original") & (table["forget_set"] == "random_30")]
+    assert sorted(original["val_accuracy"]) == pytest.approx(
+        sorted((originals.argmax(-1) == labels)[:, n_train:].mean(axis=1)))
+
+
 def test_same_config_gives_the_same_margins(tiny_run, tmp_path):
     """Training and unlearning again in this process reproduce the workflow's files."""
     config = validate(tiny_config())
@@ -165,10 +195,13 @@ def test_bad_config_fails_before_any_job(tmp_path):
     config = tiny_config()
     config["models"]["n_oracles"] = 1
     config["methods"]["do_nothing"] = {"lr": 0.1}
-    write_config(tmp_path, config)
-    result = snakemake(tmp_path, "--cores", "1", check=False)
+    # Given with --configfile: the message names this file, not config.yaml.
+    write_config(tmp_path, config, name="other.yaml")
+    result = snakemake(tmp_path, "--cores", "1", check=False, config_name="other.yaml")
     assert result.returncode != 0
-    assert "models.n_oracles" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert f"{tmp_path / 'other.yaml'}: invalid config" in output
+    assert "models.n_oracles" in output and "config.yaml" not in output
     assert not (tmp_path / "results").exists()
 
 
