@@ -13,7 +13,15 @@ import json
 import numpy as np
 import pandas as pd
 
-from klomflow.klom import SPLITS, KlomOptions, average_95, finite_models, klom_per_point, summarise
+from klomflow.klom import (
+    SPLITS,
+    KlomOptions,
+    average_95,
+    finite_models,
+    klom_per_point,
+    mean_shift_over_std,
+    summarise,
+)
 
 # Row name of the noise-floor reference: held-out oracles against the scored oracles.
 NOISE_FLOOR = "oracle_holdout"
@@ -32,7 +40,8 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
     """Per-point KLOM of one (forget set, method setting).
 
     Models whose margins hold NaN or infinity are diverged runs: they are
-    counted and left out. Returns (table of point, split, klom; counts).
+    counted and left out. Returns (table of point, split, klom, shift_over_std
+    (klomflow.klom.mean_shift_over_std); counts).
     """
     unlearned_margins = np.asarray(unlearned_margins)
     oracle_margins = np.asarray(oracle_margins)
@@ -43,23 +52,31 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
               "n_diverged": int((~finite).sum())}
     n_points = unlearned_margins.shape[1]
     splits = point_splits(n_train, n_points - n_train, forget_indices)
-    if finite.sum() == 0:
-        values = np.full(n_points, np.nan)
-    else:
+    values, shift = np.full(n_points, np.nan), np.full(n_points, np.nan)
+    if finite.sum() > 0:
         values = klom_per_point(unlearned_margins[finite], oracle_margins, options)
+    if finite.sum() > 1:  # a std needs two models
+        shift = mean_shift_over_std(unlearned_margins[finite], oracle_margins)
     frame = pd.DataFrame({"point": np.arange(n_points, dtype=np.int64),
-                          "split": pd.Series(splits, dtype="string"), "klom": values})
+                          "split": pd.Series(splits, dtype="string"), "klom": values,
+                          "shift_over_std": shift})
     return frame, counts
 
 
 def summary_rows(points: pd.DataFrame, identity: dict, counts: dict, options: KlomOptions):
-    """One row per split: identity columns, counts, KLOM statistics and options."""
+    """One row per split: identity columns, counts, KLOM statistics, the median
+    shift_over_std (why a split saturates) and options."""
     option_columns = {f"klom_{name}": value for name, value in vars(options).items()}
     rows = []
     for split in SPLITS:
-        values = points.loc[points["split"] == split, "klom"].to_numpy()
+        in_split = points["split"] == split
+        values = points.loc[in_split, "klom"].to_numpy()
+        shift = points.loc[in_split, "shift_over_std"].to_numpy(dtype=np.float64)
+        median_shift = float(np.median(shift)) if len(shift) and not np.isnan(shift).all() \
+            else np.nan
         rows.append(identity | {"split": split, "n_points": len(values)} | counts
-                    | summarise(values) | option_columns)
+                    | summarise(values) | {"median_shift_over_std": median_shift}
+                    | option_columns)
     return rows
 
 
@@ -135,22 +152,28 @@ def summary_markdown(table: pd.DataFrame) -> str:
         lines.append(f"dataset `{first['dataset']}`, model `{first['model']}`, "
                      f"binning `{first['klom_binning']}`, direction `{first['klom_direction']}`, "
                      f"{first['klom_bins']} bins. `{NOISE_FLOOR}` is the noise floor: held-out "
-                     f"oracles scored against the scored oracles.")
+                     f"oracles scored against the scored oracles. `shift/std`: per split, "
+                     f"the median over points of |mean margin shift| / seed-to-seed std "
+                     f"between these models and the oracles; KLOM saturates once it is a "
+                     f"few units.")
         lines.append("")
     for forget_set, group in table.groupby("forget_set", sort=True):
         lines += [f"## {forget_set}", "",
-                  "| method | config_id | forget | retain | val | average_95 | n_unlearned "
-                  "| n_diverged |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| method | config_id | forget | retain | val | average_95 "
+                  "| shift/std forget / retain / val | n_unlearned | n_diverged |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         settings = sorted(group.groupby(["method", "config_id"]),
                           key=lambda item: (item[0][0] != NOISE_FLOOR, item[0]))
         for (method, config_id), rows in settings:
             p95 = dict(zip(rows["split"], rows["klom_p95"]))
             average = average_95({split: p95.get(split, np.nan) for split in SPLITS})
+            shift = dict(zip(rows["split"], rows["median_shift_over_std"]))
+            shifts = " / ".join(f"{shift.get(split, np.nan):.2f}" for split in SPLITS)
             lines.append(
                 f"| {method} | {config_id} | {p95.get('forget', np.nan):.3f} | "
                 f"{p95.get('retain', np.nan):.3f} | {p95.get('val', np.nan):.3f} | "
-                f"{average:.3f} | {rows['n_unlearned'].iloc[0]} | {rows['n_diverged'].iloc[0]} |"
+                f"{average:.3f} | {shifts} | {rows['n_unlearned'].iloc[0]} | "
+                f"{rows['n_diverged'].iloc[0]} |"
             )
         lines.append("")
     return "\n".join(lines)

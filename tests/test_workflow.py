@@ -98,11 +98,27 @@ def test_klom_tables(tiny_run):
     per_point = pd.read_parquet(results / "klom/random_30/do_nothing/"
                                 f"{table.loc[table['method'] == 'do_nothing', 'config_id'].iloc[0]}"
                                 ".parquet")
-    assert list(per_point.columns) == ["point", "split", "klom"]
+    assert list(per_point.columns) == ["point", "split", "klom", "shift_over_std"]
+    # The saturation diagnostic, recomputed from the margin files.
+    unlearned = np.load(results / "margins/unlearned/random_30/do_nothing/"
+                        f"{do_nothing_id(table)}.npy")
+    oracle = np.load(results / "margins/oracle/random_30.npy")
+    shift = np.abs(unlearned.mean(0) - oracle.mean(0)) / np.sqrt(
+        (unlearned.var(0, ddof=1) + oracle.var(0, ddof=1)) / 2)
+    np.testing.assert_allclose(per_point["shift_over_std"], shift, rtol=1e-6)
+    row = table[(table["forget_set"] == "random_30") & (table["method"] == "do_nothing")
+                & (table["split"] == "val")]
+    assert row["median_shift_over_std"].iloc[0] == pytest.approx(
+        np.median(shift[per_point["split"] == "val"]))
     assert (per_point["split"] == "forget").sum() == 30
     assert read_parquet_metadata(results / "tables/klom.parquet")["config"]["klom"]["bins"] == 10
     summary = (results / "tables/klom_summary.md").read_text()
     assert "## random_30" in summary and "| oracle_holdout | reference |" in summary
+    assert "| shift/std forget / retain / val |" in summary
+
+
+def do_nothing_id(table):
+    return table.loc[table["method"] == "do_nothing", "config_id"].iloc[0]
 
 
 def test_accuracy_table(tiny_run):
