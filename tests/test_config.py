@@ -42,9 +42,9 @@ def test_default_config_is_valid():
         ({"models__n_originals": 1}, "models.n_originals"),
         ({"klom__binning": "histogram"}, "klom.binning"),
         ({"forget_sets__class_3__label": 12}, "forget_sets.class_3.label"),
-        ({"forget_sets__random_100__size": 0}, "forget_sets.random_100"),
-        ({"forget_sets__random_100__size": 100000}, "forget_sets.random_100.size"),
-        ({"forget_sets__random_100__colour": "red"}, "forget_sets.random_100"),
+        ({"forget_sets__random_60__size": 0}, "forget_sets.random_60"),
+        ({"forget_sets__random_60__size": 100000}, "forget_sets.random_60.size"),
+        ({"forget_sets__random_60__colour": "red"}, "forget_sets.random_60"),
         ({"methods__unheard_of": None}, "methods.unheard_of"),
         ({"methods__gradient_ascent__lr": "1e-3"}, "methods.gradient_ascent.lr"),
         ({"methods__gradient_ascent__epochs": 1.5}, "methods.gradient_ascent.epochs"),
@@ -118,11 +118,11 @@ def test_grids_expand_with_stable_config_ids():
 
 
 def test_class_only_methods_refuse_other_forget_sets():
-    config = edited(methods={"pbu": None})  # runs on every forget set, random_100 included
+    config = edited(methods={"pbu": None})  # runs on every forget set, random_60 included
     with pytest.raises(ConfigError, match=r"methods.pbu: pbu forgets whole classes only"):
         validate(config)
     with pytest.raises(ConfigError, match=r"methods.unsir: unsir forgets whole classes only"):
-        validate(edited(methods={"unsir": {"forget_sets": ["random_100"]}}))
+        validate(edited(methods={"unsir": {"forget_sets": ["random_60"]}}))
 
 
 def test_named_entries_can_reuse_an_implementation():
@@ -133,7 +133,7 @@ def test_named_entries_can_reuse_an_implementation():
     slow, plain = method_settings(config)
     assert slow.entry == "ga_slow" and slow.method == "gradient_ascent"
     assert slow.forget_sets == ("class_3",)
-    assert plain.forget_sets == ("random_100", "class_3")
+    assert plain.forget_sets == ("random_60", "class_3")
 
 
 def test_model_seeds_are_stable_and_distinct():
