@@ -171,6 +171,25 @@ def _grid(value, default) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _check_range(key: str, value):
+    """Reject values no method can run with, by the hyperparameter's name.
+
+    Learning rates (`lr`, `*_lr`) must be positive, epoch counts (`epochs`,
+    `*_epochs`) at least 0 (0 leaves the model as it is) and batch sizes at
+    least 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # list- and text-valued hyperparameters are checked by type only
+    name = key.rsplit(".", 1)[-1]
+    if (name == "lr" or name.endswith("_lr")) and not value > 0:
+        raise ConfigError(f"{key}: a learning rate must be positive, got {value!r}")
+    if (name == "epochs" or name.endswith("_epochs")) and value < 0:
+        raise ConfigError(f"{key}: an epoch count cannot be negative, got {value!r}")
+    if (name == "batch_size" or name.endswith("_batch_size")) and value < 1:
+        raise ConfigError(f"{key}: a batch size must be at least 1, got {value!r}")
+    return value
+
+
 def method_settings(config: dict, methods=None) -> list[MethodSetting]:
     """Expand every method entry's grid into MethodSettings (list values are grids).
 
@@ -208,7 +227,8 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
             values = _grid(raw.get(name, default), default)
             if not values:
                 raise ConfigError(f"methods.{entry}.{name}: an empty grid")
-            grid[name] = [_check_param(f"methods.{entry}.{name}", v, default, choices.get(name))
+            key = f"methods.{entry}.{name}"
+            grid[name] = [_check_range(key, _check_param(key, v, default, choices.get(name)))
                           for v in values]
         for combination in itertools.product(*grid.values()):
             params = dict(zip(grid, combination))

@@ -10,6 +10,7 @@ sorted, is read again from the folder where the layout's files depend on it).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ import numpy as np
 
 class ForgetSetError(ValueError):
     pass
+
+
+class ForgetSetWarning(UserWarning):
+    """A forget-set file that is usable but probably not what was meant."""
 
 
 def read_index_file(path) -> np.ndarray:
@@ -64,6 +69,12 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
             indices = read_index_file(path)
         except ForgetSetError as error:
             raise ForgetSetError(f"{key}.path: {error}") from None
+        duplicates = indices.size - np.unique(indices).size
+        if duplicates:
+            # Dropped below (a forget set is a set); say so, a duplicate can be a typo.
+            warnings.warn(f"{key}.path: {str(path)!r} lists {duplicates} duplicate "
+                          f"{'index' if duplicates == 1 else 'indices'}; each point is "
+                          f"forgotten once", ForgetSetWarning, stacklevel=2)
         outside = indices[(indices < 0) | (indices >= n_train)]
         if outside.size:
             raise ForgetSetError(

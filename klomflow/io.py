@@ -89,6 +89,17 @@ def read_parquet_metadata(path) -> dict:
     return json.loads(stored.get(b"klomflow", b"{}"))
 
 
+def load_logit_groups(groups: dict):
+    """`logits_of(key)`: the concatenated logit shards `groups[key]` lists (loaded when
+    asked for, one group at a time), or None for a group without logits."""
+
+    def logits_of(key):
+        paths = groups.get(key)
+        return None if not paths else np.concatenate([load_array(path) for path in paths])
+
+    return logits_of
+
+
 def shard_ranges(n_models: int, per_job: int) -> list[range]:
     """Model indices of each job: [0, per_job), [per_job, 2 per_job), ..."""
     return [range(start, min(start + per_job, n_models)) for start in range(0, n_models, per_job)]

@@ -16,7 +16,8 @@ from klomflow.options import KlomOptions
 
 # Bump when a change to this module can change KLOM values: it enters the KLOM
 # rules' params, so Snakemake recomputes every KLOM file (README, "Code versions").
-VERSION = "1"
+# 2: per-point files also hold shift_over_std.
+VERSION = "2"
 
 SPLITS = ("forget", "retain", "val")
 PERCENTILES = (50, 95, 99)
@@ -122,6 +123,23 @@ def klom_one_point_reference(u, o, options: KlomOptions = DEFAULT_OPTIONS) -> fl
         if p_bin > 0:
             total += p_bin * np.log(p_bin / max(q_bin, options.eps))
     return float(total)
+
+
+def mean_shift_over_std(unlearned, oracle) -> np.ndarray:
+    """Per point, |mean unlearned margin - mean oracle margin| / seed-to-seed std.
+
+    The std pools both sides' seed-to-seed variances (ddof 1). It says why KLOM
+    saturates: once the shift is a few stds, the two histograms fall into
+    disjoint bins whatever the method did. 0 where both means and stds agree
+    exactly (e.g. margins all clipped), inf for a shift with no spread.
+    unlearned: [n_unlearned, n_points]; oracle: [n_oracle, n_points].
+    """
+    unlearned = np.asarray(unlearned, dtype=np.float64)
+    oracle = np.asarray(oracle, dtype=np.float64)
+    shift = np.abs(unlearned.mean(axis=0) - oracle.mean(axis=0))
+    spread = np.sqrt((unlearned.var(axis=0, ddof=1) + oracle.var(axis=0, ddof=1)) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(shift == 0, 0.0, shift / spread)
 
 
 def finite_models(margins) -> np.ndarray:

@@ -1,9 +1,9 @@
 """From margins to tables: per-point KLOM files, the KLOM and accuracy tables.
 
-Accuracy is read off margins: a point is classified correctly when its
-margin is positive (the true class beats every other class), so the
-accuracy tables need no logits. The tables' Markdown and LaTeX forms are
-rendered by klomflow/render.py.
+Accuracy is top-1, read off the logits: a point is classified correctly when
+the argmax of its logits is its label. A positive margin means p_y > 1/2,
+stricter than top-1 with more than two classes, so margins give accuracy only
+where no logits exist, in columns named `*_margin_accuracy`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from klomflow.klom import SPLITS, KlomOptions, finite_models, klom_per_point, summarise
+from klomflow.klom import (
+    SPLITS,
+    KlomOptions,
+    finite_models,
+    klom_per_point,
+    mean_shift_over_std,
+    summarise,
+)
 
 # Row name of the noise-floor reference: held-out oracles against the scored oracles, and
 # its config_id. The only place these names are written (rules, scripts and modules import them).
@@ -34,7 +41,8 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
     """Per-point KLOM of one (forget set, method setting).
 
     Models whose margins hold NaN or infinity are diverged runs: they are
-    counted and left out. Returns (table of point, split, klom; counts).
+    counted and left out. Returns (table of point, split, klom, shift_over_std
+    (klomflow.klom.mean_shift_over_std); counts).
     """
     unlearned_margins = np.asarray(unlearned_margins)
     oracle_margins = np.asarray(oracle_margins)
@@ -45,23 +53,33 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
               "n_diverged": int((~finite).sum())}
     n_points = unlearned_margins.shape[1]
     splits = point_splits(n_train, n_points - n_train, forget_indices)
-    if finite.sum() == 0:
-        values = np.full(n_points, np.nan)
-    else:
+    values, shift = np.full(n_points, np.nan), np.full(n_points, np.nan)
+    if finite.sum() > 0:
         values = klom_per_point(unlearned_margins[finite], oracle_margins, options)
+    if finite.sum() > 1:  # a std needs two models
+        shift = mean_shift_over_std(unlearned_margins[finite], oracle_margins)
     frame = pd.DataFrame({"point": np.arange(n_points, dtype=np.int64),
-                          "split": pd.Series(splits, dtype="string"), "klom": values})
+                          "split": pd.Series(splits, dtype="string"), "klom": values,
+                          "shift_over_std": shift})
     return frame, counts
 
 
 def summary_rows(points: pd.DataFrame, identity: dict, counts: dict, options: KlomOptions):
-    """One row per split: identity columns, counts, KLOM statistics and options."""
+    """One row per split: identity columns, counts, KLOM statistics, the median
+    shift_over_std (why a split saturates) and options."""
     option_columns = {f"klom_{name}": value for name, value in vars(options).items()}
     rows = []
     for split in SPLITS:
-        values = points.loc[points["split"] == split, "klom"].to_numpy()
+        in_split = points["split"] == split
+        values = points.loc[in_split, "klom"].to_numpy()
+        # Per-point files without the column (written by other tools) give NaN.
+        shift = (points.loc[in_split, "shift_over_std"].to_numpy(dtype=np.float64)
+                 if "shift_over_std" in points else np.array([]))
+        median_shift = float(np.nanmedian(shift)) if len(shift) and not np.isnan(shift).all() \
+            else np.nan
         rows.append(identity | {"split": split, "n_points": len(values)} | counts
-                    | summarise(values) | option_columns)
+                    | summarise(values) | {"median_shift_over_std": median_shift}
+                    | option_columns)
     return rows
 
 
@@ -82,26 +100,49 @@ def klom_table(entries) -> pd.DataFrame:
     return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
-def accuracy_rows(margins, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
-                  changed=None):
-    """Forget, retain and validation accuracy of each model (row of margins).
+def top1_correct(logits, labels) -> np.ndarray:
+    """Per model and point, 1.0 where argmax of the logits is the label, else 0.0.
 
-    seconds and changed (unlearned runs only): unlearning wall time and how many
-    weights the method changed, per model.
+    logits: [n_models, n_points, n_classes]; labels: [n_points]. A model whose
+    logits hold NaN or infinity (a diverged run) gets a row of NaN.
     """
-    margins = np.asarray(margins)
-    splits = point_splits(n_train, margins.shape[1] - n_train, forget_indices)
+    logits = np.asarray(logits)
+    correct = (logits.argmax(-1) == np.asarray(labels)).astype(np.float64)
+    correct[~np.isfinite(logits).all(axis=(1, 2))] = np.nan
+    return correct
+
+
+def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
+                  changed=None, labels=None):
+    """Forget, retain and validation accuracy of each model.
+
+    scores: logits [n_models, n_points, n_classes] with `labels`, giving top-1
+    accuracy in `{split}_accuracy`; or, where no logits exist, margins
+    [n_models, n_points], giving the fraction of points with a positive margin
+    (p_y > 1/2, a lower bound on top-1) in `{split}_margin_accuracy`.
+    seconds and changed (unlearned runs only): unlearning wall time and how
+    many weights the method changed, per model.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim == 3:
+        if labels is None:
+            raise ValueError("top-1 accuracy from logits needs the labels")
+        correct, suffix = top1_correct(scores, labels), "accuracy"
+        finite = np.isfinite(scores).all(axis=(1, 2))
+    else:
+        correct, suffix = (scores > 0).astype(np.float64), "margin_accuracy"
+        finite = np.isfinite(scores).all(axis=1)
+    splits = point_splits(n_train, scores.shape[1] - n_train, forget_indices)
     rows = []
     for row, seed in enumerate(seeds):
-        correct = margins[row] > 0
         entry = identity | {"seed": int(seed)}
         for split in SPLITS:
-            entry[f"{split}_accuracy"] = float(correct[splits == split].mean())
+            entry[f"{split}_{suffix}"] = float(correct[row, splits == split].mean())
         if seconds is not None:
             entry["unlearning_seconds"] = float(seconds[row])
         if changed is not None:
             entry["changed_weights"] = int(changed[row])
-        entry["diverged"] = not bool(np.isfinite(margins[row]).all())
+        entry["diverged"] = not bool(finite[row])
         rows.append(entry)
     return rows
 
@@ -129,34 +170,57 @@ def model_groups(config: dict, original, oracles: dict, unlearned):
                runs["seed"].to_numpy(), runs)
 
 
-def accuracy_table(config: dict, identity: dict, n_train: int, original, forget_sets: dict,
-                   oracles: dict, unlearned) -> pd.DataFrame:
+def group_key(group: dict) -> str:
+    """The name a model group's logits are filed under (rules/common.smk, accuracy_logit_shards)."""
+    if group["config_id"] == NOISE_FLOOR_CONFIG_ID:
+        return "original" if group["method"] == "original" else f"oracle/{group['forget_set']}"
+    return f"unlearned/{group['forget_set']}/{group['method']}/{group['config_id']}"
+
+
+def scores_of(group: dict, margins, logits_of):
+    """A group's logits for top-1 accuracy, or its margins where it has none (published
+    models); `logits_of(key)` returns the logits filed under the group's key, or None."""
+    logits = logits_of(group_key(group)) if logits_of is not None else None
+    return margins if logits is None else logits[:len(margins)]
+
+
+def accuracy_table(config: dict, identity: dict, n_train: int, labels, original,
+                   forget_sets: dict, oracles: dict, unlearned, logits_of=None) -> pd.DataFrame:
     """Accuracy per model: originals and scored oracles per forget set, then unlearned runs.
 
-    forget_sets and oracles: {forget_set: indices / margins}; unlearned:
-    iterable of (margins, runs table with forget_set, method, config_id, seed,
-    unlearning_seconds, changed_weights).
+    original and oracles ({forget_set: scored oracle margins}) are margins, unlearned an
+    iterable of (margins, runs table); `logits_of(key)` gives a group's logits (see
+    group_key), from which accuracy is top-1; a group without logits (published models)
+    gets `*_margin_accuracy` from its margins instead.
     """
     rows = []
     for group, margins, seeds, runs in model_groups(config, original, oracles, unlearned):
         costs = {} if runs is None else {"seconds": runs["unlearning_seconds"].to_numpy(),
                                          "changed": runs["changed_weights"].to_numpy()}
-        rows += accuracy_rows(margins, forget_sets[group["forget_set"]], n_train,
-                              identity | group, seeds, **costs)
+        rows += accuracy_rows(scores_of(group, margins, logits_of),
+                              forget_sets[group["forget_set"]], n_train, identity | group, seeds,
+                              labels=labels, **costs)
     return pd.DataFrame(rows)
 
 
 # --- class accuracy (the paper's accuracy table) ----------------------------------------------
 
 
-def class_accuracy_rows(margins, labels, n_train: int, forget_label: int, identity: dict,
+def class_accuracy_rows(scores, labels, n_train: int, forget_label: int, identity: dict,
                         seeds) -> list[dict]:
     """Per model: accuracy on the forget class and on the other classes, train and val.
 
-    A point counts as correct when its margin is positive (as in accuracy.parquet).
+    scores: logits [n_models, n_points, n_classes] (top-1, as in accuracy.parquet), or
+    margins [n_models, n_points] where no logits exist (a positive margin counts;
+    `accuracy_from` says which).
     """
-    margins = np.asarray(margins)
+    scores = np.asarray(scores)
     labels = np.asarray(labels)
+    if scores.ndim == 3:
+        correct_rows, source = top1_correct(scores, labels), "logits"
+    else:
+        correct_rows = np.where(np.isfinite(scores), scores > 0, np.nan)
+        source = "margins"
     in_train = np.arange(len(labels)) < n_train
     masks = {
         "forget_class_train_accuracy": in_train & (labels == forget_label),
@@ -165,24 +229,24 @@ def class_accuracy_rows(margins, labels, n_train: int, forget_label: int, identi
         "other_classes_val_accuracy": ~in_train & (labels != forget_label),
     }
     rows = []
-    for row, seed in zip(margins, seeds):
-        correct = row > 0
+    for correct, seed in zip(correct_rows, seeds):
         entry = identity | {"forget_label": int(forget_label), "seed": int(seed)}
         for column, mask in masks.items():
             entry[column] = float(correct[mask].mean()) if mask.any() else np.nan
-        entry["diverged"] = not bool(np.isfinite(row).all())
+        entry["diverged"] = not bool(np.isfinite(correct).all())
+        entry["accuracy_from"] = source
         rows.append(entry)
     return rows
 
 
 def empty_class_accuracy() -> pd.DataFrame:
     columns = ["forget_set", "method", "config_id", "forget_label", "seed",
-               *CLASS_ACCURACY_COLUMNS, "diverged"]
+               *CLASS_ACCURACY_COLUMNS, "diverged", "accuracy_from"]
     return pd.DataFrame({column: pd.Series(dtype="object") for column in columns})
 
 
 def class_accuracy_table(config: dict, labels, n_train: int, original, oracles: dict,
-                         forget_labels: dict, unlearned) -> pd.DataFrame:
+                         forget_labels: dict, unlearned, logits_of=None) -> pd.DataFrame:
     """class_accuracy.parquet: class_accuracy_rows of every model group on class forget sets.
 
     labels: every evaluation point's label; oracles and forget_labels:
@@ -191,8 +255,8 @@ def class_accuracy_table(config: dict, labels, n_train: int, original, oracles: 
     """
     rows = []
     for group, margins, seeds, _ in model_groups(config, original, oracles, unlearned):
-        rows += class_accuracy_rows(margins, labels, n_train, forget_labels[group["forget_set"]],
-                                    group, seeds)
+        rows += class_accuracy_rows(scores_of(group, margins, logits_of), labels, n_train,
+                                    forget_labels[group["forget_set"]], group, seeds)
     return pd.DataFrame(rows) if rows else empty_class_accuracy()
 
 

@@ -13,11 +13,16 @@ from klomflow.io import shard_ranges
 from klomflow.methods.registry import REGISTRY
 from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
-# Validate everything before any job is planned; the message names the key.
+# The config file(s) in use, for messages: --configfile replaces config.yaml.
+CONFIG_FILES = ", ".join(
+    str(path) for path in workflow.config_settings.configfiles or ["config.yaml"]
+)
+
+# Validate everything before any job is planned; the message names the file and key.
 try:
     RESOLVED = klomflow.config.validate(config, base_dir=".")
 except klomflow.config.ConfigError as error:
-    raise WorkflowError(f"config.yaml: {error}") from None
+    raise WorkflowError(f"{CONFIG_FILES}: {error}") from None
 # Scripts read the resolved config (defaults filled in) through snakemake.config.
 config.update(RESOLVED)
 
@@ -52,7 +57,7 @@ def n_shards(role):
 def forget_set_spec(wildcards):
     if wildcards.forget_set not in config["forget_sets"]:
         raise WorkflowError(
-            f"forget set {wildcards.forget_set!r} is not in config.yaml"
+            f"forget set {wildcards.forget_set!r} is not in {CONFIG_FILES}"
         )
     return config["forget_sets"][wildcards.forget_set]
 
@@ -229,7 +234,7 @@ def method_setting(wildcards):
     """The MethodSetting a job's wildcards name, or an error naming them."""
     key = (wildcards.method, wildcards.config_id)
     if key not in SETTING_BY_ID:
-        raise WorkflowError(f"no method setting {key} in config.yaml")
+        raise WorkflowError(f"no method setting {key} in {CONFIG_FILES}")
     return SETTING_BY_ID[key]
 
 
@@ -354,6 +359,42 @@ def unlearned_margin_files(wildcards=None):
 
 def unlearned_run_files(wildcards=None):
     return setting_outputs(rules.gather_unlearned_margins.output.runs)
+
+
+def accuracy_logit_groups(forget_sets=None):
+    """Logit shards per model group of the accuracy tables (top-1), keyed as
+    klomflow.tables.group_key; published models have none (margin accuracy)."""
+    forget_sets = FORGET_SETS if forget_sets is None else forget_sets
+    groups = {}
+    if SOURCE is None:
+        groups["original"] = original_logit_shards(None)
+    for forget_set in TRAINED_ORACLES:
+        if forget_set in forget_sets:
+            groups[f"oracle/{forget_set}"] = expand(
+                rules.train_oracles.output.logits,
+                forget_set=forget_set,
+                shard=range(n_shards("oracle")),
+            )
+    for setting in SETTINGS:
+        if reuses_original_margins(setting):
+            continue
+        for forget_set in setting.forget_sets:
+            if forget_set in forget_sets:
+                key = f"unlearned/{forget_set}/{setting.entry}/{setting.config_id}"
+                groups[key] = expand(
+                    rules.unlearn.output.logits,
+                    forget_set=forget_set,
+                    method=setting.entry,
+                    config_id=setting.config_id,
+                    shard=range(n_shards("original")),
+                )
+    return groups
+
+
+def accuracy_logit_files(forget_sets=None):
+    return [
+        path for paths in accuracy_logit_groups(forget_sets).values() for path in paths
+    ]
 
 
 def final_tables():

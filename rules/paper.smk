@@ -61,6 +61,8 @@ rule tabulate_class_accuracy:
         runs=setting_outputs(
             rules.gather_unlearned_margins.output.runs, class_forget_sets()
         ),
+        # Logits: accuracy is top-1 (klomflow/tables.py).
+        logits=accuracy_logit_files(class_forget_sets()),
     output:
         table="results/tables/class_accuracy.parquet",
     log:
@@ -69,6 +71,7 @@ rule tabulate_class_accuracy:
     conda:
         "../envs/klomflow.yaml"
     params:
+        logit_groups=accuracy_logit_groups(class_forget_sets()),
         labels={f: config["forget_sets"][f]["label"] for f in class_forget_sets()},
     script:
         "../workflow_scripts/tabulate_class_accuracy.py"

@@ -29,6 +29,8 @@ rule tabulate_accuracy:
         forget_sets=expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
         unlearned=unlearned_margin_files(),
         runs=unlearned_run_files(),
+        # Logits: accuracy is top-1 (klomflow/tables.py).
+        logits=accuracy_logit_files(FORGET_SETS),
     output:
         table="results/tables/accuracy.parquet",
     log:
@@ -37,6 +39,7 @@ rule tabulate_accuracy:
     conda:
         "../envs/klomflow.yaml"
     params:
+        logit_groups=accuracy_logit_groups(FORGET_SETS),
         # The names of the forget-set and oracle inputs, in their order.
         forget_sets=FORGET_SETS,
         identity={

@@ -18,6 +18,7 @@ from klomflow.config import (
     validate,
     with_defaults,
 )
+from klomflow.forget_sets import ForgetSetWarning, make_forget_set
 from klomflow.options import SECTIONS, choices
 
 DEFAULT = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
@@ -52,13 +53,19 @@ def test_default_config_is_valid():
         ({"models__n_originals": 1}, "models.n_originals"),
         ({"klom__binning": "histogram"}, "klom.binning"),
         ({"forget_sets__class_3__label": 12}, "forget_sets.class_3.label"),
-        ({"forget_sets__random_100__size": 0}, "forget_sets.random_100"),
-        ({"forget_sets__random_100__size": 100000}, "forget_sets.random_100.size"),
-        ({"forget_sets__random_100__colour": "red"}, "forget_sets.random_100"),
+        ({"forget_sets__random_60__size": 0}, "forget_sets.random_60"),
+        ({"forget_sets__random_60__size": 100000}, "forget_sets.random_60.size"),
+        ({"forget_sets__random_60__colour": "red"}, "forget_sets.random_60"),
         ({"methods__unheard_of": None}, "methods.unheard_of"),
         ({"methods__gradient_ascent__lr": "1e-3"}, "methods.gradient_ascent.lr"),
         ({"methods__gradient_ascent__epochs": 1.5}, "methods.gradient_ascent.epochs"),
         ({"methods__gradient_ascent__momentun": 0.9}, "methods.gradient_ascent.momentun"),
+        ({"methods__gradient_ascent__lr": 0.0}, "methods.gradient_ascent.lr: a learning rate"),
+        ({"methods__gradient_ascent__lr": [0.01, -0.01]}, "methods.gradient_ascent.lr: a learn"),
+        ({"methods__unsir__impair_lr": -1.0e-3}, "methods.unsir.impair_lr: a learning rate"),
+        ({"methods__gradient_descent__epochs": -1}, "methods.gradient_descent.epochs: an epoch"),
+        ({"methods__unsir__repair_epochs": -2}, "methods.unsir.repair_epochs: an epoch"),
+        ({"methods__scrub__batch_size": 0}, "methods.scrub.batch_size: a batch size"),
         ({"methods__gradient_ascent__forget_sets": ["nope"]}, "methods.gradient_ascent"),
         ({"dataset__name": "imagenet"}, "dataset.name"),
         ({"paper__interval": "percentile"}, "paper.interval"),
@@ -89,7 +96,20 @@ def test_indices_forget_set_checks_range_and_emptiness(tmp_path):
         validate(config, base_dir=tmp_path)
     config = edited(forget_sets={"good": {"kind": "indices", "path": "good.txt"}},
                     methods={"do_nothing": None})
-    validate(config, base_dir=tmp_path)
+    # good.txt lists 2 twice: kept once, with a warning naming the file and the count.
+    with pytest.warns(ForgetSetWarning, match=r"forget_sets.good.path: .*good.txt' lists 1 "
+                                              r"duplicate index"):
+        validate(config, base_dir=tmp_path)
+    np.save(tmp_path / "twice.npy", np.array([4, 4, 7, 7, 7, 9]))
+    with pytest.warns(ForgetSetWarning, match=r"twice.npy' lists 3 duplicate indices"):
+        indices = make_forget_set("twice", {"kind": "indices", "path": "twice.npy"},
+                                  np.zeros(20), tmp_path)
+    np.testing.assert_array_equal(indices, [4, 7, 9])
+
+
+def test_zero_epochs_is_accepted():
+    # 0 epochs leaves the model as it is: a legitimate grid corner, unlike a negative count.
+    validate(edited(methods__gradient_descent__epochs=0))
 
 
 def test_grids_expand_with_stable_config_ids():
@@ -134,11 +154,11 @@ def test_a_text_hyperparameter_takes_only_its_choices():
 
 
 def test_class_only_methods_refuse_other_forget_sets():
-    config = edited(methods={"pbu": None})  # runs on every forget set, random_100 included
+    config = edited(methods={"pbu": None})  # runs on every forget set, random_60 included
     with pytest.raises(ConfigError, match=r"methods.pbu: pbu forgets whole classes only"):
         validate(config)
     with pytest.raises(ConfigError, match=r"methods.unsir: unsir forgets whole classes only"):
-        validate(edited(methods={"unsir": {"forget_sets": ["random_100"]}}))
+        validate(edited(methods={"unsir": {"forget_sets": ["random_60"]}}))
 
 
 def test_named_entries_can_reuse_an_implementation():
@@ -149,7 +169,7 @@ def test_named_entries_can_reuse_an_implementation():
     slow, plain = method_settings(config)
     assert slow.entry == "ga_slow" and slow.implementation == "gradient_ascent"
     assert slow.forget_sets == ("class_3",)
-    assert plain.forget_sets == ("random_100", "class_3")
+    assert plain.forget_sets == ("random_60", "class_3")
 
 
 def test_model_seeds_are_stable_and_distinct():

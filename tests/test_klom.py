@@ -9,6 +9,7 @@ from klomflow.klom import (
     finite_models,
     klom_one_point_reference,
     klom_per_point,
+    mean_shift_over_std,
     summarise,
 )
 
@@ -120,3 +121,19 @@ def test_bad_options_are_refused():
         KlomOptions(binning="histogram")
     with pytest.raises(ValueError, match="direction"):
         KlomOptions(direction="sideways")
+
+
+def test_mean_shift_over_std_explains_saturation():
+    rng = np.random.default_rng(0)
+    oracle = rng.normal(0.0, 1.0, size=(400, 3))
+    # Point 0 unshifted, point 1 shifted by 0.5 std, point 2 by 6 std.
+    unlearned = rng.normal(0.0, 1.0, size=(400, 3)) + np.array([0.0, 0.5, 6.0])
+    shift = mean_shift_over_std(unlearned, oracle)
+    assert shift[0] < 0.2
+    assert shift[1] == pytest.approx(0.5, abs=0.15)
+    assert shift[2] == pytest.approx(6.0, abs=0.4)
+    # Six stds apart, the histograms are (nearly) disjoint and KLOM is near its ceiling.
+    assert klom_per_point(unlearned, oracle)[2] > 5 * klom_per_point(unlearned, oracle)[1]
+    # No spread: 0 without a shift, infinite with one.
+    flat = np.ones((4, 2))
+    np.testing.assert_array_equal(mean_shift_over_std(flat, flat + [0.0, 1.0]), [0.0, np.inf])

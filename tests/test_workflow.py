@@ -103,11 +103,27 @@ def test_klom_tables(tiny_run):
     per_point = pd.read_parquet(results / "klom/random_30/do_nothing/"
                                 f"{table.loc[table['method'] == 'do_nothing', 'config_id'].iloc[0]}"
                                 ".parquet")
-    assert list(per_point.columns) == ["point", "split", "klom"]
+    assert list(per_point.columns) == ["point", "split", "klom", "shift_over_std"]
+    # The saturation diagnostic, recomputed from the margin files.
+    unlearned = np.load(results / "margins/unlearned/random_30/do_nothing/"
+                        f"{do_nothing_id(table)}.npy")
+    oracle = np.load(results / "margins/oracle/random_30.npy")
+    shift = np.abs(unlearned.mean(0) - oracle.mean(0)) / np.sqrt(
+        (unlearned.var(0, ddof=1) + oracle.var(0, ddof=1)) / 2)
+    np.testing.assert_allclose(per_point["shift_over_std"], shift, rtol=1e-6)
+    row = table[(table["forget_set"] == "random_30") & (table["method"] == "do_nothing")
+                & (table["split"] == "val")]
+    assert row["median_shift_over_std"].iloc[0] == pytest.approx(
+        np.median(shift[per_point["split"] == "val"]))
     assert (per_point["split"] == "forget").sum() == 30
     assert read_parquet_metadata(results / "tables/klom.parquet")["config"]["klom"]["bins"] == 10
     summary = (results / "tables/klom_summary.md").read_text()
     assert "## random_30" in summary and "| oracle_holdout | reference |" in summary
+    assert "| shift/std forget / retain / val |" in summary
+
+
+def do_nothing_id(table):
+    return table.loc[table["method"] == "do_nothing", "config_id"].iloc[0]
 
 
 def test_accuracy_table(tiny_run):
@@ -145,6 +161,36 @@ def test_unlearned_checkpoints_are_declared_outputs(tiny_run):
     assert snakemake(tiny_run, "--dry-run", target, config_name="no_checkpoints.yaml",
                      check=False).returncode != 0
     assert planned_jobs(tiny_run, "no_checkpoints.yaml") == {}
+
+
+def test_accuracy_is_top1_from_the_logit_files(tiny_run):
+    """Recomputed from logits/...: argmax == label, not a positive margin (p_y > 1/2)."""
+    results = tiny_run / "results"
+    points = pd.read_parquet(results / "data/points.parquet")
+    labels = points["label"].to_numpy()
+    n_train = int((points["split"] == "train").sum())
+    table = pd.read_parquet(results / "tables/accuracy.parquet")
+    row = table[table["method"] == "gradient_descent"].sort_values("seed").iloc[0]
+    folder = results / f"logits/unlearned/{row['forget_set']}/gradient_descent/{row['config_id']}"
+    runs = pd.read_parquet(results / f"runs/unlearned/{row['forget_set']}/gradient_descent/"
+                           f"{row['config_id']}.parquet")
+    logits = np.concatenate([np.load(folder / f"shard_{k}.npy") for k in range(2)])
+    model = logits[int(np.flatnonzero(runs["seed"].to_numpy() == row["seed"])[0])]
+    forget = np.load(results / f"forget_sets/{row['forget_set']}.npy")
+    retain = np.setdiff1d(np.arange(n_train), forget)
+    correct = model.argmax(-1) == labels
+    assert row["retain_accuracy"] == pytest.approx(correct[retain].mean())
+    assert row["forget_accuracy"] == pytest.approx(correct[forget].mean())
+    assert row["val_accuracy"] == pytest.approx(correct[n_train:].mean())
+    # The tiny models are unconfident: top-1 counts points a margin > 0 would miss.
+    originals = np.concatenate([np.load(results / f"logits/original/shard_{k}.npy")
+                                for k in range(2)])
+    top1 = (originals.argmax(-1) == labels)[:, :n_train].mean(axis=1)
+    by_margin = (margins_from_logits(originals, labels) > 0)[:, :n_train].mean(axis=1)
+    assert (top1 > by_margin).all()
+    original = table[(table["method"] == "original") & (table["forget_set"] == "random_30")]
+    assert sorted(original["val_accuracy"]) == pytest.approx(
+        sorted((originals.argmax(-1) == labels)[:, n_train:].mean(axis=1)))
 
 
 def test_same_config_gives_the_same_margins(tiny_run, tmp_path):
@@ -198,10 +244,13 @@ def test_bad_config_fails_before_any_job(tmp_path):
     config = tiny_config()
     config["models"]["n_oracles"] = 1
     config["methods"]["do_nothing"] = {"lr": 0.1}
-    write_config(tmp_path, config)
-    result = snakemake(tmp_path, "--cores", "1", check=False)
+    # Given with --configfile: the message names this file, not config.yaml.
+    write_config(tmp_path, config, name="other.yaml")
+    result = snakemake(tmp_path, "--cores", "1", check=False, config_name="other.yaml")
     assert result.returncode != 0
-    assert "models.n_oracles" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert f"{tmp_path / 'other.yaml'}: invalid config" in output
+    assert "models.n_oracles" in output and "config.yaml" not in output
     assert not (tmp_path / "results").exists()
 
 

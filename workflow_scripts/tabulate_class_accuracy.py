@@ -1,7 +1,7 @@
 import pandas as pd
 from workflow_job import script_context
 
-from klomflow.io import load_array, provenance, save_parquet
+from klomflow.io import load_array, load_logit_groups, provenance, save_parquet
 from klomflow.tables import class_accuracy_table
 
 log, config = script_context(snakemake)
@@ -17,6 +17,8 @@ table = class_accuracy_table(
     # Each runs table names its forget set, method entry and config_id.
     unlearned=[(load_array(margins), pd.read_parquet(runs))
                for margins, runs in zip(snakemake.input.unlearned, snakemake.input.runs)],
+    # Top-1 accuracy from each group's logit shards; published models have margins only.
+    logits_of=load_logit_groups(snakemake.params.logit_groups),
 )
 save_parquet(snakemake.output.table, table, provenance(config))
 log(f"{len(table)} class-accuracy rows over {len(forget_labels)} class forget sets")
