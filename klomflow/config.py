@@ -27,7 +27,7 @@ DEFAULTS = {
     "train": {
         "epochs": 30, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
         "nesterov": False, "weight_decay": 5e-4, "schedule": "triangular", "peak_epoch": 5,
-        "label_smoothing": 0.0,
+        "label_smoothing": 0.0, "ensemble": True,
     },
     "models": {
         "seeds_per_job": 25, "base_seed": 0, "save_unlearned_checkpoints": False,

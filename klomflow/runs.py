@@ -23,6 +23,7 @@ from klomflow import training
 from klomflow.config import MethodSetting, model_seed, stable_hash, training_seed
 from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
+from klomflow.ensemble import train_ensemble
 from klomflow.io import load_torch, save_torch, shard_ranges
 from klomflow.methods import METHODS, UnlearningData
 from klomflow.models import build_model
@@ -100,27 +101,48 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
         keeps = [training_indices(dataset.n_train, forget_indices)] * len(indices)
     resume_dir = Path(resume_dir)
     resume_dir.mkdir(parents=True, exist_ok=True)
-    records, logits = [], []
+    members = []
     for index, keep in zip(indices, keeps):
-        keep_on_device = torch.as_tensor(keep, device=device)
-        x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
         seed = training_seed(config, role, forget_set, index)
-        label = f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})"
-        # The fingerprint ties resume files to exactly this model's inputs, so a
-        # changed config never resumes from a stale checkpoint.
-        fingerprint = stable_hash([config["dataset"], config["model"], config["train"], seed,
-                                   indices_digest(keep), training.VERSION])
-        finished_path = resume_dir / f"model_{index}.pt"
-        finished = load_torch(finished_path) if finished_path.exists() else None
-        if finished is not None and finished["fingerprint"] == fingerprint:
-            log(f"{label}: already trained before the job restarted; reusing it")
-        else:
-            finished = _train_one(config, dataset, x, y, recipe, seed, label, fingerprint,
-                                  resume_dir / "current.pt", device, log)
-            save_torch(finished_path, finished)
-        records.append({
+        members.append({
             "index": index,
+            "keep": keep,
             "seed": seed,
+            "label": f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})",
+            # The fingerprint ties resume files to exactly this model's inputs, so a
+            # changed config never resumes from a stale checkpoint.
+            "fingerprint": stable_hash([config["dataset"], config["model"], config["train"], seed,
+                                        indices_digest(keep), training.VERSION]),
+            "path": resume_dir / f"model_{index}.pt",
+        })
+    pending = []
+    for member in members:
+        finished = load_torch(member["path"]) if member["path"].exists() else None
+        if finished is not None and finished["fingerprint"] == member["fingerprint"]:
+            log(f"{member['label']}: already trained before the job restarted; reusing it")
+        else:
+            pending.append(member)
+    if config["train"].get("ensemble", True) and len(pending) > 1:
+        # Models train together only when they take the same steps: the same number
+        # of training points (always so for originals, oracles and subset models).
+        sizes = sorted({len(member["keep"]) for member in pending})
+        for size in sizes:
+            group = [member for member in pending if len(member["keep"]) == size]
+            _train_together(config, dataset, group, recipe, resume_dir, device, log)
+    else:
+        for member in pending:
+            keep_on_device = torch.as_tensor(member["keep"], device=device)
+            x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
+            finished = _train_one(config, dataset, x, y, recipe, member["seed"], member["label"],
+                                  member["fingerprint"], resume_dir / "current.pt", device, log)
+            save_torch(member["path"], finished)
+    records, logits = [], []
+    for member in members:
+        finished = load_torch(member["path"])
+        keep = member["keep"]
+        records.append({
+            "index": member["index"],
+            "seed": member["seed"],
             "forget_set": forget_set,
             "train_indices": keep.astype(np.int32),
             "train_indices_sha256": indices_digest(keep),
@@ -140,34 +162,81 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
     return checkpoint, np.stack(logits)
 
 
-def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_path, device,
-               log):
-    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
-    generator = torch.Generator().manual_seed(seed + 1)  # shuffling; init used `seed`
-    resume = None
-    if current_path.exists():
-        saved = load_torch(current_path)
-        if saved["fingerprint"] == fingerprint:
-            resume = saved["state"]
+def _epoch_checkpointer(config, path, fingerprint, labels, log):
+    """on_epoch_end for train_model / train_ensemble: save the state at most every
+    `models.resume_checkpoint_seconds` (thousands of tiny epochs would be slowed
+    down by saving each; for a real model it costs little next to an epoch)."""
     interval = config["models"]["resume_checkpoint_seconds"]
     last_save = [time.monotonic()]
 
     def checkpoint_epoch(state: TrainingState):
-        # Saving costs little next to an epoch of a real model, but thousands of
-        # tiny epochs would be slowed down by it: save at most every `interval` s.
         if time.monotonic() - last_save[0] >= interval:
-            save_torch(current_path, {"fingerprint": fingerprint, "state": state})
-            log(f"{label}: epoch checkpoint after epoch {state.epoch}")
+            save_torch(path, {"fingerprint": fingerprint, "state": state})
+            for label in labels:
+                log(f"{label}: epoch checkpoint after epoch {state.epoch}")
             last_save[0] = time.monotonic()
 
+    return checkpoint_epoch
+
+
+def _saved_state(path, fingerprint):
+    """The TrainingState saved at `path` if it belongs to `fingerprint`, else None."""
+    if path.exists():
+        saved = load_torch(path)
+        if saved["fingerprint"] == fingerprint:
+            return saved["state"]
+    return None
+
+
+def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_path, device,
+               log):
+    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+    generator = torch.Generator().manual_seed(seed + 1)  # shuffling; init used `seed`
     started = time.perf_counter()
-    train_model(model, x, y, recipe, generator, device, log=log, label=label, resume=resume,
-                on_epoch_end=checkpoint_epoch)
+    train_model(model, x, y, recipe, generator, device, log=log, label=label,
+                resume=_saved_state(current_path, fingerprint),
+                on_epoch_end=_epoch_checkpointer(config, current_path, fingerprint, [label], log))
     seconds = time.perf_counter() - started
     logits = predict_logits(model, dataset.eval_x, device)
     state_dict = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
     return {"fingerprint": fingerprint, "state_dict": state_dict, "logits": logits,
             "train_seconds": seconds}
+
+
+def _train_together(config, dataset, members, recipe, resume_dir, device, log):
+    """Train `members` as one ensemble (klomflow/ensemble.py) and save each model's
+    finished file exactly as `_train_one` would.
+
+    Each model is built from its seed and shuffled by its own generator, as in
+    `_train_one`. Its recorded training time is its share of the ensemble's wall
+    time (the ensemble's time over its size): what the model cost.
+    """
+    labels = [member["label"] for member in members]
+    models = [build_model(config["model"], dataset.input_shape, dataset.n_classes,
+                          member["seed"]) for member in members]
+    generators = [torch.Generator().manual_seed(member["seed"] + 1) for member in members]
+    fingerprint = stable_hash([member["fingerprint"] for member in members])
+    current_path = resume_dir / f"ensemble_{members[0]['index']}.pt"
+    log(f"training {len(members)} models together as one ensemble: "
+        f"{labels[0]} to {labels[-1]}")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    states = train_ensemble(
+        models, dataset.train_x, dataset.train_y, [member["keep"] for member in members], recipe,
+        generators, device, log=log, labels=labels,
+        resume=_saved_state(current_path, fingerprint),
+        on_epoch_end=_epoch_checkpointer(config, current_path, fingerprint, labels, log),
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / len(members)
+    model = models[0].to(device)
+    for member, state in zip(members, states):
+        model.load_state_dict(state)
+        save_torch(member["path"], {"fingerprint": member["fingerprint"], "state_dict": state,
+                                    "logits": predict_logits(model, dataset.eval_x, device),
+                                    "train_seconds": seconds})
 
 
 def finish_resume(resume_dir) -> None:
