@@ -15,8 +15,9 @@ Run by hand: `python benchmarks/ensemble.py`. Measured side by side in one run:
 The last line is `ensemble speed-up: X.Yx`, the default MLP recipe's ratio at
 1 thread: training jobs run one thread each (`threads: 1`), one job per core,
 so on a 2-core machine that is also the ratio of the machine's throughput;
-the 2-thread ratio is printed beside it. Beside wall time it prints CPU seconds per model (process time):
-on a shared machine wall time depends on the other load, CPU time less so.
+the 2-thread ratio is printed beside it. Beside wall time it prints CPU
+seconds per model (process time): on a shared machine wall time depends on
+the other load, CPU time less so.
 """
 
 import argparse
@@ -93,9 +94,10 @@ def mlp(arguments) -> float:
     ratios = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        ratios[threads] = compare(f"MLP, {threads} thread{'s' if threads > 1 else ''}", config["model"],
-                        dataset.train_x, dataset.train_y, recipe, arguments.sequential_models,
-                        n_ensemble, torch.device("cpu"))
+        label = f"MLP, {threads} thread{'s' if threads > 1 else ''}"
+        ratios[threads] = compare(label, config["model"], dataset.train_x, dataset.train_y,
+                                  recipe, arguments.sequential_models, n_ensemble,
+                                  torch.device("cpu"))
     return ratios
 
 
