@@ -23,7 +23,7 @@ from klomflow import training
 from klomflow.config import MethodSetting, model_seed, stable_hash, training_seed
 from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
-from klomflow.ensemble import train_ensemble
+from klomflow.ensemble import max_members, train_ensemble
 from klomflow.io import load_torch, save_torch, shard_ranges
 from klomflow.methods import METHODS, UnlearningData
 from klomflow.models import build_model
@@ -125,10 +125,12 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
     if config["train"].get("ensemble", True) and len(pending) > 1:
         # Models train together only when they take the same steps: the same number
         # of training points (always so for originals, oracles and subset models).
-        sizes = sorted({len(member["keep"]) for member in pending})
-        for size in sizes:
+        limit = max_members(device) or len(pending)
+        for size in sorted({len(member["keep"]) for member in pending}):
             group = [member for member in pending if len(member["keep"]) == size]
-            _train_together(config, dataset, group, recipe, resume_dir, device, log)
+            for start in range(0, len(group), limit):
+                _train_together(config, dataset, group[start:start + limit], recipe, resume_dir,
+                                device, log)
     else:
         for member in pending:
             keep_on_device = torch.as_tensor(member["keep"], device=device)

@@ -160,3 +160,17 @@ def test_a_killed_ensemble_job_resumes_at_its_last_epoch_checkpoint(config, tmp_
     # The same weights as a run that was never killed: optimiser, generators and
     # BatchNorm state all came back.
     np.testing.assert_array_equal(resumed, uninterrupted)
+
+
+def test_a_shard_larger_than_the_ensemble_limit_trains_in_chunks(config, tmp_path, monkeypatch):
+    from klomflow import runs
+
+    config["models"].update(n_originals=3, seeds_per_job=3)
+    _, whole = train_shard(config, "original", 0, tmp_path / "whole", log=quiet, device=CPU)
+    monkeypatch.setattr(runs, "max_members", lambda device: 2)
+    messages = []
+    _, chunked = train_shard(config, "original", 0, tmp_path / "chunked", log=messages.append,
+                             device=CPU)
+    starts = [m for m in messages if m.startswith("training ")]
+    assert [m.split(" models")[0] for m in starts] == ["training 2", "training 1"]
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
