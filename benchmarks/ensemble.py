@@ -4,7 +4,8 @@ Run by hand: `python benchmarks/ensemble.py`. Measured side by side in one run:
  1. the default MLP recipe (config.yaml) on digits' full training set, at 1
     and 2 threads: sequential (`training.train_model`, after an untimed
     warm-up model) against an ensemble of `models.seeds_per_job` models
-    (`ensemble.train_ensemble`, as a training job runs them);
+    (`ensemble.train_ensemble`, as a training job runs them: at most 50 per
+    ensemble on the CPU);
  2. ResNet-9 on CIFAR-shaped random data (3x32x32, 10 classes):
     - on the CPU a smoke setting (a few models, a few steps);
     - on CUDA, when present, the paper recipe (batch 256, 24 epochs of 50,000
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from klomflow.config import load
-from klomflow.ensemble import train_ensemble
+from klomflow.ensemble import max_members, train_ensemble
 from klomflow.models import build_model
 from klomflow.runs import dataset_for
 from klomflow.training import Recipe, pick_device, train_model
@@ -89,7 +90,9 @@ def mlp(arguments) -> float:
     config = load(REPOSITORY / "config.yaml")
     dataset = dataset_for(config, REPOSITORY)
     recipe = Recipe.from_config(config["train"])
-    n_ensemble = arguments.mlp_models or config["models"]["seeds_per_job"]
+    # As a job runs them: a shard's models, in CPU ensembles of at most CPU_MAX_MEMBERS.
+    n_ensemble = arguments.mlp_models or min(config["models"]["seeds_per_job"],
+                                             max_members(torch.device("cpu")))
     print(f"default MLP recipe: {recipe}, {dataset.n_train} training points")
     ratios = {}
     for threads in (1, 2):
