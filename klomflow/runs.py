@@ -12,6 +12,7 @@ import copy
 import hashlib
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 
 import klomflow
-from klomflow import training
+from klomflow import ensemble_unlearning, training
 from klomflow.config import MethodSetting, model_seed, stable_hash, training_seed
 from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
@@ -257,6 +258,42 @@ def _is_finite(model) -> bool:
                if value.is_floating_point())
 
 
+def _timed(function, device):
+    """(function(), its wall seconds), with CUDA's queued work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - started
+
+
+def _run_method(config, method, setting, prepared, device, log):
+    """Per prepared model (record, seed, model, data): (the method's result, its seconds).
+
+    With `train.ensemble` and a method that has an ensemble twin
+    (klomflow/ensemble_unlearning.py), all models run together and each is
+    charged its share of the time; otherwise one model after another.
+    """
+    twin = ensemble_unlearning.together(method)
+    if config["train"].get("ensemble", True) and twin is not None and len(prepared) > 1:
+        log(f"{setting.entry}/{setting.config_id}: unlearning {len(prepared)} models together "
+            "as one ensemble")
+        models = [model for _, _, model, _ in prepared]
+        datas = [data for _, _, _, data in prepared]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(prepared[0][1])  # any stray global draw is seeded too
+            results, seconds = _timed(lambda: twin(models, datas, setting.params), device)
+        return [(result, seconds / len(prepared)) for result in results]
+    outcomes = []
+    for _, seed, model, data in prepared:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # any stray global draw is seeded too
+            outcomes.append(_timed(partial(method.unlearn, model, data, setting.params), device))
+    return outcomes
+
+
 def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_indices,
                   original_checkpoint: dict, log=print, base_dir=".", device=None, extras=None):
     """Apply one method setting to every original model of a shard.
@@ -270,7 +307,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
     forget = torch.as_tensor(np.asarray(forget_indices), device=device)
     retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)
     eval_x = dataset.eval_x
-    logits, rows, states = [], [], []
+    prepared = []  # per original model: (record, seed, model, data)
     for record in original_checkpoint["models"]:
         index = record["index"]
         seed = model_seed(config["models"]["base_seed"], "unlearn", forget_set, setting.entry,
@@ -284,15 +321,11 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
             generator=torch.Generator().manual_seed(seed), device=device, log=log,
             extras=extras or {}, eval_x=eval_x,
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # any stray global draw is seeded too
-            result = method.unlearn(model, data, setting.params)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        prepared.append((record, seed, model, data))
+    logits, rows, states = [], [], []
+    outcomes = _run_method(config, method, setting, prepared, device, log)
+    for (record, seed, model, _), (result, seconds) in zip(prepared, outcomes):
+        index = record["index"]
         if method.outputs_logits:  # predicted logits; the weights stay the original's
             model_logits = np.asarray(result, dtype=np.float32)
             diverged = not np.isfinite(model_logits).all()
