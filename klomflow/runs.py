@@ -280,12 +280,17 @@ def _run_method(config, method, setting, prepared, device, log):
     if config["train"].get("ensemble", True) and twin is not None and len(prepared) > 1:
         log(f"{setting.entry}/{setting.config_id}: unlearning {len(prepared)} models together "
             "as one ensemble")
-        models = [model for _, _, model, _ in prepared]
-        datas = [data for _, _, _, data in prepared]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(prepared[0][1])  # any stray global draw is seeded too
-            results, seconds = _timed(lambda: twin(models, datas, setting.params), device)
-        return [(result, seconds / len(prepared)) for result in results]
+        outcomes = []
+        limit = max_members(device) or len(prepared)
+        for start in range(0, len(prepared), limit):
+            chunk = prepared[start:start + limit]
+            models = [model for _, _, model, _ in chunk]
+            datas = [data for _, _, _, data in chunk]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(chunk[0][1])  # any stray global draw is seeded too
+                results, seconds = _timed(partial(twin, models, datas, setting.params), device)
+            outcomes += [(result, seconds / len(chunk)) for result in results]
+        return outcomes
     outcomes = []
     for _, seed, model, data in prepared:
         with torch.random.fork_rng(devices=[]):

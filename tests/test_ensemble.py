@@ -101,6 +101,9 @@ def test_unstacked_states_load_into_the_model_class_and_predict_alike():
                                        rtol=1e-4)
             torch.testing.assert_close(joint[member].T, model.eval()(x[member]), atol=1e-5,
                                        rtol=1e-4)
+    # The CUDA layout (NHWC activations and filters) computes the same.
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble.use_channels_last()(x), joint, atol=1e-5, rtol=1e-4)
 
 
 @pytest.fixture
