@@ -2,7 +2,8 @@
 
 A job handles a shard of seeds because starting a process costs more than
 training a small model. Training checkpoints every model it finishes, and
-the model in progress after its epochs, under a resume folder that is not a
+the model (or, with `train.ensemble`, the ensemble of models) in progress
+after its epochs, under a resume folder that is not a
 declared output, so a killed job continues where it stopped.
 """
 
