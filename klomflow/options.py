@@ -58,6 +58,9 @@ class Recipe:
     schedule: Literal["constant", "triangular", "cosine"] = "triangular"
     peak_epoch: float = 5  # triangular: epoch at which the rate peaks
     label_smoothing: float = 0.0
+    # How a job runs its models (klomflow/ensemble.py): together in one batched pass, or
+    # one at a time; each model's training is the same either way.
+    ensemble: bool = True
 
     @classmethod
     def from_config(cls, train_config: dict) -> Recipe:

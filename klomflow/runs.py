@@ -2,7 +2,8 @@
 
 A job handles a shard of seeds because starting a process costs more than
 training a small model. Training checkpoints every model it finishes, and
-the model in progress after its epochs, under a resume folder that is not a
+the model (or, with `train.ensemble`, the ensemble of models) in progress
+after its epochs, under a resume folder that is not a
 declared output, so a killed job continues where it stopped.
 """
 
@@ -12,6 +13,7 @@ import copy
 import hashlib
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ import pandas as pd
 import torch
 
 import klomflow
-from klomflow import training
+from klomflow import ensemble_unlearning, training
 from klomflow.config import (
     MethodSetting,
     model_seed,
@@ -31,6 +33,7 @@ from klomflow.config import (
 )
 from klomflow.datamodels import subset_masks
 from klomflow.datasets import Dataset, load_dataset
+from klomflow.ensemble import max_members, train_ensemble
 from klomflow.io import load_torch, save_torch
 from klomflow.methods import METHODS, UnlearningData
 from klomflow.models import build_model
@@ -84,27 +87,50 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
         keeps = [training_indices(dataset.n_train, forget_indices)] * len(indices)
     resume_dir = Path(resume_dir)
     resume_dir.mkdir(parents=True, exist_ok=True)
-    records, logits = [], []
+    members = []
     for index, keep in zip(indices, keeps):
-        keep_on_device = torch.as_tensor(keep, device=device)
-        x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
         seed = training_seed(config, role, forget_set, index)
-        label = f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})"
-        # The fingerprint ties resume files to exactly this model's inputs, so a
-        # changed config never resumes from a stale checkpoint.
-        fingerprint = stable_hash([config["dataset"], config["model"], config["train"], seed,
-                                   indices_digest(keep), training.VERSION])
-        finished_path = resume_dir / f"model_{index}.pt"
-        finished = load_torch(finished_path) if finished_path.exists() else None
-        if finished is not None and finished["fingerprint"] == fingerprint:
-            log(f"{label}: already trained before the job restarted; reusing it")
-        else:
-            finished = _train_one(config, dataset, x, y, recipe, seed, label, fingerprint,
-                                  resume_dir / "current.pt", device, log)
-            save_torch(finished_path, finished)
-        records.append({
+        members.append({
             "index": index,
+            "keep": keep,
             "seed": seed,
+            "label": f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})",
+            # The fingerprint ties resume files to exactly this model's inputs, so a
+            # changed config never resumes from a stale checkpoint.
+            "fingerprint": stable_hash([config["dataset"], config["model"], config["train"], seed,
+                                        indices_digest(keep), training.VERSION]),
+            "path": resume_dir / f"model_{index}.pt",
+        })
+    pending = []
+    for member in members:
+        finished = load_torch(member["path"]) if member["path"].exists() else None
+        if finished is not None and finished["fingerprint"] == member["fingerprint"]:
+            log(f"{member['label']}: already trained before the job restarted; reusing it")
+        else:
+            pending.append(member)
+    if config["train"].get("ensemble", True) and len(pending) > 1:
+        # Models train together only when they take the same steps: the same number
+        # of training points (always so for originals, oracles and subset models).
+        limit = max_members(device) or len(pending)
+        for size in sorted({len(member["keep"]) for member in pending}):
+            group = [member for member in pending if len(member["keep"]) == size]
+            for start in range(0, len(group), limit):
+                _train_together(config, dataset, group[start:start + limit], recipe, resume_dir,
+                                device, log)
+    else:
+        for member in pending:
+            keep_on_device = torch.as_tensor(member["keep"], device=device)
+            x, y = dataset.train_x[keep_on_device], dataset.train_y[keep_on_device]
+            finished = _train_one(config, dataset, x, y, recipe, member["seed"], member["label"],
+                                  member["fingerprint"], resume_dir / "current.pt", device, log)
+            save_torch(member["path"], finished)
+    records, logits = [], []
+    for member in members:
+        finished = load_torch(member["path"])
+        keep = member["keep"]
+        records.append({
+            "index": member["index"],
+            "seed": member["seed"],
             "forget_set": forget_set,
             "train_indices": keep.astype(np.int32),
             "train_indices_sha256": indices_digest(keep),
@@ -124,34 +150,81 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
     return checkpoint, np.stack(logits)
 
 
-def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_path, device,
-               log):
-    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
-    generator = torch.Generator().manual_seed(seed + 1)  # shuffling; init used `seed`
-    resume = None
-    if current_path.exists():
-        saved = load_torch(current_path)
-        if saved["fingerprint"] == fingerprint:
-            resume = saved["state"]
+def _epoch_checkpointer(config, path, fingerprint, labels, log):
+    """on_epoch_end for train_model / train_ensemble: save the state at most every
+    `models.resume_checkpoint_seconds` (thousands of tiny epochs would be slowed
+    down by saving each; for a real model it costs little next to an epoch)."""
     interval = config["models"]["resume_checkpoint_seconds"]
     last_save = [time.monotonic()]
 
     def checkpoint_epoch(state: TrainingState):
-        # Saving costs little next to an epoch of a real model, but thousands of
-        # tiny epochs would be slowed down by it: save at most every `interval` s.
         if time.monotonic() - last_save[0] >= interval:
-            save_torch(current_path, {"fingerprint": fingerprint, "state": state})
-            log(f"{label}: epoch checkpoint after epoch {state.epoch}")
+            save_torch(path, {"fingerprint": fingerprint, "state": state})
+            for label in labels:
+                log(f"{label}: epoch checkpoint after epoch {state.epoch}")
             last_save[0] = time.monotonic()
 
+    return checkpoint_epoch
+
+
+def _saved_state(path, fingerprint):
+    """The TrainingState saved at `path` if it belongs to `fingerprint`, else None."""
+    if path.exists():
+        saved = load_torch(path)
+        if saved["fingerprint"] == fingerprint:
+            return saved["state"]
+    return None
+
+
+def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_path, device,
+               log):
+    model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
+    generator = torch.Generator().manual_seed(seed + 1)  # shuffling; init used `seed`
     started = time.perf_counter()
-    train_model(model, x, y, recipe, generator, device, log=log, label=label, resume=resume,
-                on_epoch_end=checkpoint_epoch)
+    train_model(model, x, y, recipe, generator, device, log=log, label=label,
+                resume=_saved_state(current_path, fingerprint),
+                on_epoch_end=_epoch_checkpointer(config, current_path, fingerprint, [label], log))
     seconds = time.perf_counter() - started
     logits = predict_logits(model, dataset.eval_x, device)
     state_dict = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
     return {"fingerprint": fingerprint, "state_dict": state_dict, "logits": logits,
             "train_seconds": seconds}
+
+
+def _train_together(config, dataset, members, recipe, resume_dir, device, log):
+    """Train `members` as one ensemble (klomflow/ensemble.py) and save each model's
+    finished file exactly as `_train_one` would.
+
+    Each model is built from its seed and shuffled by its own generator, as in
+    `_train_one`. Its recorded training time is its share of the ensemble's wall
+    time (the ensemble's time over its size): what the model cost.
+    """
+    labels = [member["label"] for member in members]
+    models = [build_model(config["model"], dataset.input_shape, dataset.n_classes,
+                          member["seed"]) for member in members]
+    generators = [torch.Generator().manual_seed(member["seed"] + 1) for member in members]
+    fingerprint = stable_hash([member["fingerprint"] for member in members])
+    current_path = resume_dir / f"ensemble_{members[0]['index']}.pt"
+    log(f"training {len(members)} models together as one ensemble: "
+        f"{labels[0]} to {labels[-1]}")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    states = train_ensemble(
+        models, dataset.train_x, dataset.train_y, [member["keep"] for member in members], recipe,
+        generators, device, log=log, labels=labels,
+        resume=_saved_state(current_path, fingerprint),
+        on_epoch_end=_epoch_checkpointer(config, current_path, fingerprint, labels, log),
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / len(members)
+    model = models[0].to(device)
+    for member, state in zip(members, states):
+        model.load_state_dict(state)
+        save_torch(member["path"], {"fingerprint": member["fingerprint"], "state_dict": state,
+                                    "logits": predict_logits(model, dataset.eval_x, device),
+                                    "train_seconds": seconds})
 
 
 def finish_resume(resume_dir) -> None:
@@ -170,6 +243,47 @@ def _is_finite(model) -> bool:
                if value.is_floating_point())
 
 
+def _timed(function, device):
+    """(function(), its wall seconds), with CUDA's queued work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - started
+
+
+def _run_method(config, method, setting, prepared, device, log):
+    """Per prepared model (record, seed, model, data): (the method's result, its seconds).
+
+    With `train.ensemble` and a method that has an ensemble twin
+    (klomflow/ensemble_unlearning.py), all models run together and each is
+    charged its share of the time; otherwise one model after another.
+    """
+    twin = ensemble_unlearning.together(method)
+    if config["train"].get("ensemble", True) and twin is not None and len(prepared) > 1:
+        log(f"{setting.entry}/{setting.config_id}: unlearning {len(prepared)} models together "
+            "as one ensemble")
+        outcomes = []
+        limit = max_members(device) or len(prepared)
+        for start in range(0, len(prepared), limit):
+            chunk = prepared[start:start + limit]
+            models = [model for _, _, model, _ in chunk]
+            datas = [data for _, _, _, data in chunk]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(chunk[0][1])  # any stray global draw is seeded too
+                results, seconds = _timed(partial(twin, models, datas, setting.params), device)
+            outcomes += [(result, seconds / len(chunk)) for result in results]
+        return outcomes
+    outcomes = []
+    for _, seed, model, data in prepared:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # any stray global draw is seeded too
+            outcomes.append(_timed(partial(method.unlearn, model, data, setting.params), device))
+    return outcomes
+
+
 def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_indices,
                   original_checkpoint: dict, log=print, base_dir=".", device=None, extras=None):
     """Apply one method setting to every original model of a shard.
@@ -183,7 +297,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
     forget = torch.as_tensor(np.asarray(forget_indices), device=device)
     retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)
     eval_x = dataset.eval_x
-    logits, rows, states = [], [], []
+    prepared = []  # per original model: (record, seed, model, data)
     for record in original_checkpoint["models"]:
         index = record["index"]
         seed = model_seed(config["models"]["base_seed"], "unlearn", forget_set, setting.entry,
@@ -197,15 +311,11 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
             generator=torch.Generator().manual_seed(seed), device=device, log=log,
             extras=extras or {}, eval_x=eval_x,
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # any stray global draw is seeded too
-            result = method.unlearn(model, data, setting.params)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        prepared.append((record, seed, model, data))
+    logits, rows, states = [], [], []
+    outcomes = _run_method(config, method, setting, prepared, device, log)
+    for (record, seed, model, _), (result, seconds) in zip(prepared, outcomes):
+        index = record["index"]
         if method.outputs_logits:  # predicted logits; the weights stay the original's
             model_logits = np.asarray(result, dtype=np.float32)
             diverged = not np.isfinite(model_logits).all()

@@ -1,0 +1,65 @@
+"""Unlearning jobs run plain-SGD methods as one ensemble (klomflow/ensemble_unlearning.py)."""
+
+import numpy as np
+import pytest
+import torch
+from workflow import tiny_config
+
+from klomflow import ensemble_unlearning
+from klomflow.config import MethodSetting, validate
+from klomflow.methods import METHODS
+from klomflow.runs import train_shard, unlearn_shard
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    config = validate(tiny_config())
+    config["models"].update(n_originals=3, seeds_per_job=3)
+    checkpoint, _ = train_shard(config, "original", 0, tmp_path_factory.mktemp("resume"),
+                                log=lambda message: None, device=CPU)
+    return config, checkpoint
+
+
+@pytest.mark.parametrize("name", sorted(ensemble_unlearning.TOGETHER))
+def test_an_ensemble_unlearns_as_the_method_does_one_model_at_a_time(originals, name):
+    config, checkpoint = originals
+    # Momentum, weight decay and two epochs: optimiser state carried across steps; a
+    # forget batch smaller than the forget set: neggrad_plus's forget cycle restarts.
+    params = METHODS[name].defaults | {"epochs": 2, "momentum": 0.9, "weight_decay": 1e-3}
+    if name == "neggrad_plus":
+        params["forget_batch_size"] = 16
+    setting = MethodSetting(name, name, params, "0123456789", ("random_30",))
+    forget = np.arange(0, 90, 3)
+    messages = []
+    joint, joint_runs, joint_states = unlearn_shard(config, setting, "random_30", forget,
+                                                    checkpoint, log=messages.append, device=CPU)
+    assert any("unlearning 3 models together" in message for message in messages)
+    alone_config = dict(config, train=dict(config["train"], ensemble=False))
+    alone, alone_runs, alone_states = unlearn_shard(alone_config, setting, "random_30", forget,
+                                                    checkpoint, log=lambda message: None,
+                                                    device=CPU)
+    for joint_state, alone_state in zip(joint_states, alone_states):
+        assert list(joint_state) == list(alone_state)
+        for key in alone_state:
+            torch.testing.assert_close(joint_state[key], alone_state[key], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(joint, alone, atol=1e-4)
+    assert (joint_runs["changed_weights"] > 0).all()
+    assert list(joint_runs.columns) == list(alone_runs.columns)
+    assert (joint_runs["unlearning_seconds"] > 0).all()
+
+
+def test_a_method_whose_version_moved_on_runs_one_model_at_a_time(originals, monkeypatch):
+    from dataclasses import replace
+
+    config, checkpoint = originals
+    bumped = replace(METHODS["gradient_descent"], version="99")
+    assert ensemble_unlearning.together(bumped) is None
+    monkeypatch.setitem(METHODS, "gradient_descent", bumped)
+    setting = MethodSetting("gradient_descent", "gradient_descent",
+                            bumped.defaults | {"epochs": 1}, "0123456789", ("random_30",))
+    messages = []
+    unlearn_shard(config, setting, "random_30", np.arange(30), checkpoint, log=messages.append,
+                  device=CPU)
+    assert not any("together" in message for message in messages)
