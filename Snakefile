@@ -25,6 +25,7 @@ include: "rules/klom.smk"
 include: "rules/tables.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
+include: "rules/privacy.smk"
 
 
 localrules:
@@ -43,12 +44,17 @@ localrules:
     tabulate_training_seconds,
     make_paper_tables,
     paper_tables,
+    compute_privacy,
+    compute_privacy_reference,
+    reduce_privacy,
+    make_privacy_tables,
 
 
 rule all:
     default_target: True
     input:
         final_tables(),
+        privacy_outputs(),
 
 
 onsuccess:

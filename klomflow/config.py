@@ -39,6 +39,10 @@ DEFAULTS = {
     # Paper tables and report (klomflow/paper.py, klomflow/figures.py).
     "paper": {"resamples": 200, "resample_seed": 0, "delete_fraction": 0.5, "interval": "jackknife",
               "histogram_points": 3},
+    # Privacy-attack metrics (klomflow/privacy.py, ../shared/PRIVACY.md); none unless listed.
+    "privacy": {"metrics": [], "delta": 1e-5, "epsilon_cap": 50.0, "thresholds_per_unit": 100,
+                "buffer": 2.0, "folds": 5, "variance": "per_example", "max_points": 1000,
+                "subset_seed": 0},
 }
 # Method-entry keys that are not hyperparameters.
 RESERVED_METHOD_KEYS = ("method", "forget_sets")
