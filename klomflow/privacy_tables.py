@@ -128,6 +128,9 @@ def _order(frame: pd.DataFrame) -> list:
 def _notes(frame: pd.DataFrame) -> list:
     reference = frame[frame["method"] == NOISE_FLOOR]
     n_models = int(reference["n_oracle"].iloc[0]) if len(reference) else None
+    folds = (reference["ulira_folds"].dropna() if "ulira_folds" in reference
+             else pd.Series(dtype=float))
+    folds = f"{int(folds.iloc[0])}-fold" if len(folds) else "K-fold"
     floor = (f"; here F = {_number(reference['competition_forget_quality'].mean(), 2)} "
              "on average over the forget sets" if len(reference) else "")
     return [
@@ -137,7 +140,7 @@ def _notes(frame: pd.DataFrame) -> list:
         f"forgetting quality (mean bucket score of per-example epsilon; higher is better); score: "
         f"F x retain and validation top-1 accuracy ratios to the oracles. U-LiRA / LiRA AUC: "
         f"per-example likelihood-ratio attacks with {'' if n_models is None else n_models} "
-        "oracles and 5-fold cross-fitting (0.5 is chance; higher means the models are told "
+        f"oracles and {folds} cross-fitting (0.5 is chance; higher means the models are told "
         "apart from retrained ones).",
         f"`{NOISE_FLOOR}`: held-out oracles in place of the method, a perfect unlearner at this "
         f"number of models: it scores F far below 1 (about 0.18 for exchangeable samples{floor}) "
@@ -225,6 +228,7 @@ def privacy_figure(frame: pd.DataFrame, forget_set: str):
         axis.set_xlabel("KLOM p95 on the forget split (lower is better)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
+        axis.tick_params(axis="x", labelrotation=30)
     figure.suptitle(f"{forget_set}: KLOM against the privacy attacks (selected settings; "
                     "star = held-out oracles)")
     figure.tight_layout()
