@@ -366,11 +366,12 @@ def git_commit() -> str | None:
 
 def code_versions() -> dict:
     import klomflow
-    from klomflow import klom, training
+    from klomflow import klom, privacy, training
     from klomflow.methods import METHODS
 
     return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
             "training_version": training.VERSION, "klom_version": klom.VERSION,
+            "privacy_version": privacy.VERSION,
             "method_versions": {name: METHODS[name].version for name in sorted(METHODS)}}
 
 
