@@ -25,12 +25,14 @@ include: "rules/klom.smk"
 include: "rules/tables.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
+include: "rules/privacy.smk"
 
 
 rule all:
     default_target: True
     input:
         final_tables(),
+        privacy_outputs(),
     localrule: True
 
 

@@ -130,11 +130,12 @@ def git_commit() -> str | None:
 
 
 def code_versions() -> dict:
-    from klomflow import klom, training
+    from klomflow import klom, privacy, training
     from klomflow.methods.registry import REGISTRY
 
     return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
             "training_version": training.VERSION, "klom_version": klom.VERSION,
+            "privacy_version": privacy.VERSION,
             "method_versions": {name: REGISTRY[name].version for name in sorted(REGISTRY)}}
 
 

@@ -116,6 +116,22 @@ class PaperOptions:
     histogram_points: int = 3
 
 
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """`privacy`: the attack metrics (klomflow/privacy.py, ../shared/PRIVACY.md); none unless
+    `metrics` lists them."""
+
+    metrics: tuple = ()  # any of competition, ulira, lira
+    delta: float = 1e-5
+    epsilon_cap: float = 50.0
+    thresholds_per_unit: int = 100
+    buffer: float = 2.0
+    folds: int = 5
+    variance: Literal["per_example", "global"] = "per_example"
+    max_points: int = 1000
+    subset_seed: int = 0
+
+
 OPTIMIZERS = choices(Recipe, "optimizer")
 SCHEDULES = choices(Recipe, "schedule")
 BINNINGS = choices(KlomOptions, "binning")
@@ -125,4 +141,4 @@ INTERVAL_SCHEMES = choices(PaperOptions, "interval")
 # Config section -> the dataclass of its optional keys, in the order a resolved config lists them.
 SECTIONS = {"dataset": DatasetOptions, "model": ModelOptions, "train": Recipe,
             "models": ModelsOptions, "datamodels": DatamodelsOptions, "klom": KlomOptions,
-            "paper": PaperOptions}
+            "paper": PaperOptions, "privacy": PrivacyOptions}

@@ -1,0 +1,235 @@
+"""Privacy files and tables: per-point Parquet, privacy.parquet, the paper table and the figure.
+
+The metrics themselves are in klomflow/privacy.py (numpy and scipy only). Here:
+- `accuracies`: the competition's utility ratios need top-1 accuracy (argmax of
+  the logits == label). Margins alone cannot give it for more than two classes:
+  margin > 0 implies a correct argmax, not the converse (logits (2, 1.5, 1.5)
+  with label 0). The workflow passes the logit shards, so the accuracy is exact
+  top-1 (`accuracy_definition = "top1"`); without logits the margin-based lower
+  bound is used and named (`"margin_positive"`).
+- the paper privacy table shows, for the settings the KLOM tables selected (by
+  held-out KLOM; never by these metrics), KLOM p95 on the forget split next to
+  forgetting quality, the competition score and the U-LiRA and LiRA AUCs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from klomflow import privacy
+from klomflow.privacy import SPLITS, PrivacyOptions
+
+NOISE_FLOOR = "oracle_holdout"
+KEYS = ["dataset", "model", "forget_set", "method", "config_id", "implementation", "params",
+        "diagnostic", "split", "n_points", "n_unlearned", "n_oracle", "n_diverged", "reason"]
+COMPETITION_COLUMNS = ["competition_delta", "competition_max_epsilon", "competition_epsilon_mean",
+                       "competition_epsilon_p50", "competition_epsilon_p95",
+                       "competition_capped_fraction", "competition_range_rule_fraction",
+                       "competition_forget_quality", "competition_retain_accuracy_ratio",
+                       "competition_val_accuracy_ratio", "competition_score",
+                       "competition_accuracy_definition"]
+# The paper table's statistics: (column of privacy.parquet or klom.parquet, label, LaTeX label).
+PAPER_COLUMNS = [("klom_p95", "KLOM p95", "KLOM p95"),
+                 ("competition_forget_quality", "F", "$F$"),
+                 ("competition_score", "score", "score"),
+                 ("ulira_auc", "U-LiRA AUC", "U-LiRA AUC"),
+                 ("lira_auc", "LiRA AUC", "LiRA AUC")]
+
+
+def table_columns(metrics) -> list:
+    columns = list(KEYS)
+    if "competition" in metrics:
+        columns += COMPETITION_COLUMNS
+    for attack in ("ulira", "lira"):
+        if attack in metrics:
+            columns += [f"{attack}_{name}" for name in privacy.LIRA_COLUMNS]
+    return columns
+
+
+def accuracies(logit_paths, margins, labels, splits, rows=None) -> tuple[dict, str]:
+    """({split: mean top-1 accuracy over finite models}, definition) of one model set.
+
+    logit_paths: its logit shards in seed order (or None: margin-based); rows:
+    the slice of the concatenated shards that belongs to the set (the held-out
+    oracles share shards with the scored ones).
+    """
+    finite = np.isfinite(np.asarray(margins)).all(axis=1)
+    if not logit_paths:
+        return privacy.margin_accuracy(np.asarray(margins)[finite], splits), "margin_positive"
+    correct = np.concatenate([np.argmax(np.load(path), axis=2) for path in logit_paths])
+    if rows is not None:
+        correct = correct[rows]
+    logits_top1 = correct == np.asarray(labels)[None, :]
+    splits = np.asarray(splits)
+    logits_top1 = logits_top1[finite]
+    return ({split: float(logits_top1[:, splits == split].mean()) if (splits == split).any()
+             else np.nan for split in SPLITS}, "top1")
+
+
+def evaluate_setting(tested, oracle, original, splits, options: PrivacyOptions, identity: dict,
+                     accuracy_tested: dict, accuracy_oracle: dict, definition: str,
+                     threads: int = 1):
+    """(per-point frame, summary rows) of one (forget set, setting) or the reference row."""
+    columns, summaries, counts = privacy.privacy_points(tested, oracle, original, splits, options,
+                                                        threads=threads)
+    utility = privacy.utility_columns(accuracy_tested, accuracy_oracle, definition)
+    rows = privacy.summary_rows(summaries, counts, identity, utility, options)
+    frame = pd.DataFrame(columns)
+    frame["point"] = frame["point"].astype(np.int64)
+    frame["split"] = frame["split"].astype("string")
+    return frame, rows
+
+
+def privacy_table(metadata_entries) -> pd.DataFrame:
+    """privacy.parquet from the per-point files' metadata (their `rows`), in a fixed order."""
+    rows, metrics = [], set()
+    for metadata in metadata_entries:
+        rows += metadata["rows"]
+        metrics |= set(metadata["options"]["metrics"])
+    frame = pd.DataFrame(rows)
+    columns = table_columns(metrics)
+    for column in columns:
+        if column not in frame:
+            frame[column] = np.nan
+    frame = frame[columns]
+    frame["split_order"] = frame["split"].map({s: k for k, s in enumerate(SPLITS)})
+    frame["reference_first"] = frame["method"] != NOISE_FLOOR
+    frame = frame.sort_values(["forget_set", "reference_first", "method", "config_id",
+                               "split_order"])
+    return frame.drop(columns=["split_order", "reference_first"]).reset_index(drop=True)
+
+
+# --- the paper table ------------------------------------------------------------------------
+
+
+def paper_privacy_frame(privacy_frame: pd.DataFrame, klom_table: pd.DataFrame) -> pd.DataFrame:
+    """Forget-split rows of the selected settings (klom.parquet's `selected`) and the reference,
+    with their KLOM p95; one row per (forget set, method)."""
+    chosen = klom_table[klom_table["selected"] & (klom_table["split"] == "forget")]
+    chosen = chosen[["forget_set", "method", "config_id", "diagnostic", "klom_p95"]]
+    forget = privacy_frame[privacy_frame["split"] == "forget"].drop(columns="diagnostic")
+    frame = chosen.merge(forget, on=["forget_set", "method", "config_id"], how="left")
+    for column, _, _ in PAPER_COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan
+    return frame.sort_values(["forget_set", "method"]).reset_index(drop=True)
+
+
+def _number(value, digits=3) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _order(frame: pd.DataFrame) -> list:
+    diagnostic = dict(zip(frame["method"], frame["diagnostic"]))
+    return sorted(diagnostic, key=lambda m: (m != NOISE_FLOOR, bool(diagnostic[m]), m))
+
+
+def _notes(frame: pd.DataFrame) -> list:
+    reference = frame[frame["method"] == NOISE_FLOOR]
+    n_models = int(reference["n_oracle"].iloc[0]) if len(reference) else None
+    folds = (reference["ulira_folds"].dropna() if "ulira_folds" in reference
+             else pd.Series(dtype=float))
+    folds = f"{int(folds.iloc[0])}-fold" if len(folds) else "K-fold"
+    floor = (f"; here F = {_number(reference['competition_forget_quality'].mean(), 2)} "
+             "on average over the forget sets" if len(reference) else "")
+    return [
+        "Each method at the setting the KLOM tables selected (lowest average_95 against the "
+        "held-out oracles; never selected on these privacy metrics), on the forget split.",
+        f"KLOM p95: against the scored oracles (paper_klom). F: the NeurIPS 2023 competition's "
+        f"forgetting quality (mean bucket score of per-example epsilon; higher is better); score: "
+        f"F x retain and validation top-1 accuracy ratios to the oracles. U-LiRA / LiRA AUC: "
+        f"per-example likelihood-ratio attacks with {'' if n_models is None else n_models} "
+        f"oracles and {folds} cross-fitting (0.5 is chance; higher means the models are told "
+        "apart from retrained ones).",
+        f"`{NOISE_FLOOR}`: held-out oracles in place of the method, a perfect unlearner at this "
+        f"number of models: it scores F far below 1 (about 0.18 for exchangeable samples{floor}) "
+        "and AUCs near, not at, 0.5; judge methods against this row.",
+        "† diagnostic: uses oracles; an upper bound, not a competitor.",
+    ]
+
+
+def _cells(frame: pd.DataFrame):
+    """(method, is_diagnostic, {(forget_set, column): value}) per row, reference first."""
+    values = {(r["forget_set"], r["method"], c): r[c] for _, r in frame.iterrows()
+              for c, _, _ in PAPER_COLUMNS}
+    diagnostic = dict(zip(frame["method"], frame["diagnostic"]))
+    for method in _order(frame):
+        yield method, bool(diagnostic[method]), {
+            (f, c): values.get((f, method, c)) for f in frame["forget_set"].unique()
+            for c, _, _ in PAPER_COLUMNS}
+
+
+def privacy_markdown(frame: pd.DataFrame) -> str:
+    forget_sets = sorted(frame["forget_set"].unique())
+    lines = ["# Privacy attacks on each method's selected setting (forget split)", ""]
+    lines += [note for note in _notes(frame)] + [""]
+    header = ["method"] + [f"{f} {label}" for f in forget_sets for _, label, _ in PAPER_COLUMNS]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|---|" + "---:|" * (len(header) - 1))
+    for method, diagnostic, cells in _cells(frame):
+        name = ("noise floor (oracle_holdout)" if method == NOISE_FLOOR else method)
+        row = [name + (" †" if diagnostic else "")]
+        row += [_number(cells[(f, c)]) for f in forget_sets for c, _, _ in PAPER_COLUMNS]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _latex(text: str) -> str:
+    return str(text).replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+
+def privacy_latex(frame: pd.DataFrame) -> str:
+    forget_sets = sorted(frame["forget_set"].unique())
+    width = len(PAPER_COLUMNS)
+    lines = ["% " + _latex(note).replace("†", "$^\\dagger$") for note in _notes(frame)]
+    lines += ["% Needs \\usepackage{booktabs}.",
+              "\\begin{tabular}{l" + "r" * (width * len(forget_sets)) + "}", "\\toprule",
+              " & " + " & ".join(f"\\multicolumn{{{width}}}{{c}}{{{_latex(f)}}}"
+                                 for f in forget_sets) + " \\\\",
+              " ".join(f"\\cmidrule(lr){{{2 + k * width}-{1 + (k + 1) * width}}}"
+                       for k in range(len(forget_sets))),
+              "method & " + " & ".join([" & ".join(t for _, _, t in PAPER_COLUMNS)]
+                                       * len(forget_sets)) + " \\\\", "\\midrule"]
+    for method, diagnostic, cells in _cells(frame):
+        name = "noise floor" if method == NOISE_FLOOR else _latex(method)
+        row = [name + ("$^\\dagger$" if diagnostic else "")]
+        row += [_number(cells[(f, c)]) for f in forget_sets for c, _, _ in PAPER_COLUMNS]
+        lines.append(" & ".join(row).replace("n/a", "--") + " \\\\")
+        if method == NOISE_FLOOR:
+            lines.append("\\midrule")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+# --- the report figure ----------------------------------------------------------------------
+
+
+def privacy_figure(frame: pd.DataFrame, forget_set: str):
+    """KLOM p95 (forget) against U-LiRA AUC and against F, one point per method (selected
+    setting), the noise-floor row marked."""
+    from klomflow.figures import plt  # matplotlib set up for files only
+
+    rows = frame[frame["forget_set"] == forget_set]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for axis, (column, label) in zip(axes, [("ulira_auc", "U-LiRA AUC (forget; 0.5 = chance)"),
+                                            ("competition_forget_quality",
+                                             "forgetting quality F (higher is better)")]):
+        for _, row in rows.iterrows():
+            reference = row["method"] == NOISE_FLOOR
+            axis.scatter(row["klom_p95"], row[column], marker="*" if reference else "o",
+                         s=160 if reference else 40, color="0.3" if reference else "tab:purple",
+                         zorder=3)
+            name = "noise floor" if reference else row["method"]
+            axis.annotate(name + (" †" if row["diagnostic"] else ""),
+                          (row["klom_p95"], row[column]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+        axis.set_xlabel("KLOM p95 on the forget split (lower is better)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.tick_params(axis="x", labelrotation=30)
+    figure.suptitle(f"{forget_set}: KLOM against the privacy attacks (selected settings; "
+                    "star = held-out oracles)")
+    figure.tight_layout()
+    return figure

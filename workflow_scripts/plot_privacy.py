@@ -1,0 +1,11 @@
+import pandas as pd
+from workflow_job import script_context
+
+from klomflow import figures
+from klomflow.privacy_tables import privacy_figure
+
+log, config = script_context(snakemake)
+forget_set = snakemake.wildcards.forget_set
+frame = pd.read_parquet(snakemake.input.table)
+figures.save(privacy_figure(frame, forget_set), snakemake.output.figure)
+log(f"{forget_set}: KLOM against U-LiRA AUC and forgetting quality")
