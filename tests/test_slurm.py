@@ -214,8 +214,10 @@ class CancelMidTraining(threading.Thread):
     def _what_the_retry_did(self, run_id):
         """(model, epoch) the retry resumed, or None when it trains a model from scratch."""
         def retry_started():
-            return any(job["rule"] == "train_originals" and job["id"] not in self.job_ids
-                       and job["state"] != "PENDING" for job in sacct_jobs(run_id, show=False))
+            # squeue, not sacct: accounting shows a pending job's comment (its rule) empty.
+            queue = _command("squeue", "-h", "-t", "RUNNING", "--name", run_id, "-o", "%i %k")
+            return any("rule_train_originals" in line and line.split()[0] not in self.job_ids
+                       for line in queue.stdout.splitlines())
 
         self._wait("no retry of train_originals started", retry_started, 600, interval=1)
         resumed = re.compile(r"\] (.+?): resuming from epoch checkpoint after epoch (\d+)$",
