@@ -64,6 +64,20 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
     return frame, counts
 
 
+def with_accuracy_columns(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """accuracy.parquet with `{split}_accuracy` for every row: top-1 where the models had
+    logits, else their `{split}_margin_accuracy` (published models imported without
+    logits), for figures that plot one accuracy per model."""
+    accuracy = accuracy.copy()
+    for split in SPLITS:
+        top1, margin = f"{split}_accuracy", f"{split}_margin_accuracy"
+        if top1 not in accuracy:
+            accuracy[top1] = np.nan
+        if margin in accuracy:
+            accuracy[top1] = accuracy[top1].fillna(accuracy[margin])
+    return accuracy
+
+
 def summary_rows(points: pd.DataFrame, identity: dict, counts: dict, options: KlomOptions):
     """One row per split: identity columns, counts, KLOM statistics, the median
     shift_over_std (why a split saturates) and options."""

@@ -5,7 +5,7 @@ from workflow_job import script_context
 from klomflow import figures
 from klomflow.io import load_array, read_parquet_metadata
 from klomflow.klom import KlomOptions
-from klomflow.tables import NOISE_FLOOR
+from klomflow.tables import NOISE_FLOOR, with_accuracy_columns
 
 log, config = script_context(snakemake)
 forget_set = snakemake.wildcards.forget_set
@@ -13,7 +13,8 @@ paper = pd.read_parquet(snakemake.input.paper_table)
 paper = paper[paper["forget_set"] == forget_set]
 klom = pd.read_parquet(snakemake.input.klom_table)
 klom = klom[klom["forget_set"] == forget_set]
-accuracy = pd.read_parquet(snakemake.input.accuracy)
+# Top-1, or margin-based for published models imported without logits.
+accuracy = with_accuracy_columns(pd.read_parquet(snakemake.input.accuracy))
 accuracy = accuracy[accuracy["forget_set"] == forget_set]
 training = pd.read_parquet(snakemake.input.training_seconds)
 retrain_seconds = training.loc[(training["role"] == "oracle")
