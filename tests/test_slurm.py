@@ -57,7 +57,9 @@ def slurm_config() -> dict:
     return {
         "dataset": {"name": "digits"},
         "model": {"name": "mlp", "hidden": [16]},
-        "train": {"epochs": EPOCHS, "batch_size": 128, "lr": 0.1},
+        # One model at a time, so that a cancel lands mid-model (a job's ensemble of tiny
+        # models finishes in well under a second; its resume is tested in test_ensemble.py).
+        "train": {"epochs": EPOCHS, "batch_size": 128, "lr": 0.1, "ensemble": False},
         "models": {"n_originals": 2, "n_oracles": 2, "n_holdout_oracles": 2,
                    "seeds_per_job": 4, "resume_checkpoint_seconds": 0},
         "forget_sets": {"random_20": {"kind": "random", "size": 20, "seed": 1}},

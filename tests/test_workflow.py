@@ -106,8 +106,8 @@ def test_klom_tables(tiny_run):
     assert list(per_point.columns) == ["point", "split", "klom", "shift_over_std"]
     # The saturation diagnostic, recomputed from the margin files.
     unlearned = np.load(results / "margins/unlearned/random_30/do_nothing/"
-                        f"{do_nothing_id(table)}.npy")
-    oracle = np.load(results / "margins/oracle/random_30.npy")
+                        f"{do_nothing_id(table)}.npy").astype(np.float64)
+    oracle = np.load(results / "margins/oracle/random_30.npy").astype(np.float64)
     shift = np.abs(unlearned.mean(0) - oracle.mean(0)) / np.sqrt(
         (unlearned.var(0, ddof=1) + oracle.var(0, ddof=1)) / 2)
     np.testing.assert_allclose(per_point["shift_over_std"], shift, rtol=1e-6)
