@@ -286,8 +286,9 @@ def accuracy_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     lines += ["As in the PBU paper's table: accuracy on the forgotten class and on the other "
               "classes, on training and on validation points, for the original models, the "
               "oracles (retrained without the class) and each method's selected setting "
-              "(the same setting as in paper_klom.md). A point is correct when its margin is "
-              "positive. Diverged runs are left out (column n).", "",
+              "(the same setting as in paper_klom.md). A point is correct when the argmax of "
+              "its logits is its label (top-1; for models imported without logits, when its "
+              "margin is positive). Diverged runs are left out (column n).", "",
               "† diagnostic (uses oracles).", ""]
     header = ["model"]
     for forget_set, label in _class_labels(frame).items():
