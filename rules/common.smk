@@ -539,3 +539,76 @@ def figure_output(name, subcategory):
         subcategory=subcategory,
         labels={"forget set": "{forget_set}", "figure": subcategory},
     )
+
+
+# --- Unlearning jobs (rules/unlearn.smk) ---
+
+
+import dataclasses
+
+
+def job_setting(wildcards):
+    """The MethodSetting an unlearning job runs, on the job's forget set only.
+
+    An object, not a plain value: Snakemake leaves it out of the rerun check,
+    which `unlearning_params` defines.
+    """
+    setting = method_setting(wildcards)
+    return dataclasses.replace(setting, forget_sets=(wildcards.forget_set,))
+
+
+# models.save_unlearned_checkpoints: the unlearned weights, a declared output.
+UNLEARNED_CHECKPOINT = {
+    "checkpoint": "results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt"
+}
+
+
+# --- Privacy metrics (rules/privacy.smk) ---
+
+
+from klomflow import privacy as privacy_module
+
+
+def privacy_enabled():
+    return bool(config["privacy"]["metrics"])
+
+
+def privacy_params(wildcards):
+    """What defines a per-point privacy file besides its inputs (rerun trigger)."""
+    return {
+        "identity": klom_params(wildcards)["identity"],
+        "options": config["privacy"],
+        "privacy_version": privacy_module.VERSION,
+        # The scored oracles are the first n_oracles rows of the oracle logit shards.
+        "n_scored": config["models"]["n_oracles"],
+    }
+
+
+def privacy_oracle_logits(wildcards):
+    """The oracles' logit shards; none for published oracles (margin-based accuracy)."""
+    if wildcards.forget_set in IMPORTED_ORACLES:
+        return []
+    return oracle_logit_shards(wildcards)
+
+
+def privacy_files(wildcards=None):
+    reference = expand(
+        "results/privacy/{forget_set}/oracle_holdout/reference.parquet",
+        forget_set=FORGET_SETS,
+    )
+    return reference + setting_outputs(
+        "results/privacy/{forget_set}/{method}/{config_id}.parquet"
+    )
+
+
+def privacy_outputs():
+    """The privacy tables and figures, for the `all` target (none when disabled)."""
+    if not privacy_enabled():
+        return []
+    tables = expand(
+        "results/tables/{name}", name=["privacy.parquet", "paper_privacy.md"]
+    ) + expand("results/tables/paper_privacy.{extension}", extension=["tex", "parquet"])
+    figures = expand(
+        "results/report/{forget_set}/privacy_vs_klom.png", forget_set=FORGET_SETS
+    )
+    return tables + figures

@@ -2,52 +2,6 @@
 # for every method setting and for the held-out oracles (the reference row), then
 # results/tables/privacy.parquet, the paper privacy table and one report figure per forget
 # set. Nothing here runs unless `privacy.metrics` lists a metric.
-from klomflow import privacy as privacy_module
-
-
-def privacy_enabled():
-    return bool(config["privacy"]["metrics"])
-
-
-def privacy_params(wildcards):
-    """What defines a per-point privacy file besides its inputs (rerun trigger)."""
-    return {
-        "identity": klom_params(wildcards)["identity"],
-        "options": config["privacy"],
-        "privacy_version": privacy_module.VERSION,
-        # The scored oracles are the first n_oracles rows of the oracle logit shards.
-        "n_scored": config["models"]["n_oracles"],
-    }
-
-
-def privacy_oracle_logits(wildcards):
-    """The oracles' logit shards; none for published oracles (margin-based accuracy)."""
-    if wildcards.forget_set in IMPORTED_ORACLES:
-        return []
-    return oracle_logit_shards(wildcards)
-
-
-def privacy_files(wildcards=None):
-    reference = expand(
-        "results/privacy/{forget_set}/oracle_holdout/reference.parquet",
-        forget_set=FORGET_SETS,
-    )
-    return reference + setting_outputs(
-        "results/privacy/{forget_set}/{method}/{config_id}.parquet"
-    )
-
-
-def privacy_outputs():
-    """The privacy tables and figures, for the `all` target (none when disabled)."""
-    if not privacy_enabled():
-        return []
-    tables = expand(
-        "results/tables/{name}", name=["privacy.parquet", "paper_privacy.md"]
-    ) + expand("results/tables/paper_privacy.{extension}", extension=["tex", "parquet"])
-    figures = expand(
-        "results/report/{forget_set}/privacy_vs_klom.png", forget_set=FORGET_SETS
-    )
-    return tables + figures
 
 
 rule compute_privacy:

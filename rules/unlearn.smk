@@ -1,21 +1,4 @@
 # Unlearning: one method setting applied to a shard of original models.
-import dataclasses
-
-
-def job_setting(wildcards):
-    """The MethodSetting an unlearning job runs, on the job's forget set only.
-
-    An object, not a plain value: Snakemake leaves it out of the rerun check,
-    which `unlearning_params` defines.
-    """
-    setting = method_setting(wildcards)
-    return dataclasses.replace(setting, forget_sets=(wildcards.forget_set,))
-
-
-# models.save_unlearned_checkpoints: the unlearned weights, a declared output.
-UNLEARNED_CHECKPOINT = {
-    "checkpoint": "results/models/unlearned/{forget_set}/{method}/{config_id}/shard_{shard}.pt"
-}
 
 
 rule unlearn:
