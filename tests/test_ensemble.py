@@ -109,6 +109,8 @@ def test_unstacked_states_load_into_the_model_class_and_predict_alike():
 @pytest.fixture
 def config():
     config = validate(tiny_config())
+    # tiny.yaml trains one model at a time; these tests are about the ensemble path.
+    config["train"]["ensemble"] = True
     config["models"]["resume_checkpoint_seconds"] = 0
     return config
 

@@ -16,6 +16,8 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory):
     config = validate(tiny_config())
+    # tiny.yaml unlearns one model at a time; these tests are about the ensemble path.
+    config["train"]["ensemble"] = True
     config["models"].update(n_originals=3, seeds_per_job=3)
     checkpoint, _ = train_shard(config, "original", 0, tmp_path_factory.mktemp("resume"),
                                 log=lambda message: None, device=CPU)
