@@ -17,7 +17,13 @@ import jsonschema
 import numpy as np
 import yaml
 
-from klomflow.forget_sets import ForgetSetError, make_forget_set
+from klomflow.forget_sets import (
+    DERIVED_KINDS,
+    ForgetSetError,
+    check_derived,
+    make_forget_set,
+    resolved_spec,
+)
 from klomflow.options import SECTIONS, section_defaults
 from klomflow.published import PublishedError, Source, check_files
 from klomflow.tables import NOISE_FLOOR
@@ -253,10 +259,21 @@ def training_labels(config: dict, base_dir=".") -> tuple[np.ndarray | None, int,
         labels = read_labels(dataset)
     except FileNotFoundError:
         n_train, n_classes = NOMINAL_SIZES[dataset["name"]]
-        return None, n_train, n_classes
+        return None, n_train, 20 if dataset.get("labels") == "coarse" else n_classes
     n_classes = NOMINAL_SIZES[dataset["name"]][1] if dataset["name"] in TORCHVISION_DATASETS \
         else 10
+    if dataset.get("labels") == "coarse":
+        n_classes = 20
     return labels, len(labels), n_classes
+
+
+def subclasses(config: dict, base_dir=".") -> np.ndarray:
+    """The fine labels of CIFAR-100's training points (with `dataset.labels: coarse`)."""
+    from klomflow.datasets import training_labels as read_labels
+
+    dataset = dict(config["dataset"])
+    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
+    return read_labels(dataset, fine=True)
 
 
 def validate(config: dict, base_dir=".", methods=None) -> dict:
@@ -271,8 +288,13 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
         raise ConfigError("model.name: resnet9 needs image inputs; digits are flat 64-vectors")
     source = check_source(resolved, base_dir)
     labels, n_train, n_classes = training_labels(resolved, base_dir)
+    labels_read = labels is not None
     if labels is None:  # nominal check only: no label -> use a fake label array of the right size
         labels = np.arange(n_train) % n_classes
+    coarse = resolved["dataset"].get("labels", "fine") == "coarse"
+    if coarse and resolved["dataset"]["name"] != "cifar100":
+        raise ConfigError(f"dataset.labels: coarse labels exist for cifar100 only, not "
+                          f"{resolved['dataset']['name']!r}")
     for name, spec in resolved["forget_sets"].items():
         if spec["kind"] == "class" and spec["label"] >= n_classes:
             raise ConfigError(
@@ -280,7 +302,21 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                 f"0..{n_classes - 1}"
             )
         try:
-            make_forget_set(name, spec, labels, base_dir, source=source)
+            if spec["kind"] in ("subpopulation", *DERIVED_KINDS):
+                spec = resolved["forget_sets"][name] = resolved_spec(name, spec)
+            if spec["kind"] in DERIVED_KINDS:
+                check_derived(name, spec, n_train, resolved["datamodels"]["n_subset_models"],
+                              base_dir)
+            elif spec["kind"] == "subpopulation":
+                if not coarse:
+                    raise ForgetSetError(
+                        f"forget_sets.{name}.kind: subpopulation needs dataset cifar100 with "
+                        f"dataset.labels: coarse (superclass labels, fine subclasses)")
+                if labels_read:
+                    make_forget_set(name, spec, labels, base_dir,
+                                    train_subclasses=subclasses(resolved, base_dir))
+            else:
+                make_forget_set(name, spec, labels, base_dir, source=source)
         except ForgetSetError as error:
             raise ConfigError(str(error)) from None
     settings = method_settings(resolved, methods)

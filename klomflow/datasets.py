@@ -41,6 +41,10 @@ class Dataset:
     # Where each point came from in the source data (recorded in points.parquet).
     train_source_index: np.ndarray
     val_source_index: np.ndarray
+    # CIFAR-100 with `dataset.labels: coarse`: the fine label of each point (the
+    # `subclass` column of points.parquet); None for every other dataset.
+    train_subclass: np.ndarray | None = None
+    val_subclass: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple:
@@ -73,6 +77,8 @@ class Dataset:
             n_classes=self.n_classes,
             train_source_index=self.train_source_index,
             val_source_index=self.val_source_index,
+            train_subclass=self.train_subclass,
+            val_subclass=self.val_subclass,
             **moved,
         )
 
@@ -85,7 +91,8 @@ def load_dataset(dataset_config: dict) -> Dataset:
                            dataset_config.get("split_seed", 0))
     if name in TORCHVISION_DATASETS:
         return load_torchvision(name, dataset_config["data_dir"],
-                                dataset_config.get("verify_checksums", True))
+                                dataset_config.get("verify_checksums", True),
+                                labels=dataset_config.get("labels", "fine"))
     raise ValueError(f"dataset.name: unknown dataset {name!r}; choose one of {DATASETS}")
 
 
@@ -137,8 +144,12 @@ def _idx_labels(path):
     return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
 
 
-def training_labels(dataset_config: dict) -> np.ndarray:
-    """The training labels, without torch; FileNotFoundError when the files are absent."""
+def training_labels(dataset_config: dict, fine: bool = False) -> np.ndarray:
+    """The training labels, without torch; FileNotFoundError when the files are absent.
+
+    CIFAR-100 with `dataset.labels: coarse` trains on the 20 superclasses: its
+    labels are the coarse ones unless `fine` asks for the 100 fine classes.
+    """
     name = dataset_config["name"]
     if name == "digits":
         from sklearn.datasets import load_digits as sklearn_digits
@@ -152,7 +163,9 @@ def training_labels(dataset_config: dict) -> np.ndarray:
         files = [root / "cifar-10-batches-py" / f"data_batch_{k}" for k in range(1, 6)]
         read = _cifar_labels("labels")
     elif name == "cifar100":
-        files, read = [root / "cifar-100-python" / "train"], _cifar_labels("fine_labels")
+        coarse = dataset_config.get("labels", "fine") == "coarse" and not fine
+        files = [root / "cifar-100-python" / "train"]
+        read = _cifar_labels("coarse_labels" if coarse else "fine_labels")
     elif name in TORCHVISION_DATASETS:
         class_name = TORCHVISION_DATASETS[name][0]
         files, read = [root / class_name / "raw" / "train-labels-idx1-ubyte"], _idx_labels
@@ -214,26 +227,48 @@ def _to_tensors(name: str, split):
     return x.contiguous(), y
 
 
-def load_torchvision(name: str, data_dir: str, verify_checksums: bool = True) -> Dataset:
+def load_torchvision(name: str, data_dir: str, verify_checksums: bool = True,
+                     labels: str = "fine") -> Dataset:
     """A torchvision dataset from `data_dir`: its train split trains, its test split validates.
 
     verify_checksums=False (config `dataset.verify_checksums: false`) accepts
     CIFAR files whose MD5 sums differ from the published ones, e.g. small files
     in the same format; the default refuses them, as torchvision does.
+    labels="coarse" (CIFAR-100 only) trains on the 20 superclasses and keeps the
+    fine label as the subclass: the Living-17 setting on data torchvision reads.
     """
     splits = [_torchvision_split(name, data_dir, train=train, verify_checksums=verify_checksums)
               for train in (True, False)]
     train_x, train_y = _to_tensors(name, splits[0])
     val_x, val_y = _to_tensors(name, splits[1])
+    n_classes = 100 if name == "cifar100" else 10
+    subclasses = (None, None)
+    if labels == "coarse":
+        if name != "cifar100":
+            raise ValueError(f"dataset.labels: coarse labels exist for cifar100 only, not {name!r}")
+        import torch
+
+        # torchvision reads only `fine_labels`; the coarse ones sit in the same pickles.
+        root = Path(data_dir) / "cifar-100-python"
+        coarse = [_cifar_labels("coarse_labels")(root / part) for part in ("train", "test")]
+        subclasses = (train_y.numpy().copy(), val_y.numpy().copy())
+        for fine, superclass, split in zip(subclasses, coarse, ("train", "test")):
+            if len(superclass) != len(fine):
+                raise ValueError(f"{root / split}: {len(superclass)} coarse labels for "
+                                 f"{len(fine)} images")
+        train_y, val_y = (torch.as_tensor(values, dtype=torch.int64) for values in coarse)
+        n_classes = 20
     return Dataset(
         name=name,
         train_x=train_x,
         train_y=train_y,
         val_x=val_x,
         val_y=val_y,
-        n_classes=100 if name == "cifar100" else 10,
+        n_classes=n_classes,
         train_source_index=np.arange(len(train_y)),
         val_source_index=np.arange(len(val_y)),
+        train_subclass=subclasses[0],
+        val_subclass=subclasses[1],
     )
 
 
@@ -246,11 +281,12 @@ def download(name: str, data_dir: str) -> None:
 
 
 def points_table(dataset: Dataset):
-    """One row per evaluation point: point, split, label, source_index."""
+    """One row per evaluation point: point, split, label, source_index (and, for
+    CIFAR-100 with coarse labels, subclass: the fine label)."""
     import pandas as pd
 
     n_train, n_val = dataset.n_train, len(dataset.val_y)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "point": np.arange(n_train + n_val, dtype=np.int64),
             "split": ["train"] * n_train + ["val"] * n_val,
@@ -260,6 +296,10 @@ def points_table(dataset: Dataset):
             ).astype(np.int64),
         }
     )
+    if dataset.train_subclass is not None:
+        table["subclass"] = np.concatenate([dataset.train_subclass,
+                                            dataset.val_subclass]).astype(np.int64)
+    return table
 
 
 def points_without_dataset(labels, n_train: int):

@@ -30,7 +30,12 @@ def section_defaults(cls) -> dict:
 
 @dataclass(frozen=True)
 class DatasetOptions:
-    """`dataset`'s optional keys (`name` is required; see the schema)."""
+    """`dataset`'s optional keys (`name` is required; see the schema).
+
+    Two more are read with their default where absent, and not filled in, so that
+    a run from before they existed keeps its parameters (and its results):
+    `verify_checksums` (true) and `labels` (fine; coarse for CIFAR-100 superclasses).
+    """
 
     val_fraction: float = 0.2  # digits: the seeded share of points held out for validation
     split_seed: int = 0

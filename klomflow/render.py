@@ -43,8 +43,13 @@ def summary_markdown(table: pd.DataFrame) -> str:
                      f"few units.")
         lines.append("")
     for forget_set, group in table.groupby("forget_set", sort=True):
-        lines += [f"## {forget_set}", "",
-                  "| method | config_id | forget | retain | val | average_95 "
+        lines += [f"## {forget_set}", ""]
+        if "forget_set_kind" in group:  # tables written before the column have no kind line
+            kind, proxy = group["forget_set_kind"].iloc[0], group["forget_set_proxy"].iloc[0]
+            lines += [f"kind `{kind}`" + (f", proxy `{proxy}`: a set chosen to be hard to "
+                                          f"forget by a cheap surrogate; it bounds nothing"
+                                          if isinstance(proxy, str) else ""), ""]
+        lines += ["| method | config_id | forget | retain | val | average_95 "
                   "| shift/std forget / retain / val | n_unlearned | n_diverged |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         settings = sorted(group.groupby(["method", "config_id"]),

@@ -114,6 +114,20 @@ def klom_table(entries) -> pd.DataFrame:
     return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
+def with_forget_set_kinds(table: pd.DataFrame, forget_sets: dict) -> pd.DataFrame:
+    """`table` with `forget_set_kind` and `forget_set_proxy` (the worst_case proxy,
+    else None) after its forget_set column: a worst-case set is a proxy, and every
+    row scored on one says so."""
+    table = table.copy()
+    at = list(table.columns).index("forget_set") + 1
+    specs = table["forget_set"].map(forget_sets)
+    table.insert(at, "forget_set_kind", specs.map(lambda spec: spec["kind"]))
+    table.insert(at + 1, "forget_set_proxy",
+                 specs.map(lambda spec: spec.get("proxy") if spec["kind"] == "worst_case"
+                           else None))
+    return table
+
+
 def top1_correct(logits, labels) -> np.ndarray:
     """Per model and point, 1.0 where argmax of the logits is the label, else 0.0.
 

@@ -12,3 +12,8 @@ torch.
 # 2: logits in float32 on CUDA (were bfloat16).
 # 3: CIFAR-10 inputs normalised as the published benchmark's (std 0.2023/0.1994/0.2010).
 TRAINING = "3"
+
+# Bump when a change can change which points a derived forget set holds
+# (klomflow/derived_forget_sets.py, klomflow/bilevel_forget_set.py,
+# klomflow/forget_set_jobs.py, the margin datamodel): it enters their rules' params.
+FORGET_SETS = "1"

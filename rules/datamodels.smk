@@ -38,3 +38,24 @@ rule fit_datamodels:
         fit=datamodel_fit_params,
     script:
         "../workflow_scripts/fit_datamodels.py"
+
+
+# The margin datamodel: how each training point moves every training point's
+# margin, fitted to the subset models (for datamodel_pc, worst_case proxies and
+# nearest neighbours in datamodel space).
+rule fit_margin_datamodel:
+    input:
+        logits=subset_logit_shards,
+        masks=subset_mask_shards,
+        points=rules.prepare_data.output.points,
+    output:
+        theta="results/datamodels/margin_train.npy",
+    log:
+        "results/logs/fit_margin_datamodel.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
+    params:
+        fit=datamodel_fit_params,
+    script:
+        "../workflow_scripts/fit_margin_datamodel.py"

@@ -1,15 +1,20 @@
 import pandas as pd
 from workflow_job import script_context
 
+from klomflow.forget_set_jobs import sidecar, write_forget_set
 from klomflow.forget_sets import make_forget_set
-from klomflow.io import save_array
 from klomflow.published import Source
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
-train_labels = points.loc[points["split"] == "train", "label"].to_numpy()
+train = points[points["split"] == "train"]
 name = snakemake.wildcards.forget_set
-indices = make_forget_set(name, snakemake.params.spec, train_labels,
-                          source=Source.from_config(config), log=log)
-save_array(snakemake.output.indices, indices)
-log(f"forget set {name}: {len(indices)} of {len(train_labels)} training points")
+spec = snakemake.params.spec
+# CIFAR-100 with coarse labels: the fine label of each point, for subpopulation sets.
+subclasses = train["subclass"].to_numpy() if "subclass" in train else None
+indices = make_forget_set(name, spec, train["label"].to_numpy(),
+                          source=Source.from_config(config), log=log,
+                          train_subclasses=subclasses)
+write_forget_set(snakemake.output.indices, snakemake.output.sidecar, indices,
+                 sidecar(name, spec, indices, len(train)))
+log(f"forget set {name}: {len(indices)} of {len(train)} training points")
