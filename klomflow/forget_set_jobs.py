@@ -215,7 +215,6 @@ def pilot_worst_case(config: dict, name: str, spec: dict, base_dir, log):
 def penultimate_features(config: dict, checkpoint_paths, n_models: int, base_dir, log) -> list:
     """The input of each of the first `n_models` originals' last linear layer, for
     every training point, in eval mode on the CPU: float64 [n_train, d] per model."""
-    import torch
 
     from klomflow.io import load_torch
     from klomflow.models import build_model
@@ -232,14 +231,23 @@ def penultimate_features(config: dict, checkpoint_paths, n_models: int, base_dir
         model = build_model(config["model"], dataset.input_shape, dataset.n_classes, 0)
         model.load_state_dict(record["state_dict"])
         model.eval()
-        last = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
-        captured = []
-        hook = last.register_forward_hook(lambda _, args, __: captured.append(args[0].detach()))
-        with torch.no_grad():
-            for start in range(0, dataset.n_train, 1024):
-                model(dataset.train_x[start:start + 1024])
-        hook.remove()
-        features.append(torch.cat(captured).flatten(1).double().numpy())
+        features.append(_last_linear_inputs(model, dataset.train_x))
         log(f"penultimate features of original model {record['index']}: "
             f"{tuple(features[-1].shape)}")
     return features
+
+
+def _last_linear_inputs(model, x, batch_size: int = 1024):
+    """float64 [n, d]: what the model's last nn.Linear receives for each row of x."""
+    import torch
+
+    last = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+    captured = []
+    hook = last.register_forward_hook(lambda _, args, __: captured.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size])
+    finally:
+        hook.remove()
+    return torch.cat(captured).flatten(1).double().numpy()
