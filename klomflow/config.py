@@ -59,10 +59,24 @@ def check_schema(config: dict) -> None:
     messages = []
     for error in errors:
         # oneOf failures hide the useful part (which key is unknown) in the context.
-        detail = error.message
+        detail, path = error.message, _key_path(error)
         if error.validator == "oneOf" and error.context:
-            detail = "; ".join(sorted({sub.message for sub in error.context}))
-        messages.append(f"{_key_path(error)}: {detail}")
+            context = error.context
+            # A forget set names its kind: report only that kind's branch, at its key.
+            kind = error.instance.get("kind") if isinstance(error.instance, dict) else None
+            branches = [index for index, branch in enumerate(error.validator_value)
+                        if branch.get("properties", {}).get("kind", {}).get("const") == kind]
+            kinds = [branch.get("properties", {}).get("kind", {}).get("const")
+                     for branch in error.validator_value]
+            if isinstance(kind, str) and not branches and all(kinds):
+                messages.append(f"{path}.kind: unknown kind {kind!r}; one of {kinds}")
+                continue
+            if branches:
+                context = [sub for sub in context if sub.relative_schema_path[0] in branches]
+            detail = "; ".join(sorted({sub.message for sub in context}))
+            if branches and len(context) == 1 and context[0].relative_path:
+                path = f"{path}.{'.'.join(str(part) for part in context[0].relative_path)}"
+        messages.append(f"{path}: {detail}")
     raise ConfigError("invalid config:\n  " + "\n  ".join(messages))
 
 

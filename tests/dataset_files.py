@@ -53,17 +53,19 @@ def _write_cifar_batch(path, labels, rng, name):
         pickle.dump(entry, handle, protocol=2)
 
 
-def write_cifar100(root, n_train: int = 30, n_test: int = 10, seed: int = 0):
+def write_cifar100(root, n_train: int = 30, n_test: int = 10, seed: int = 0, train_fine=None):
     """CIFAR-100 files under root/cifar-100-python; returns (train, test) fine labels.
 
-    Labels run up to 99 and the coarse labels (superclasses) differ from the fine
-    ones, so a reader that takes the wrong key or assumes 10 classes is caught.
+    Labels run up to 99 and the coarse labels (superclasses, fine // 5 here) differ
+    from the fine ones, so a reader that takes the wrong key or assumes 10 classes
+    is caught. `train_fine` sets the training points' fine labels (n_train ignored).
     """
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
-    fine = {"train": rng.permutation(np.arange(n_train) * 7 % 100),
-            "test": np.arange(n_test)[::-1] * 11 % 100}
+    train = rng.permutation(np.arange(n_train) * 7 % 100) if train_fine is None \
+        else np.asarray(train_fine)
+    fine = {"train": train, "test": np.arange(n_test)[::-1] * 11 % 100}
     for name, labels in fine.items():
         images = _class_images(labels, (3, 32, 32), rng, n_classes=100)
         entry = {"filenames": [f"image_{k}.png" for k in range(len(labels))],

@@ -10,7 +10,7 @@ import yaml
 from dataset_files import write_cifar10, write_cifar100, write_mnist
 
 from klomflow.config import ConfigError, validate
-from klomflow.datasets import load_dataset, points_table
+from klomflow.datasets import load_dataset, points_table, training_labels
 from klomflow.forget_sets import make_forget_set
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -54,6 +54,25 @@ def test_cifar100_format_files_load_with_fine_labels(tmp_path):
     expected = (last.reshape(3, 32, 32) / 255.0 - mean) / std
     np.testing.assert_allclose(dataset.val_x[-1].numpy(), expected, atol=1e-5)
     assert list(points_table(dataset)["label"]) == [*train_labels, *test_labels]
+
+
+def test_cifar100_coarse_labels_train_on_superclasses_and_keep_the_subclass(tmp_path):
+    train_fine, test_fine = write_cifar100(tmp_path, n_train=30, n_test=10)
+    config = {"name": "cifar100", "data_dir": str(tmp_path), "verify_checksums": False,
+              "labels": "coarse"}
+    dataset = load_dataset(config)
+    assert dataset.n_classes == 20
+    # The coarse labels of the pickles (fine // 5 in these files), not the fine ones.
+    np.testing.assert_array_equal(dataset.train_y.numpy(), train_fine // 5)
+    np.testing.assert_array_equal(dataset.val_y.numpy(), test_fine // 5)
+    points = points_table(dataset)
+    np.testing.assert_array_equal(points["subclass"], [*train_fine, *test_fine])
+    np.testing.assert_array_equal(points["label"], [*train_fine // 5, *test_fine // 5])
+    # The torch-free reader used to check configs agrees, and reads fine labels on request.
+    np.testing.assert_array_equal(training_labels(config), train_fine // 5)
+    np.testing.assert_array_equal(training_labels(config, fine=True), train_fine)
+    # The default stays fine, without a subclass column.
+    assert "subclass" not in points_table(load_dataset(config | {"labels": "fine"}))
 
 
 def test_cifar_checksums_are_checked_by_default(tmp_path):
