@@ -126,3 +126,28 @@ def test_coarse_labels_are_for_cifar100_only(tmp_path):
     config["dataset"]["labels"] = "coarse"
     with pytest.raises(ConfigError, match="dataset.labels: coarse labels exist for cifar100"):
         validate(config, tmp_path)
+
+
+def rule_edges(folder) -> set:
+    """(upstream rule, downstream rule) pairs of Snakemake's rule graph."""
+    import re
+
+    from workflow import snakemake
+
+    dot = snakemake(folder, "--rulegraph").stdout
+    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", dot, re.MULTILINE))
+    return {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.MULTILINE)}
+
+
+def test_a_pc_set_is_made_after_the_subset_models_and_before_its_oracles(tmp_path):
+    from workflow import write_config
+
+    write_config(tmp_path, with_sets({"pc": PC}))
+    edges = rule_edges(tmp_path)
+    assert ("train_subset_models", "fit_margin_datamodel") in edges
+    assert ("fit_margin_datamodel", "derive_forget_set") in edges
+    assert ("derive_forget_set", "train_oracles") in edges
+    assert not any("make_forget_set" in edge for edge in edges)
+    # Originals and subset models never wait for a forget set (no cycle).
+    assert ("derive_forget_set", "train_subset_models") not in edges
+    assert ("derive_forget_set", "train_originals") not in edges
