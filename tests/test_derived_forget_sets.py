@@ -309,8 +309,14 @@ def subset_models(n_models=40, n_points=25, seed=0):
 def test_inout_klom_is_the_reference_per_point(monkeypatch, binning, direction, bins, clip):
     monkeypatch.setattr(derived, "KLOM_CHUNK_ELEMENTS", 40 * 6)  # chunks of 6 points
     margins, masks = subset_models()
+    # Point 4: samples on the bin edges and one float64 step either side of them, where a
+    # bin computed from the width alone can be off by one.
+    edges = np.linspace(-1.3, 1.4, bins + 1)
+    near = np.concatenate([edges, np.nextafter(edges, -np.inf)[1:], np.nextafter(edges, np.inf)])
+    margins[:, 4] = np.resize(near, 40)
+    margins[:2, 4] = -1.3, 1.4
     options = KlomOptions(bins=bins, clip=clip, binning=binning, direction=direction)
-    scores = inout_klom_scores(margins.astype(np.float32), masks, options)
+    scores = inout_klom_scores(margins, masks, options)
     expected = [klom_one_point_reference(margins[masks[:, i], i], margins[~masks[:, i], i],
                                          options) for i in range(margins.shape[1])]
     assert scores.tolist() == expected
@@ -409,7 +415,7 @@ def test_projection_satisfies_the_constraints():
     assert project_capped_simplex(values, 50).tolist() == [1.0] * 50
 
 
-def test_one_bilevel_step_is_the_hand_computed_update():
+def test_two_bilevel_steps_are_the_hand_computed_update():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 3))
     y = np.array([0, 1, 2, 0, 1, 2])
@@ -420,7 +426,7 @@ def test_one_bilevel_step_is_the_hand_computed_update():
         model.bias.copy_(torch.tensor(bias))
     size, inner_lr, w_lr, gamma, seed = 2, 0.1, 0.4, 0.3, 11
     chosen, weights = bilevel_worst_case(
-        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), size, outer_steps=1,
+        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), size, outer_steps=2,
         inner_epochs=1, inner_lr=inner_lr, w_lr=w_lr, gamma=gamma, batch_size=6, seed=seed,
         log=lambda message: None)
 
@@ -429,16 +435,21 @@ def test_one_bilevel_step_is_the_hand_computed_update():
         log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         return -log_probabilities[np.arange(6), y], np.exp(log_probabilities)
 
+    def outer_step(current):
+        """One batch of signSGD from the pilot's weights, then the projected w step."""
+        _, probabilities = cross_entropy(weight, bias)
+        residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
+        weight_after = weight - inner_lr * np.sign(residual.T @ x)
+        bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
+        losses, _ = cross_entropy(weight_after, bias_after)
+        return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
+
     start = np.zeros(6)
     start[np.random.default_rng(seed).choice(6, size, replace=False)] = 1.0
-    _, probabilities = cross_entropy(weight, bias)
-    residual = (probabilities - np.eye(3)[y]) * (1 - start)[:, None]  # d loss / d logits
-    weight_after = weight - inner_lr * np.sign(residual.T @ x)
-    bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
-    losses, _ = cross_entropy(weight_after, bias_after)
-    expected = projection_by_root(start - w_lr * (losses + 2 * gamma * start), size)
+    first = outer_step(start)
+    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
+    expected = outer_step(first)
     np.testing.assert_allclose(weights, expected, atol=1e-6)
-    assert np.sum((expected > 0) & (expected < 1)) >= 2  # the projection is not a rounding
     assert chosen.tolist() == np.sort(rank_order(expected)[:size]).tolist()
     assert np.array_equal(model.weight.detach().numpy(), weight.astype(np.float32))
 
