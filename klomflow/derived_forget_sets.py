@@ -87,6 +87,23 @@ def _row_blocks(n_rows: int, n_columns: int):
         yield slice(start, min(start + rows, n_rows))
 
 
+def _check_finite(non_finite: int) -> None:
+    if non_finite:
+        raise ValueError(f"theta: the margin datamodel holds {non_finite} NaN or infinite values")
+
+
+def _row_norms(squares, zero_diagonal: bool):
+    """Row norms from their sums of squares; `normalize: l2` cannot scale a zero row."""
+    zero = np.flatnonzero(squares == 0)
+    if zero.size:
+        raise ValueError(
+            f"normalize: l2 cannot scale a zero row; training point {int(zero[0])} "
+            f"({zero.size} in all) has an all-zero datamodel row"
+            + (" once its diagonal is zeroed" if zero_diagonal else "")
+        )
+    return np.sqrt(squares)
+
+
 class _ThetaOperator:
     """A_c = R (T - D) - 1 muᵀ as products, reading Θ one row block at a time.
 
@@ -111,19 +128,10 @@ class _ThetaOperator:
                     squares += (block * block).sum(axis=0)
                 else:
                     squares[block_rows] = (block * block).sum(axis=1)
-        if non_finite:
-            raise ValueError(f"theta: the margin datamodel holds {non_finite} NaN or infinite "
-                             f"values")
+        _check_finite(non_finite)
         self.scale = None
         if normalize == "l2":
-            zero = np.flatnonzero(squares == 0)
-            if zero.size:
-                raise ValueError(
-                    f"normalize: l2 cannot scale a zero row; training point {int(zero[0])} "
-                    f"({zero.size} in all) has an all-zero datamodel row"
-                    + (" once its diagonal is zeroed" if zero_diagonal else "")
-                )
-            self.scale = 1.0 / np.sqrt(squares)
+            self.scale = 1.0 / _row_norms(squares, zero_diagonal)
         self.mean = None
         if center:
             self.mean = self.rmatmul(np.ones((self.n, 1)))[:, 0] / self.n
@@ -178,21 +186,11 @@ class _ThetaOperator:
 def _dense_matrix(theta, rows: str, center: bool, normalize: str, zero_diagonal: bool):
     """A_c as one float64 array (the exact solver; n_train <= EXACT_LIMIT)."""
     matrix = np.array(theta.T if rows == "target" else theta, dtype=np.float64)
-    non_finite = int(matrix.size - np.isfinite(matrix).sum())
-    if non_finite:
-        raise ValueError(f"theta: the margin datamodel holds {non_finite} NaN or infinite values")
+    _check_finite(int(matrix.size - np.isfinite(matrix).sum()))
     if zero_diagonal:
         np.fill_diagonal(matrix, 0.0)
     if normalize == "l2":
-        norms = np.sqrt((matrix * matrix).sum(axis=1))
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"normalize: l2 cannot scale a zero row; training point {int(zero[0])} "
-                f"({zero.size} in all) has an all-zero datamodel row"
-                + (" once its diagonal is zeroed" if zero_diagonal else "")
-            )
-        matrix /= norms[:, None]
+        matrix /= _row_norms((matrix * matrix).sum(axis=1), zero_diagonal)[:, None]
     if center:
         matrix -= matrix.mean(axis=0)
     return matrix
