@@ -1,0 +1,467 @@
+"""The derived forget-set algorithms against FORGET-SETS.md (section 7 items 1, 3, 4 and 6)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+
+from klomflow import derived_forget_sets as derived
+from klomflow.bilevel_forget_set import bilevel_worst_case, project_capped_simplex
+from klomflow.derived_forget_sets import (
+    datamodel_group,
+    inout_klom_scores,
+    nearest_neighbors,
+    pc_scores,
+    rank_order,
+    select_by_side,
+    self_influence_scores,
+    subpopulation,
+    training_rows,
+)
+from klomflow.klom import klom_one_point_reference
+from klomflow.options import KlomOptions
+
+FIRST_BLOCK = np.arange(30, 50)  # loads on component 1
+SECOND_BLOCK = np.arange(120, 140)  # loads on component 2
+
+
+def planted_theta(n=200, noise=0.05, seed=0):
+    """Θ whose target rows A = Θᵀ are rank 2 (two planted blocks) plus noise."""
+    rng = np.random.default_rng(seed)
+    direction_1 = rng.standard_normal(n)
+    direction_2 = rng.standard_normal(n)
+    direction_2 -= direction_2 @ direction_1 / (direction_1 @ direction_1) * direction_1
+    rows = (10 * np.outer(np.isin(np.arange(n), FIRST_BLOCK), direction_1 / np.linalg.norm(
+        direction_1)) + 5 * np.outer(np.isin(np.arange(n), SECOND_BLOCK),
+                                     direction_2 / np.linalg.norm(direction_2)))
+    rows += noise * rng.standard_normal((n, n)) / np.sqrt(n)
+    return np.ascontiguousarray(rows.T, dtype=np.float32)
+
+
+def low_rank_theta(n=120, seed=1):
+    """Nearly rank 2 in every preparation (row scaling, centring and a zero diagonal keep
+    the spectrum's gap), so the randomized solver must agree with the exact one."""
+    rng = np.random.default_rng(seed)
+    left = rng.standard_normal((n, 2)) + [1.0, -0.5]
+    right = rng.standard_normal((n, 2))
+    theta = left @ np.diag([3.0, 1.0]) @ right.T + 1e-4 * rng.standard_normal((n, n))
+    return theta.astype(np.float32)
+
+
+def top(theta, size, component=1, **options):
+    return select_by_side(pc_scores(theta, component=component, **options)["scores"], size,
+                          "top")[0]
+
+
+def jaccard(a, b):
+    return len(np.intersect1d(a, b)) / len(np.union1d(a, b))
+
+
+# ---------------------------------------------------------------------------
+# datamodel_pc
+
+
+def test_rank_order_ties_go_to_the_smaller_index():
+    assert rank_order([1.0, 3.0, 3.0, -2.0, 1.0]).tolist() == [1, 2, 0, 4, 3]
+
+
+def test_planted_blocks_are_the_top_of_their_components():
+    theta = planted_theta()
+    result = pc_scores(theta, component=1)
+    assert result["solver"] == "exact"
+    assert top(theta, 20, component=1).tolist() == FIRST_BLOCK.tolist()
+    assert top(theta, 20, component=2).tolist() == SECOND_BLOCK.tolist()
+    assert result["singular_values"].shape == (2,)
+    assert result["skewness"] > 0
+
+
+def test_negated_theta_gives_the_same_set():
+    theta = planted_theta()
+    for component in (1, 2):
+        scores = pc_scores(theta, component=component)["scores"]
+        negated = pc_scores(-theta, component=component)["scores"]
+        np.testing.assert_allclose(negated, scores, atol=1e-9 * np.abs(scores).max())
+        assert np.array_equal(select_by_side(negated, 50, "top")[0],
+                              select_by_side(scores, 50, "top")[0])
+
+
+def test_sets_of_one_component_are_nested_and_both_halves_disjoint():
+    scores = pc_scores(planted_theta(), component=1)["scores"]
+    top_10, cut_10 = select_by_side(scores, 10, "top")
+    top_100, _ = select_by_side(scores, 100, "top")
+    assert np.isin(top_10, top_100).all()
+    assert cut_10 == np.sort(scores)[::-1][10]
+    both, (top_cut, bottom_cut) = select_by_side(scores, 40, "both")
+    high, _ = select_by_side(scores, 20, "top")
+    low, _ = select_by_side(scores, 20, "bottom")
+    assert np.intersect1d(high, low).size == 0
+    assert both.tolist() == np.union1d(high, low).tolist()
+    assert high.tolist() == FIRST_BLOCK.tolist()
+    assert top_cut == np.sort(scores)[::-1][20] and bottom_cut == np.sort(scores)[20]
+    # Tied scores: the two ends start at the same points, the halves must still differ.
+    tied, _ = select_by_side(np.zeros(10), 4, "both")
+    assert tied.tolist() == [0, 1, 2, 3]
+    every, cut = select_by_side(scores, scores.size, "bottom")
+    assert every.size == scores.size and cut is None
+
+
+def test_same_configuration_gives_identical_bytes():
+    theta = planted_theta()
+    for solver in ("exact", "randomized"):
+        first = pc_scores(theta, component=2, solver=solver, seed=3)
+        second = pc_scores(theta, component=2, solver=solver, seed=3)
+        assert first["scores"].tobytes() == second["scores"].tobytes()
+        assert (select_by_side(first["scores"], 40, "both")[0].tobytes()
+                == select_by_side(second["scores"], 40, "both")[0].tobytes())
+
+
+def test_randomized_matches_exact_on_the_planted_matrix():
+    theta = planted_theta(n=400, seed=2)
+    for component in (1, 2):
+        exact = top(theta, 100, component=component, solver="exact")
+        randomized = top(theta, 100, component=component, solver="randomized", seed=1)
+        assert jaccard(exact, randomized) >= 0.95
+
+
+@pytest.mark.parametrize("rows", ["target", "source"])
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("normalize, zero_diagonal", [("none", False), ("l2", True),
+                                                      ("l2", False), ("none", True)])
+def test_randomized_operator_is_the_exact_matrix(monkeypatch, rows, center, normalize,
+                                                  zero_diagonal):
+    # Blocks of 7 rows (the last one short): the blockwise products, row norms, means and
+    # zeroed diagonal must add up to the matrix the exact solver builds.
+    monkeypatch.setattr(derived, "BLOCK_ELEMENTS", 7 * 120)
+    theta = low_rank_theta()
+    options = dict(rows=rows, center=center, normalize=normalize, zero_diagonal=zero_diagonal)
+    for component in (1, 2):
+        exact = pc_scores(theta, component=component, solver="exact", **options)
+        randomized = pc_scores(theta, component=component, solver="randomized", **options)
+        assert randomized["solver"] == "randomized"
+        scale = np.abs(exact["scores"]).max()
+        np.testing.assert_allclose(randomized["scores"], exact["scores"], atol=1e-7 * scale)
+        # S[k] is returned for the gap beside component k; k + 10 columns estimate it well
+        # but, in the noise below a rank-2 matrix, not to the digits of the first k.
+        np.testing.assert_allclose(randomized["singular_values"][:component],
+                                   exact["singular_values"][:component], rtol=1e-9)
+        np.testing.assert_allclose(randomized["singular_values"][component],
+                                   exact["singular_values"][component], rtol=1e-2)
+
+
+def test_randomized_reads_a_memmap_from_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(derived, "BLOCK_ELEMENTS", 9 * 150)
+    theta = planted_theta(n=150, seed=4)
+    np.save(tmp_path / "margin_train.npy", theta)
+    on_disk = np.load(tmp_path / "margin_train.npy", mmap_mode="r")  # read-only
+    options = dict(component=1, zero_diagonal=True, normalize="l2", solver="randomized")
+    from_disk = pc_scores(on_disk, **options)
+    in_memory = pc_scores(np.array(on_disk), **options)
+    assert from_disk["scores"].tobytes() == in_memory["scores"].tobytes()
+    exact = pc_scores(theta, **{**options, "solver": "exact"})
+    assert jaccard(select_by_side(from_disk["scores"], 100, "top")[0],
+                   select_by_side(exact["scores"], 100, "top")[0]) >= 0.95
+    assert np.array_equal(np.load(tmp_path / "margin_train.npy"), theta)
+
+
+def test_pc_errors_name_their_key():
+    theta = planted_theta(n=30)
+    scores = pc_scores(theta, component=1)["scores"]
+    with pytest.raises(ValueError, match="^size: .*odd"):
+        select_by_side(scores, 7, "both")
+    with pytest.raises(ValueError, match="^size:"):
+        select_by_side(scores, 31, "top")
+    with pytest.raises(ValueError, match="^side:"):
+        select_by_side(scores, 3, "middle")
+    for component in (0, 31):
+        with pytest.raises(ValueError, match="^component:"):
+            pc_scores(theta, component=component)
+    with pytest.raises(ValueError, match="^solver: exact refuses"):
+        pc_scores(np.broadcast_to(np.float32(0), (20001, 20001)), component=1, solver="exact")
+    with pytest.raises(ValueError, match="^rows:"):
+        pc_scores(theta, component=1, rows="both")
+    broken = theta.copy()
+    broken[3, 4] = np.nan
+    for solver in ("exact", "randomized"):
+        with pytest.raises(ValueError, match="^theta: .*1 NaN"):
+            pc_scores(broken, component=1, solver=solver)
+        with pytest.raises(ValueError, match="^normalize: .*training point 2"):
+            zero_row = theta.copy()
+            zero_row[:, 2] = 0  # target row 2 = column 2 of Θ
+            pc_scores(zero_row, component=1, normalize="l2", solver=solver)
+
+
+def test_close_singular_values_are_warned_about():
+    result = pc_scores(np.eye(20, dtype=np.float32) * 2, component=2, center=False)
+    assert len(result["warnings"]) == 2 and "ill-defined" in result["warnings"][0]
+    assert result["relative_gaps"].tolist() == [0.0, 0.0]
+    assert not pc_scores(planted_theta(), component=1)["warnings"]
+
+
+# ---------------------------------------------------------------------------
+# nearest_neighbors
+
+
+def three_clusters(n_per_cluster=30, seed=0):
+    rng = np.random.default_rng(seed)
+    cluster = rng.permutation(np.repeat(np.arange(3), n_per_cluster))
+    features = 10 * np.eye(3)[cluster] + rng.standard_normal((cluster.size, 3))
+    return features, cluster
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_neighbours_are_the_anchors_cluster(metric):
+    features, cluster = three_clusters()
+    anchor = int(np.flatnonzero(cluster == 1)[4])
+    members = np.flatnonzero(cluster == 1)
+    chosen, similarity = nearest_neighbors([features], anchor, 30, metric=metric)
+    assert chosen.tolist() == members.tolist() and similarity.shape == (90,)
+    excluded, _ = nearest_neighbors(features, anchor, 29, metric=metric, include_anchor=False)
+    assert anchor not in excluded
+    assert excluded.tolist() == members[members != anchor].tolist()
+
+
+def test_similarities_are_averaged_over_models_not_features():
+    features, cluster = three_clusters()
+    # A second "model" with other, unaligned features: rotated into 5 dimensions and
+    # negated. Averaged features would cancel; cosine similarities are unchanged.
+    rotation = np.linalg.qr(np.random.default_rng(1).standard_normal((5, 3)))[0]
+    other = -(features @ rotation.T)
+    _, one_model = nearest_neighbors([features], 0, 10)
+    chosen, two_models = nearest_neighbors([features, other.astype(np.float32)], 0, 10)
+    np.testing.assert_allclose(two_models, one_model, atol=1e-6)  # float32 rounding
+    assert np.isin(chosen, np.flatnonzero(cluster == cluster[0])).all()
+
+
+def test_nearest_neighbour_errors():
+    features, _ = three_clusters()
+    with pytest.raises(ValueError, match="^path: .*2-D"):
+        nearest_neighbors([features[:, 0]], 0, 5)
+    with pytest.raises(ValueError, match="^path: embedding 1 has 89 rows"):
+        nearest_neighbors([features, features[:-1]], 0, 5)
+    with pytest.raises(ValueError, match="^anchor:"):
+        nearest_neighbors(features, 90, 5)
+    with pytest.raises(ValueError, match="^size:"):
+        nearest_neighbors(features, 0, 90, include_anchor=False)
+    zero = features.copy()
+    zero[7] = 0
+    with pytest.raises(ValueError, match="^anchor: training point 7 has a zero embedding"):
+        nearest_neighbors(zero, 7, 5)
+    assert nearest_neighbors(zero, 0, 5)[1][7] == 0
+    assert training_rows(np.zeros((100, 4)), 90, 100).shape == (90, 4)
+    with pytest.raises(ValueError, match="^path: embeddings have 95 rows"):
+        training_rows(np.zeros((95, 4)), 90, 100)
+
+
+# ---------------------------------------------------------------------------
+# subpopulation
+
+
+def fine_and_coarse(seed=0):
+    fine = np.random.default_rng(seed).permutation(np.repeat(np.arange(6), 10))
+    return fine, fine // 2
+
+
+def test_subpopulation_is_one_fine_class():
+    fine, coarse = fine_and_coarse()
+    everyone = np.flatnonzero(fine == 4)
+    assert subpopulation(fine, coarse, 4).tolist() == everyone.tolist()
+    first = subpopulation(fine, coarse, 4, size=5)
+    assert first.tolist() == everyone[:5].tolist() and first.dtype == np.int64
+    sampled = subpopulation(fine, coarse, 4, size=5, select="random", seed=2)
+    assert np.isin(sampled, everyone).all() and np.all(np.diff(sampled) > 0)
+    assert sampled.tolist() == subpopulation(fine, coarse, 4, size=5, select="random",
+                                             seed=2).tolist()
+
+
+def test_subpopulation_errors():
+    fine, coarse = fine_and_coarse()
+    mixed = coarse.copy()
+    mixed[np.flatnonzero(fine == 4)[3]] = 0
+    with pytest.raises(ValueError, match=r"^subclass: fine class 4 spans coarse labels \[0, 2\]"):
+        subpopulation(fine, mixed, 4)
+    with pytest.raises(ValueError, match="^size: 11 is outside 1..10"):
+        subpopulation(fine, coarse, 4, size=11)
+    with pytest.raises(ValueError, match="^subclass:"):
+        subpopulation(fine, coarse, 6)
+    with pytest.raises(ValueError, match="^select:"):
+        subpopulation(fine, coarse, 4, select="last")
+
+
+# ---------------------------------------------------------------------------
+# worst_case proxies
+
+
+def subset_models(n_models=40, n_points=25, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = rng.random((n_models, n_points)) < 0.5
+    masks[0], masks[1] = True, False  # every point on both sides
+    effect = rng.uniform(0, 3, n_points)
+    margins = rng.standard_normal((n_models, n_points)) + masks * effect
+    # Values on a grid, so that samples land on bin edges, and beyond a small clip.
+    margins = np.round(margins * 2) / 2
+    margins[:, 3] = 1.5  # one point whose margins never move
+    return margins, masks
+
+
+@pytest.mark.parametrize("binning", ["reference", "inclusive"])
+@pytest.mark.parametrize("direction", ["unlearned_to_oracle", "oracle_to_unlearned"])
+@pytest.mark.parametrize("bins, clip", [(20, 100.0), (7, 1.5)])
+def test_inout_klom_is_the_reference_per_point(monkeypatch, binning, direction, bins, clip):
+    monkeypatch.setattr(derived, "KLOM_CHUNK_ELEMENTS", 40 * 6)  # chunks of 6 points
+    margins, masks = subset_models()
+    # Point 4: samples on the bin edges and one float64 step either side of them, where a
+    # bin computed from the width alone can be off by one.
+    edges = np.linspace(-1.3, 1.4, bins + 1)
+    near = np.concatenate([edges, np.nextafter(edges, -np.inf)[1:], np.nextafter(edges, np.inf)])
+    margins[:, 4] = np.resize(near, 40)
+    margins[:2, 4] = -1.3, 1.4
+    options = KlomOptions(bins=bins, clip=clip, binning=binning, direction=direction)
+    scores = inout_klom_scores(margins, masks, options)
+    expected = [klom_one_point_reference(margins[masks[:, i], i], margins[~masks[:, i], i],
+                                         options) for i in range(margins.shape[1])]
+    assert scores.tolist() == expected
+    assert scores[3] == 0 and scores.max() > 1
+
+
+def test_inout_klom_needs_both_sides():
+    margins, masks = subset_models()
+    masks[:, 5] = True
+    with pytest.raises(ValueError, match="^masks: training point 5 is in 40 of 40"):
+        inout_klom_scores(margins, masks)
+
+
+def test_self_influence_is_the_diagonal_over_the_margin_spread():
+    margins, _ = subset_models()
+    margins[:, 3] += np.arange(40) / 40  # give the constant point a spread
+    theta = np.random.default_rng(1).standard_normal((25, 25)).astype(np.float32)
+    expected = theta.diagonal().astype(np.float64) / margins.std(axis=0, ddof=1)
+    np.testing.assert_allclose(self_influence_scores(theta, margins), expected, rtol=1e-12)
+    margins[:, 8] = 2.0
+    with pytest.raises(ValueError, match="^subset_margins: training point 8 has margin "
+                                         "standard deviation 0"):
+        self_influence_scores(theta, margins)
+
+
+def naive_group(z, size):
+    """Add the point that raises sum(Z over F x F) most, by recomputing that sum."""
+    chosen = []
+    for _ in range(size):
+        totals = [z[np.ix_(chosen + [j], chosen + [j])].sum() if j not in chosen else -np.inf
+                  for j in range(len(z))]
+        chosen.append(int(np.argmax(totals)))
+    return chosen
+
+
+def test_datamodel_group_finds_the_planted_group(tmp_path):
+    rng = np.random.default_rng(0)
+    n, group = 60, np.array([7, 19, 33, 41, 52])
+    theta = 0.01 * rng.standard_normal((n, n))
+    np.fill_diagonal(theta, rng.uniform(0, 1.5, n))
+    theta[np.ix_(group, group)] = 0.8
+    theta[group, group] = 0.3
+    theta[19, 19] = 2.0  # the group's way in: one member stands out alone
+    theta = theta.astype(np.float32)
+    picks, gains = datamodel_group(theta, np.ones(n), 5)
+    assert picks[0] == 19 and np.sort(picks).tolist() == group.tolist()
+    # After the way in, each member adds its links to the members before it.
+    assert gains[1:].tolist() == sorted(gains[1:].tolist()) and gains[1] > 1.5
+    # One point at a time misses the group: only its way in has a large diagonal.
+    singletons = np.sort(rank_order(theta.diagonal())[:5])
+    assert np.intersect1d(singletons, group).tolist() == [19]
+    # Θᵀ on disk serves the columns; the result cannot change.
+    np.save(tmp_path / "transposed.npy", np.ascontiguousarray(theta.T))
+    again, _ = datamodel_group(theta, np.ones(n), 5,
+                               theta_transposed=np.load(tmp_path / "transposed.npy",
+                                                        mmap_mode="r"))
+    assert again.tolist() == picks.tolist()
+
+
+def test_datamodel_group_is_the_naive_greedy_in_standard_deviations():
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal((30, 30)).astype(np.float32)
+    sd = rng.uniform(0.5, 2.0, 30)
+    z = theta.astype(np.float64) / sd
+    picks, gains = datamodel_group(theta, sd, 8)
+    assert picks.tolist() == naive_group(z, 8)
+    totals = [z[np.ix_(picks[:k], picks[:k])].sum() for k in range(1, 9)]
+    np.testing.assert_allclose(np.cumsum(gains), totals, rtol=1e-10)
+    with pytest.raises(ValueError, match="^subset_margins: training point 4"):
+        datamodel_group(theta, np.where(np.arange(30) == 4, 0.0, sd), 3)
+
+
+# ---------------------------------------------------------------------------
+# worst_case, bilevel
+
+
+def projection_by_root(values, size):
+    shift = brentq(lambda mu: np.clip(values - mu, 0, 1).sum() - size,
+                   values.min() - 1, values.max(), xtol=1e-15)
+    return np.clip(values - shift, 0, 1)
+
+
+def test_projection_satisfies_the_constraints():
+    values = np.random.default_rng(0).normal(0.3, 1.5, 50)
+    projected = project_capped_simplex(values, 7)
+    assert projected.min() >= 0 and projected.max() <= 1
+    assert abs(projected.sum() - 7) < 1e-9
+    assert 0 < np.sum(projected == 1) and 0 < np.sum((projected > 0) & (projected < 1))
+    np.testing.assert_allclose(projected, projection_by_root(values, 7), atol=1e-12)
+    # The nearest point: no feasible move towards `values` shortens the distance.
+    free = (projected > 0) & (projected < 1)
+    shift = values[free] - projected[free]
+    assert np.ptp(shift) < 1e-12
+    assert (values[projected == 1] - 1 >= shift[0] - 1e-12).all()
+    assert (values[projected == 0] <= shift[0] + 1e-12).all()
+    assert project_capped_simplex(values, 50).tolist() == [1.0] * 50
+
+
+def test_two_bilevel_steps_are_the_hand_computed_update():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    weight, bias = rng.standard_normal((3, 3)), rng.standard_normal(3)
+    model = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(weight))
+        model.bias.copy_(torch.tensor(bias))
+    size, inner_lr, w_lr, gamma, seed = 2, 0.1, 0.4, 0.3, 11
+    chosen, weights = bilevel_worst_case(
+        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), size, outer_steps=2,
+        inner_epochs=1, inner_lr=inner_lr, w_lr=w_lr, gamma=gamma, batch_size=6, seed=seed,
+        log=lambda message: None)
+
+    def cross_entropy(weight, bias):
+        logits = x @ weight.T + bias
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return -log_probabilities[np.arange(6), y], np.exp(log_probabilities)
+
+    def outer_step(current):
+        """One batch of signSGD from the pilot's weights, then the projected w step."""
+        _, probabilities = cross_entropy(weight, bias)
+        residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
+        weight_after = weight - inner_lr * np.sign(residual.T @ x)
+        bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
+        losses, _ = cross_entropy(weight_after, bias_after)
+        return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
+
+    start = np.zeros(6)
+    start[np.random.default_rng(seed).choice(6, size, replace=False)] = 1.0
+    first = outer_step(start)
+    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
+    expected = outer_step(first)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    assert chosen.tolist() == np.sort(rank_order(expected)[:size]).tolist()
+    assert np.array_equal(model.weight.detach().numpy(), weight.astype(np.float32))
+
+
+def test_bilevel_on_a_toy_set_is_exact_in_size_and_deterministic(tiny_problem):
+    model, data = tiny_problem
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    runs = [bilevel_worst_case(model, data.train_x, data.train_y, 12, outer_steps=3,
+                               inner_epochs=2, batch_size=32, seed=4, log=lambda message: None)
+            for _ in range(2)]
+    (chosen, weights), (again, weights_again) = runs
+    assert chosen.dtype == np.int64 and chosen.size == 12 and np.all(np.diff(chosen) > 0)
+    assert chosen.tobytes() == again.tobytes() and weights.tobytes() == weights_again.tobytes()
+    assert weights.min() >= 0 and weights.max() <= 1 and abs(weights.sum() - 12) < 1e-9
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
