@@ -20,6 +20,8 @@ workflow's files. torch is imported only by the kinds that run models.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,19 +87,30 @@ def fit_margin_datamodel(logit_paths, mask_paths, train_labels, ridge: float, pa
         del theta
 
 
-def derive(name: str, spec: dict, inputs: dict, train_labels, config: dict, log,
-           base_dir=".") -> tuple[np.ndarray, dict]:
-    """(sorted indices, sidecar) of derived forget set `name`.
+@dataclass
+class Job:
+    """What a derived forget set's job knows: its set, its input files by name
+    (margin_datamodel, subset_logits, subset_masks, originals, embedding), the
+    training labels, the number of evaluation points and the resolved config."""
 
-    `inputs`: the rule's input files by name (margin_datamodel, subset_logits,
-    subset_masks, originals, embedding). Errors name `forget_sets.<name>`.
-    """
+    name: str
+    spec: dict
+    inputs: dict
+    train_labels: np.ndarray
+    n_points: int
+    config: dict
+    log: Callable
+    base_dir: str = "."
+
+
+def derive(job: Job) -> tuple[np.ndarray, dict]:
+    """(sorted indices, sidecar) of a derived forget set; errors name
+    `forget_sets.<name>` and the key at fault."""
+    name, spec, inputs, log = job.name, job.spec, job.inputs, job.log
     key = f"forget_sets.{name}"
-    train_labels = np.asarray(train_labels)
-    n_train = len(train_labels)
+    n_train = len(job.train_labels)
     try:
-        members, extra = _DERIVE[spec["kind"]](spec, inputs, train_labels, config, log,
-                                               base_dir, name)
+        members, extra = _DERIVE[spec["kind"]](job)
     except ValueError as error:
         raise derived_error(key, error) from None
     indices = np.unique(np.asarray(members, dtype=np.int64))
@@ -110,9 +123,13 @@ def derive(name: str, spec: dict, inputs: dict, train_labels, config: dict, log,
 
 
 def derived_error(key: str, error: Exception) -> ValueError:
+    """The algorithms' errors start with the key at fault ("anchor: ..."): prefix
+    the set's own key, `forget_sets.<name>.anchor: ...`."""
     from klomflow.forget_sets import ForgetSetError
 
-    return ForgetSetError(f"{key}: {error}")
+    message = str(error)
+    head = message.split(":", 1)[0]
+    return ForgetSetError(f"{key}.{message}" if head.isidentifier() else f"{key}: {message}")
 
 
 def _digests(files) -> dict | str:
@@ -125,7 +142,8 @@ def _member_scores(scores, members) -> list:
     return [float(scores[i]) for i in members]
 
 
-def _datamodel_pc(spec, inputs, train_labels, config, log, base_dir, name):
+def _datamodel_pc(job: Job):
+    spec, inputs, log, name = job.spec, job.inputs, job.log, job.name
     theta = np.load(inputs["margin_datamodel"], mmap_mode="r")
     keys = {k: spec[k] for k in ("component", "rows", "center", "normalize", "zero_diagonal",
                                  "solver", "seed")}
@@ -137,20 +155,19 @@ def _datamodel_pc(spec, inputs, train_labels, config, log, base_dir, name):
                      "details": details, "warnings": list(result["warnings"])}
 
 
-def _nearest_neighbors(spec, inputs, train_labels, config, log, base_dir, name):
-    n_train = len(train_labels)
+def _nearest_neighbors(job: Job):
+    spec, inputs = job.spec, job.inputs
+    n_train = len(job.train_labels)
     if spec["embedding"] == "file":
         embedding = np.load(inputs["embedding"], mmap_mode="r", allow_pickle=False)
-        if embedding.ndim != 2 or len(embedding) < n_train:
-            raise ValueError(f"path: {inputs['embedding']!r} has shape {embedding.shape}; it "
-                             f"needs one row per training point ({n_train}, d)")
-        embeddings = [np.asarray(embedding[:n_train], dtype=np.float64)]
+        embeddings = [np.asarray(derived.training_rows(embedding, n_train, job.n_points),
+                                 dtype=np.float64)]
     elif spec["embedding"] == "datamodel":
         # Row x of Θᵀ: how every training point moves x's margin (x's datamodel).
         embeddings = [np.load(inputs["margin_datamodel"], mmap_mode="r").T]
     else:
-        embeddings = penultimate_features(config, inputs["originals"], spec["models"], base_dir,
-                                          log)
+        embeddings = penultimate_features(job.config, inputs["originals"], spec["models"],
+                                          job.base_dir, job.log)
     members, similarity = derived.nearest_neighbors(embeddings, spec["anchor"], spec["size"],
                                                     spec["metric"], spec["include_anchor"])
     order = derived.rank_order(similarity)
@@ -159,17 +176,18 @@ def _nearest_neighbors(spec, inputs, train_labels, config, log, base_dir, name):
     return members, {"scores": _member_scores(similarity, members), "cut_score": cut}
 
 
-def _worst_case(spec, inputs, train_labels, config, log, base_dir, name):
+def _worst_case(job: Job):
+    spec, inputs, log, name = job.spec, job.inputs, job.log, job.name
     proxy = spec["proxy"]
     if proxy == "bilevel":
-        members, weights = pilot_worst_case(config, name, spec, base_dir, log)
+        members, weights = pilot_worst_case(job.config, name, spec, job.base_dir, log)
         return members, {"scores": _member_scores(weights, members), "cut_score": None}
     margins, masks = subset_margins(inputs["subset_logits"], inputs["subset_masks"],
-                                    train_labels)
+                                    job.train_labels)
     if proxy == "inout_klom":
         from klomflow.options import KlomOptions
 
-        scores = derived.inout_klom_scores(margins, masks, KlomOptions(**config["klom"]))
+        scores = derived.inout_klom_scores(margins, masks, KlomOptions(**job.config["klom"]))
     elif proxy == "self_influence":
         scores = derived.self_influence_scores(np.load(inputs["margin_datamodel"], mmap_mode="r"),
                                                margins)

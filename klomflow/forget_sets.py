@@ -57,7 +57,7 @@ KIND_DEFAULTS = {
     "datamodel_pc": {"side": "top", "rows": "target", "center": True, "normalize": "none",
                      "zero_diagonal": False, "solver": "auto", "seed": 0},
     "nearest_neighbors": {"metric": "cosine", "include_anchor": True, "models": 10},
-    "subpopulation": {"select": "first", "seed": 0},
+    "subpopulation": {"select": "first"},  # and seed 0 with select: random
     "worst_case": {"proxy": "inout_klom"},
 }
 BILEVEL_DEFAULTS = {"outer_steps": 10, "inner_epochs": 2, "inner_lr": 0.01, "w_lr": 0.01,
@@ -92,6 +92,8 @@ def resolved_spec(name: str, spec: dict) -> dict:
                              f"from each end, so the size must be even")
     if kind == "subpopulation" and resolved["select"] == "first" and "seed" in spec:
         raise ForgetSetError(f"{key}.seed: only select: random draws with a seed")
+    if kind == "subpopulation" and resolved["select"] == "random":
+        resolved.setdefault("seed", 0)
     return resolved
 
 
@@ -221,9 +223,11 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
         spec = resolved_spec(name, spec)
         try:
             indices = subpopulation(train_subclasses, train_labels, spec["subclass"],
-                                    spec.get("size"), spec["select"], spec["seed"])
+                                    spec.get("size"), spec["select"], spec.get("seed", 0))
         except ValueError as error:
-            raise ForgetSetError(f"{key}: {error}") from None
+            from klomflow.forget_set_jobs import derived_error
+
+            raise derived_error(key, error) from None
     else:
         raise ForgetSetError(f"{key}.kind: unknown kind {kind!r}")
     indices = np.unique(np.asarray(indices, dtype=np.int64))
