@@ -226,8 +226,9 @@ def pilot_worst_case(config: dict, name: str, spec: dict, base_dir, log):
                 label=f"pilot model of {name} (seed {seed})")
     keys = {k: spec[k] for k in ("outer_steps", "inner_epochs", "inner_lr", "w_lr", "gamma",
                                  "seed")}
+    # The lower level's batch size is the authors' (256), not the recipe's.
     return bilevel_worst_case(model, dataset.train_x, dataset.train_y, spec["size"],
-                              batch_size=recipe.batch_size, device=device, log=log, **keys)
+                              device=device, log=log, **keys)
 
 
 def penultimate_features(config: dict, checkpoint_paths, n_models: int, base_dir, log) -> list:
