@@ -5,9 +5,10 @@ FAIL, they do not skip. Three runs of one small config start side by side:
 - a local run (`--cores 2`): the reference;
 - an undisturbed run through the profile: every job COMPLETED, GPU rules got one
   GPU, CPU rules none, and the same margins and KLOM table as the local run;
-- a run through the profile whose training job is cancelled (scancel) mid-training:
-  Snakemake retries it (profile `retries: 2`), the retry resumes from the epoch
-  checkpoint, and the results are again those of the local run.
+- a run through the profile whose training job is cancelled (scancel) while its
+  ensemble trains: Snakemake retries it (profile `retries: 2`), the retry resumes
+  every model from the epoch checkpoint, and the results are again those of the
+  local run.
 Side by side they take about as long as the slowest: the cluster's one GPU runs
 the GPU jobs one after another anyway. Only the undisturbed run makes every target
 (its CPU jobs, e.g. plots, go to SLURM too); the others stop at the KLOM table.
@@ -39,23 +40,27 @@ FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2",
 # unlearn jobs run grouped, as one unlearn_batch job per 4 (profile `groups`).
 GPU_RULES = {"train_originals", "train_oracles", "train_subset_models", "unlearn",
              "unlearn_batch"}
-EPOCHS = 100
-CANCEL_AFTER_EPOCH = 3  # cancel once an epoch checkpoint at least this late is logged
+EPOCHS = 600
+CANCEL_AFTER_EPOCH = 3  # stop the job once an epoch checkpoint at least this late is logged
 RUN_TIMEOUT = 1200
 
 
 def slurm_config() -> dict:
     """One config for all three runs, so that one local run is the reference of both.
 
-    100 epochs of a 16-unit MLP on digits take a few seconds: long enough to
-    cancel a training job mid-way, short next to a SLURM job's start-up. Every
-    epoch is checkpointed (resume_checkpoint_seconds: 0). GPU jobs: one original
-    shard, one oracle shard (4 models), one grouped unlearn job (2 settings).
+    Training takes the ensemble path (`train.ensemble`, the default, spelled out):
+    a job trains its shard's models together, and a killed job resumes at the
+    ensemble's last epoch checkpoint, which is what the cancelled run tests.
+    600 epochs of an ensemble of 16-unit MLPs on digits take about 5 s: time
+    enough to stop the job mid-training, short next to a SLURM job's start-up.
+    Every epoch is checkpointed (resume_checkpoint_seconds: 0). GPU jobs: one
+    original shard (2 models), one oracle shard (4 models), one grouped unlearn
+    job (2 settings).
     """
     return {
         "dataset": {"name": "digits"},
         "model": {"name": "mlp", "hidden": [16]},
-        "train": {"epochs": EPOCHS, "batch_size": 128, "lr": 0.1},
+        "train": {"epochs": EPOCHS, "batch_size": 128, "lr": 0.1, "ensemble": True},
         "models": {"n_originals": 2, "n_oracles": 2, "n_holdout_oracles": 2,
                    "seeds_per_job": 4, "resume_checkpoint_seconds": 0},
         "forget_sets": {"random_20": {"kind": "random", "size": 20, "seed": 1}},
@@ -128,19 +133,27 @@ class Run:
 
 
 class CancelMidTraining(threading.Thread):
-    """Cancels `run`'s train_originals job once its log shows an epoch checkpoint.
+    """Cancels `run`'s train_originals job while its ensemble trains.
 
-    Then waits until Snakemake reports that job as failed (so that it retries it).
-    Records what it saw; an AssertionError on the way is kept in `error`.
+    A cancel sent at an epoch checkpoint may land after training ended (100 epochs
+    of these models take a second), and then the retry has nothing to resume. So
+    once the job's log shows an epoch checkpoint, the job's step is first stopped
+    (`scancel --signal=STOP`); at rest, its log says the epoch every model had
+    reached, and the resume folder that no model had finished. Only then is the
+    job cancelled. Then waits until Snakemake reports the job as failed (so that it
+    retries it). Records what it saw; an AssertionError on the way is kept in `error`.
     """
 
     def __init__(self, run: Run):
         super().__init__(daemon=True)
         self.run_ = run
         self.log_path = run.folder / "results/logs/train_originals/shard_0.log"
+        self.resume_dir = run.folder / "results/resume/original/shard_0"
         self.stopped = threading.Event()
         self.error = None
-        self.job_id = self.label = self.epoch = None
+        self.job_id = None
+        self.labels = self.epoch = None  # the ensemble's models, the epoch they had reached
+        self.checkpointed = None  # files in the resume folder when the job was stopped
 
     def run(self):
         try:
@@ -156,15 +169,32 @@ class CancelMidTraining(threading.Thread):
             assert time.monotonic() < deadline, f"{what} within {timeout} s; {self.run_.tail()}"
             time.sleep(0.1)
 
+    def _log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def _training_process_states(self) -> list[str]:
+        """States (/proc: R, S, T for stopped, ...) of the run's train_models.py processes.
+
+        The local cluster's node is this machine, so the job's processes are ours to see.
+        """
+        states = []
+        for process in Path("/proc").iterdir():
+            try:
+                if (process.name.isdigit()
+                        and b"train_models.py" in (process / "cmdline").read_bytes()
+                        and os.path.samefile(process / "cwd", self.run_.folder)):
+                    states.append((process / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        return states
+
     def _cancel(self):
         run_id = self.run_.run_id()
         checkpoint = re.compile(r"\] (.+?): epoch checkpoint after epoch (\d+)$", re.MULTILINE)
 
         def checkpointed():
-            found = checkpoint.findall(self.log_path.read_text()) if self.log_path.exists() else []
-            if found and int(found[-1][1]) >= CANCEL_AFTER_EPOCH:
-                self.label, self.epoch = found[-1][0], int(found[-1][1])
-            return self.label is not None
+            found = checkpoint.findall(self._log())
+            return bool(found) and int(found[-1][1]) >= CANCEL_AFTER_EPOCH
 
         # The GPU jobs of the other SLURM run may come first in the queue.
         self._wait("no epoch checkpoint in train_originals' log", checkpointed, 900)
@@ -173,6 +203,28 @@ class CancelMidTraining(threading.Thread):
                    if "rule_train_originals" in line]
         assert len(running) == 1, f"train_originals is not running:\n{queue.stdout}{queue.stderr}"
         self.job_id = running[0]
+        stop = _command("scancel", "--signal=STOP", self.job_id)
+        assert stop.returncode == 0, stop.stderr
+
+        def at_rest():  # the signal travels through slurmctld and slurmd
+            states = self._training_process_states()
+            return bool(states) and all(state == "T" for state in states)
+
+        self._wait("the training process did not stop", at_rest, 60)
+        log = self._log()
+        self.checkpointed = sorted(path.name for path in self.resume_dir.iterdir())
+        reached = {}  # model -> last checkpointed epoch
+        for label, epoch in checkpoint.findall(log):
+            reached[label] = int(epoch)
+        self.labels, self.epoch = sorted(reached), min(reached.values())
+        mid_training = (self.epoch < EPOCHS
+                        and not any(name.startswith("model_") for name in self.checkpointed))
+        if not mid_training:
+            _command("scancel", "--signal=CONT", self.job_id)
+            raise AssertionError(
+                f"stopped train_originals only after its models had finished (epoch "
+                f"{self.epoch}/{EPOCHS}; resume folder {self.checkpointed}): too late to test "
+                f"a resume; give the models more epochs.\n{log[-2000:]}")
         cancel = _command("scancel", self.job_id)
         assert cancel.returncode == 0, cancel.stderr
         # Snakemake must take the cancelled job for failed (and retry it), not wait forever.
@@ -296,14 +348,24 @@ def test_cancelled_training_job_resumes(runs):
     assert [int(job["id"]) > int(canceller.job_id) for job in retries] == [True]
     assert "Trying to restart job" in run.output()
 
-    label, epoch = canceller.label, canceller.epoch
+    # The cancel landed mid-training: the ensemble of both originals had checkpointed
+    # an epoch and finished no model.
+    assert len(canceller.labels) == 2, canceller.labels
+    assert [name for name in canceller.checkpointed if not name.startswith(".")] == [
+        "ensemble_0.pt"], canceller.checkpointed
+    # The retry's log (Snakemake deletes a rule's log before each attempt): it trained
+    # the same ensemble on from the checkpoint, every model from the epoch after it.
     log = canceller.log_path.read_text()
-    resumed = dict(re.findall(r"\] (.+?): resuming from epoch checkpoint after epoch (\d+)$",
-                              log, re.MULTILINE))
-    # The cancel may land just after that model finished: then it is reused, not resumed.
-    if f"{label}: already trained before the job restarted; reusing it" not in log:
-        assert int(resumed.get(label, -1)) >= epoch, (
-            f"{label} did not resume from epoch {epoch} or later:\n{log}")
-        after_resume = log[log.index(f"{label}: resuming from epoch checkpoint"):]
-        assert f"{label}: epoch 1/{EPOCHS} " not in after_resume, "trained again from scratch"
+    assert "already trained before the job restarted" not in log, log[:2000]
+    assert log.count(f"training {len(canceller.labels)} models together as one ensemble") == 1
+    for label in canceller.labels:
+        resumed = re.findall(rf"\] {re.escape(label)}: resuming from epoch checkpoint after "
+                             r"epoch (\d+)$", log, re.MULTILINE)
+        assert len(resumed) == 1 and int(resumed[0]) >= canceller.epoch, (
+            f"{label} did not resume from epoch {canceller.epoch} or later:\n{log[:2000]}")
+        trained = [int(epoch) for epoch in
+                   re.findall(rf"\] {re.escape(label)}: epoch (\d+)/{EPOCHS} ", log)]
+        assert trained == list(range(int(resumed[0]) + 1, EPOCHS + 1)), (
+            f"{label} resumed after epoch {resumed[0]} but trained epochs "
+            f"{trained[:3]}...{trained[-3:]}:\n{log[:2000]}")
     assert_same_results(folder, runs.local.wait())

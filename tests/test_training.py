@@ -1,11 +1,15 @@
 """Training: resuming by weights, and the learning-rate schedule at its corners."""
 
+import numpy as np
 import pytest
 import torch
+from workflow import tiny_config
 
 from klomflow import training
+from klomflow.config import validate
 from klomflow.io import load_torch, save_torch
 from klomflow.models import build_model
+from klomflow.runs import train_shard
 from klomflow.training import Recipe, learning_rate, train_model
 
 # Momentum, weight decay and a per-iteration triangular schedule: a resume that
@@ -60,6 +64,36 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, optimizer):
     for name in expected:
         assert torch.equal(actual[name], expected[name]), f"{name} differs after resuming"
 
+
+
+def test_a_killed_job_reuses_its_finished_models_and_resumes_the_one_in_progress(tmp_path):
+    """One model at a time (tiny.yaml: train.ensemble false), killed at model 1's epoch 2
+    checkpoint: the restarted job keeps model 0 and trains model 1 on from epoch 3.
+    (Ensembles: tests/test_ensemble.py, and under SLURM tests/test_slurm.py.)"""
+    config = validate(tiny_config())
+    assert config["train"]["ensemble"] is False
+    config["models"]["resume_checkpoint_seconds"] = 0
+    cpu = torch.device("cpu")
+    _, uninterrupted = train_shard(config, "original", 0, tmp_path / "whole",
+                                   log=lambda message: None, device=cpu)
+
+    def log_then_die(message):
+        if message.startswith("original model 1 ") and message.endswith(
+                "epoch checkpoint after epoch 2"):
+            raise Interrupted(message)
+
+    with pytest.raises(Interrupted):
+        train_shard(config, "original", 0, tmp_path / "resume", log=log_then_die, device=cpu)
+    messages = []
+    _, resumed = train_shard(config, "original", 0, tmp_path / "resume", log=messages.append,
+                             device=cpu)
+    assert [m.split(":")[1].strip() for m in messages if m.startswith("original model 0 ")] == [
+        "already trained before the job restarted; reusing it"]
+    model_1 = [m.split(": ", 1)[1] for m in messages if m.startswith("original model 1 ")]
+    assert model_1[0] == "resuming from epoch checkpoint after epoch 2"
+    assert [m.split(" loss")[0] for m in model_1 if m.startswith("epoch ") and " loss " in m] == [
+        "epoch 3/4", "epoch 4/4"]
+    np.testing.assert_array_equal(resumed, uninterrupted)
 
 def test_learning_rate_schedule_corners():
     """Per iteration; the paper's CIFAR-10 numbers: 196 steps per epoch, peak at epoch 5 of 24."""
