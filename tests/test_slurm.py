@@ -39,7 +39,7 @@ FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2",
                 "--seconds-between-status-checks", "2")
 # unlearn jobs run grouped, as one unlearn_batch job per 4 (profile `groups`).
 GPU_RULES = {"train_originals", "train_oracles", "train_subset_models", "unlearn",
-             "unlearn_batch"}
+             "unlearn_batch", "derive_forget_set"}
 EPOCHS = 600
 CANCEL_AFTER_EPOCH = 3  # stop the job once an epoch checkpoint at least this late is logged
 RUN_TIMEOUT = 1200
