@@ -147,6 +147,20 @@ def _klom_context(klom_table: pd.DataFrame, frame: pd.DataFrame) -> dict:
     }
 
 
+def proxy_note(klom_table: pd.DataFrame) -> str | None:
+    """The sentence that says which forget sets are worst-case proxies, or None."""
+    if "forget_set_proxy" not in klom_table:  # tables from before the column
+        return None
+    sets = klom_table.drop_duplicates("forget_set").sort_values("forget_set")
+    proxies = [f"{r.forget_set} ({r.forget_set_proxy})" for r in sets.itertuples()
+               if isinstance(r.forget_set_proxy, str)]
+    if not proxies:
+        return None
+    return (f"Worst-case proxy forget sets: {', '.join(proxies)}. Chosen to be hard to forget "
+            "by a cheap surrogate of do-nothing forget KLOM (or, bilevel, Fan et al.'s forget "
+            "loss); a method's KLOM on them bounds nothing.")
+
+
 def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     """paper_klom.md: methods (selected settings) x forget sets x (forget, retain, val, avg)."""
     context = _klom_context(klom_table, frame)
@@ -176,6 +190,8 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
         "from the held-out selection: its setting is the best by scored average_95, the "
         "published practice, biased low. An upper bound, not a competitor.", "",
     ]
+    if proxy_note(klom_table):
+        lines += [proxy_note(klom_table), ""]
     lines += _markdown_head(["method"] + [f"{forget_set} {STATISTIC_LABELS[name]}"
                                           for forget_set in forget_sets for name in STATISTICS])
     rows = _klom_rows(
@@ -231,7 +247,10 @@ def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
             lines.append("\\midrule")
     lines += ["\\bottomrule", "\\end{tabular}",
               "% $^\\dagger$ diagnostic (uses oracles): selected by its scored average_95; "
-              "an upper bound, not a competitor.", ""]
+              "an upper bound, not a competitor."]
+    if proxy_note(klom_table):
+        lines.append(f"% {proxy_note(klom_table)}")
+    lines.append("")
     return "\n".join(lines)
 
 

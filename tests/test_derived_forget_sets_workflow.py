@@ -114,6 +114,9 @@ def test_worst_case_proxy_is_hard_to_forget_and_says_it_is_a_proxy(run):
     assert pd.isna(kinds.loc["random_a", "forget_set_proxy"])
     summary = (run / "results/tables/klom_summary.md").read_text()
     assert "proxy `inout_klom`" in summary and "it bounds nothing" in summary
+    for paper in ("paper_klom.md", "paper_klom.tex"):
+        text = (run / "results/tables" / paper).read_text()
+        assert "Worst-case proxy forget sets: worst_inout (inout_klom)." in text, paper
 
 
 def test_static_sets_get_a_sidecar_too(run):
