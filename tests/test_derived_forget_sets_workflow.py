@@ -135,3 +135,42 @@ def test_a_changed_margin_datamodel_remakes_the_set_and_its_oracles(run):
     assert planned.get("train_oracles") == 1  # its one oracle shard, none of the random sets
     planned = planned_jobs(run, config_name="structured.yaml")
     assert planned.get("fit_margin_datamodel") == 1
+
+
+def test_a_subpopulation_end_to_end_on_cifar100_files(tmp_path):
+    """Coarse labels, the subclass column, the set, its oracles, its KLOM rows."""
+    from dataset_files import write_cifar100
+
+    from klomflow.io import load_torch
+
+    # 3 points of fine class 12 among the 19 of superclass 2 (fine // 5 in these files).
+    train_fine = np.array([12, 10, 12, 11, 13, 14, 12] + [3, 40, 77, 10, 11] * 6 + [99, 50, 5])
+    write_cifar100(tmp_path / "data", train_fine=train_fine, n_test=10)
+    config = {
+        "dataset": {"name": "cifar100", "data_dir": "data", "verify_checksums": False,
+                    "labels": "coarse"},
+        "model": {"name": "mlp", "hidden": [16]},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "ensemble": False},
+        "models": {"n_originals": 2, "n_oracles": 2, "n_holdout_oracles": 2, "seeds_per_job": 4},
+        "forget_sets": {"fine_12": {"kind": "subpopulation", "subclass": 12}},
+        "methods": {"do_nothing": None},
+    }
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "--cores", "2", "results/tables/klom.parquet")
+    points = pd.read_parquet(tmp_path / "results/data/points.parquet")
+    train = points[points["split"] == "train"]
+    np.testing.assert_array_equal(train["subclass"], train_fine)
+    np.testing.assert_array_equal(train["label"], train_fine // 5)
+    members, sidecar = forget_set(tmp_path, "fine_12")
+    np.testing.assert_array_equal(members, [0, 2, 6])
+    assert sidecar["kind"] == "subpopulation" and sidecar["spec"]["select"] == "first"
+    oracles = load_torch(tmp_path / "results/models/oracle/fine_12/shard_0.pt")
+    for model in oracles["models"]:
+        assert not np.isin(members, model["train_indices"]).any()
+        # The rest of superclass 2 stays in training: forgetting a subclass, not a class.
+        superclass = np.flatnonzero(train_fine // 5 == 2)
+        assert np.isin(superclass, model["train_indices"]).sum() == len(superclass) - 3 == 16
+    logits = np.load(tmp_path / "results/logits/oracle/fine_12/shard_0.npy")
+    assert logits.shape[-1] == 20  # trained on the superclasses
+    table = pd.read_parquet(tmp_path / "results/tables/klom.parquet")
+    assert set(table["forget_set_kind"]) == {"subpopulation"}
