@@ -154,6 +154,7 @@ def test_a_subpopulation_end_to_end_on_cifar100_files(tmp_path):
         "models": {"n_originals": 2, "n_oracles": 2, "n_holdout_oracles": 2, "seeds_per_job": 4},
         "forget_sets": {"fine_12": {"kind": "subpopulation", "subclass": 12}},
         "methods": {"do_nothing": None},
+        "klom": {"bins": 10},
     }
     write_config(tmp_path, config)
     snakemake(tmp_path, "--cores", "2", "results/tables/klom.parquet")
