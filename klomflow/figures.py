@@ -85,7 +85,7 @@ def klom_distribution_figure(per_point: dict, diagnostic: dict, forget_set: str)
             frame = per_point[method]
             values = frame.loc[frame["split"] == split, "klom"].to_numpy(dtype=float)
             data.append(values[np.isfinite(values)])
-        boxes = ax.boxplot(data, vert=False, whis=(1, 99), showfliers=False,
+        boxes = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False,
                            patch_artist=True, medianprops={"color": "k"})
         for method, patch in zip(methods, boxes["boxes"]):
             patch.set_facecolor(FLOOR_COLOUR if method == NOISE_FLOOR else SPLIT_COLOURS[split])
