@@ -4,10 +4,6 @@
 
 # Static kinds (random, class, indices, published, subpopulation): from the labels.
 rule make_forget_set:
-    wildcard_constraints:
-        forget_set=names_pattern(
-            [f for f in FORGET_SETS if f not in DERIVED_FORGET_SETS]
-        ),
     input:
         unpack(published_forget_set_file),
         points=rules.prepare_data.output.points,
@@ -16,6 +12,10 @@ rule make_forget_set:
         sidecar="results/forget_sets/{forget_set}.json",
     log:
         "results/logs/make_forget_set/{forget_set}.log",
+    wildcard_constraints:
+        forget_set=names_pattern(
+            [f for f in FORGET_SETS if f not in DERIVED_FORGET_SETS]
+        ),
     localrule: True
     conda:
         "../envs/klomflow.yaml"
@@ -29,8 +29,6 @@ rule make_forget_set:
 # in a job of its own (a bilevel proxy trains a pilot model; penultimate features
 # run the originals).
 rule derive_forget_set:
-    wildcard_constraints:
-        forget_set=names_pattern(DERIVED_FORGET_SETS),
     input:
         unpack(derived_forget_set_inputs),
         points=rules.prepare_data.output.points,
@@ -39,6 +37,8 @@ rule derive_forget_set:
         sidecar="results/forget_sets/{forget_set}.json",
     log:
         "results/logs/derive_forget_set/{forget_set}.log",
+    wildcard_constraints:
+        forget_set=names_pattern(DERIVED_FORGET_SETS),
     conda:
         "../envs/klomflow.yaml"
     threads: 1
