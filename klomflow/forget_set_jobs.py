@@ -115,7 +115,8 @@ def derive(job: Job) -> tuple[np.ndarray, dict]:
         raise derived_error(key, error) from None
     indices = np.unique(np.asarray(members, dtype=np.int64))
     if indices.size != spec["size"]:
-        raise ValueError(f"{key}: {indices.size} distinct points chosen, {spec['size']} asked")
+        raise derived_error(key, ValueError(f"{indices.size} distinct points chosen, "
+                                            f"{spec['size']} asked"))
     hashes = {role: _digests(files) for role, files in inputs.items()}
     for warning in extra.get("warnings", []):
         log(f"{key}: WARNING: {warning}")
@@ -171,8 +172,8 @@ def _nearest_neighbors(job: Job):
     members, similarity = derived.nearest_neighbors(embeddings, spec["anchor"], spec["size"],
                                                     spec["metric"], spec["include_anchor"])
     order = derived.rank_order(similarity)
-    outside = [i for i in order if i not in set(members.tolist())]
-    cut = float(similarity[outside[0]]) if outside else None
+    left_out = order[~np.isin(order, members)]
+    cut = float(similarity[left_out[0]]) if left_out.size else None
     return members, {"scores": _member_scores(similarity, members), "cut_score": cut}
 
 
