@@ -267,8 +267,7 @@ def training_labels(config: dict, base_dir=".") -> tuple[np.ndarray | None, int,
     from klomflow.datasets import TORCHVISION_DATASETS
     from klomflow.datasets import training_labels as read_labels
 
-    dataset = dict(config["dataset"])
-    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
+    dataset = _dataset_under(config, base_dir)
     try:
         labels = read_labels(dataset)
     except FileNotFoundError:
@@ -281,13 +280,18 @@ def training_labels(config: dict, base_dir=".") -> tuple[np.ndarray | None, int,
     return labels, len(labels), n_classes
 
 
+def _dataset_under(config: dict, base_dir) -> dict:
+    """The `dataset` section with its data_dir relative to `base_dir`."""
+    dataset = dict(config["dataset"])
+    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
+    return dataset
+
+
 def subclasses(config: dict, base_dir=".") -> np.ndarray:
     """The fine labels of CIFAR-100's training points (with `dataset.labels: coarse`)."""
     from klomflow.datasets import training_labels as read_labels
 
-    dataset = dict(config["dataset"])
-    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
-    return read_labels(dataset, fine=True)
+    return read_labels(_dataset_under(config, base_dir), fine=True)
 
 
 def validate(config: dict, base_dir=".", methods=None) -> dict:

@@ -131,7 +131,7 @@ def check_derived(name: str, spec: dict, n_train: int, n_subset_models: int,
             raise ForgetSetError(f"{key}.anchor={spec['anchor']}: outside the training set "
                                  f"(0..{n_train - 1})")
         if spec["embedding"] == "file":
-            path = embedding_path(spec, base_dir)
+            path = spec_path(spec, base_dir)
             if not path.exists():
                 raise ForgetSetError(f"{key}.path: {str(path)!r} does not exist")
             try:
@@ -150,7 +150,8 @@ def check_derived(name: str, spec: dict, n_train: int, n_subset_models: int,
                              f"{MIN_SUBSET_MODELS}")
 
 
-def embedding_path(spec: dict, base_dir=".") -> Path:
+def spec_path(spec: dict, base_dir=".") -> Path:
+    """A forget set's `path` key (index or embedding file), relative to `base_dir`."""
     path = Path(spec["path"])
     return path if path.is_absolute() else Path(base_dir) / path
 
@@ -185,8 +186,7 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
             known = sorted(set(train_labels.tolist()))
             raise ForgetSetError(f"{key}.label={label} is not a class of the training set {known}")
     elif kind == "indices":
-        path = Path(spec["path"])
-        path = path if path.is_absolute() else Path(base_dir) / path
+        path = spec_path(spec, base_dir)
         try:
             indices = read_index_file(path)
         except ForgetSetError as error:

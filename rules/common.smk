@@ -187,7 +187,7 @@ def derived_forget_set_inputs(wildcards):
     if "originals" in needed:
         inputs["originals"] = original_checkpoints_of(range(spec["models"]))
     if "embedding_file" in needed:
-        inputs["embedding"] = str(klomflow.forget_sets.embedding_path(spec))
+        inputs["embedding"] = str(klomflow.forget_sets.spec_path(spec))
     return inputs
 
 
