@@ -130,25 +130,34 @@ def git_commit() -> str | None:
 
 
 def code_versions() -> dict:
-    from klomflow import klom, privacy, training
+    # From the torch- and scipy-free modules: a table job pays no second of imports for these.
+    from klomflow import klom, versions
     from klomflow.methods.registry import REGISTRY
 
     return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
-            "training_version": training.VERSION, "klom_version": klom.VERSION,
-            "privacy_version": privacy.VERSION,
+            "training_version": versions.TRAINING, "klom_version": klom.VERSION,
+            "privacy_version": versions.PRIVACY,
             "method_versions": {name: REGISTRY[name].version for name in sorted(REGISTRY)}}
 
 
 def device_description() -> dict:
-    """Where this job ran, and the accelerator the training jobs pick when present."""
+    """Where this job ran, and the accelerator the training jobs pick when present.
+
+    A job that never imported torch (the numpy table jobs) computed on the CPU
+    and does not import torch (about 1.5 s) just to ask: its `cuda_available`
+    is None, "not asked". The devices that trained and unlearned the models
+    are in their checkpoints and run tables.
+    """
     import platform
+    import sys
 
-    import torch
-
+    described = {"platform": platform.platform(), "machine": platform.machine()}
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"job_device": "cpu"} | described | {"cuda_available": None, "cuda_device": None}
     cuda = torch.cuda.is_available()
-    return {"job_device": "cuda" if cuda else "cpu", "platform": platform.platform(),
-            "machine": platform.machine(), "cuda_available": cuda,
-            "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
+    return {"job_device": "cuda" if cuda else "cpu"} | described | {
+        "cuda_available": cuda, "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
 
 
 def seeds_of(config: dict) -> dict:

@@ -48,8 +48,10 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import rankdata
 
-# Bump when a change here can change a privacy file (a rerun trigger of the privacy rules).
-VERSION = "1"
+from klomflow.versions import PRIVACY as PRIVACY_VERSION
+
+# Bump klomflow/versions.py's PRIVACY when a change here can change a privacy file.
+VERSION = PRIVACY_VERSION
 
 METRICS = ("competition", "ulira", "lira")
 SPLITS = ("forget", "retain", "val")

@@ -17,3 +17,7 @@ TRAINING = "3"
 # (klomflow/derived_forget_sets.py, klomflow/bilevel_forget_set.py,
 # klomflow/forget_set_jobs.py, the margin datamodel): it enters their rules' params.
 FORGET_SETS = "1"
+
+# Bump when a change can change a privacy file (klomflow/privacy.py, klomflow/privacy_tables.py):
+# it enters the privacy rules' params. Kept here so that provenance need not import scipy.
+PRIVACY = "1"

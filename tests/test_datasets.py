@@ -131,3 +131,20 @@ def test_training_labels_are_read_without_torch_as_the_loaders_read_them(tmp_pat
         np.testing.assert_array_equal(training_labels(config), loaded.train_y.numpy())
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         training_labels({"name": "cifar10", "data_dir": str(tmp_path / "absent")})
+
+
+def test_digits_read_without_scikit_learn_equal_its_loader(monkeypatch):
+    """The file read by hand gives scikit-learn's own arrays, and the fallback is its loader."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from klomflow import datasets
+
+    bunch = sklearn_digits()
+    pixels, labels = datasets.digits_arrays()
+    assert pixels.dtype == bunch.data.dtype and labels.dtype == bunch.target.dtype
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    fallback_pixels, fallback_labels = datasets.digits_arrays()
+    np.testing.assert_array_equal(fallback_pixels, bunch.data)
+    np.testing.assert_array_equal(fallback_labels, bunch.target)

@@ -1,6 +1,9 @@
 """Paper tables: selection on held-out oracles, intervals over models, tables, provenance."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,8 @@ from klomflow.paper import (
 )
 from klomflow.render import klom_latex, klom_markdown
 from klomflow.tables import NOISE_FLOOR, klom_table, point_splits
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 N_TRAIN, N_VAL = 60, 20
 FORGET = np.arange(6)
@@ -269,3 +274,20 @@ def test_provenance_records_config_code_packages_device_and_seeds():
         seeds["oracle"]["random_30"]["holdout"])
     assert provenance(config) == record  # deterministic: rebuilt tables are identical
     json.dumps(record)
+
+
+def test_provenance_of_a_table_job_imports_neither_torch_nor_scipy():
+    """26 interval jobs write it: each import would cost them seconds in every cold run."""
+    code = ("import sys; from klomflow.config import load; from klomflow.io import provenance\n"
+            f"record = provenance(load({str(REPOSITORY / 'config.yaml')!r}))\n"
+            "assert record['device'] == record['device'] | {'job_device': 'cpu', "
+            "'cuda_available': None}, record['device']\n"
+            "assert record['code_version']['privacy_version'] and "
+            "record['code_version']['training_version']\n"
+            "loaded = sorted({'torch', 'scipy'} & set(sys.modules))\n"
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    from klomflow import privacy, versions
+
+    assert privacy.VERSION == versions.PRIVACY
