@@ -3,9 +3,6 @@
 search, the single-threshold family's sorted counts against pairwise comparison; equal bit for
 bit."""
 
-import glob
-from pathlib import Path
-
 import numpy as np
 import pytest
 from privacy_grid import (
@@ -17,7 +14,6 @@ from privacy_grid import (
 from klomflow import privacy
 from klomflow.privacy import PrivacyOptions, competition_epsilon, privacy_points
 
-MARGINS = Path("/tmp/cold/results/margins")
 DEFAULT = PrivacyOptions()
 
 
@@ -101,11 +97,11 @@ def test_candidate_search_equals_the_grid_search(kind, n_u, n_o):
 
 @pytest.mark.parametrize("options", [
     PrivacyOptions(thresholds_per_unit=37, buffer=0.7),
-    PrivacyOptions(thresholds_per_unit=250, buffer=3.0, delta=1e-3),
+    PrivacyOptions(thresholds_per_unit=150, buffer=1.5, delta=1e-3),
     PrivacyOptions(buffer=0.005),  # one left edge per right edge
     PrivacyOptions(thresholds_per_unit=1),
     PrivacyOptions(thresholds_per_unit=3, buffer=0.1),
-    PrivacyOptions(buffer=10.0),
+    PrivacyOptions(buffer=4.0),
 ])
 def test_candidate_search_with_other_options(options):
     rng = np.random.default_rng(20)
@@ -125,24 +121,6 @@ def test_candidate_search_at_every_floor():
     grid = double_threshold_epsilon_grid(u_s, o_s, q_is_u, table, n_u, n_o, 100, 2.0)
     floors = [grid, np.nextafter(grid, -np.inf), np.full(16, 0.5), np.full(16, np.inf)]
     assert_same_double(u, o, floors=floors)
-
-
-@pytest.mark.skipif(not (MARGINS / "oracle" / "random_60.npy").exists(),
-                    reason="no workflow margins at /tmp/cold")
-def test_candidate_search_on_workflow_margins():
-    """Real margins (float32 from the workflow), every method's first unlearned sample."""
-    oracle = np.load(MARGINS / "oracle" / "random_60.npy").astype(np.float64)
-    holdout = np.load(MARGINS / "oracle_holdout" / "random_60.npy").astype(np.float64)
-    original = np.load(MARGINS / "original.npy").astype(np.float64)
-    points = np.random.default_rng(22).choice(oracle.shape[1], 64, replace=False)
-    samples = [holdout, original]
-    for path in sorted(glob.glob(str(MARGINS / "unlearned" / "random_60" / "*" / "*.npy")))[:4]:
-        samples.append(np.load(path).astype(np.float64))
-    for tested in samples:
-        u = privacy.logit_scaled_confidence(tested[:, points])
-        o = privacy.logit_scaled_confidence(oracle[:, points])
-        assert_same_double(u, o)
-        assert_same_epsilon(u, o)
 
 
 def test_privacy_points_are_unchanged():
