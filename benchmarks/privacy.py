@@ -4,7 +4,9 @@ Run by hand on an idle machine: `python benchmarks/privacy.py [--threads 2] [--s
 Prints the wall time of
  1. every metric of one method setting at the default run's size (100 models a
     side, 1,797 points: 100 forget, 1,337 retain, 360 val; retain scored on a
-    seeded subset of 1,000 as in the workflow);
+    seeded subset of 1,000 as in the workflow), and the same with the epsilon computed
+    as before its candidate search (tests/privacy_grid.py: the full double-threshold
+    grid search), side by side;
  2. the competition's per-example epsilon alone on 60,000 points x 100 models a
     side (all CIFAR-10 training and validation points, for scale), and U-LiRA
     on the same arrays.
@@ -43,8 +45,10 @@ def main():
     arguments = parser.parse_args()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(arguments.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root), str(root / "tests")]
     import numpy as np
+    from privacy_grid import grid_search
 
     from klomflow import privacy
 
@@ -67,6 +71,13 @@ def main():
         privacy.competition_epsilon(tested[:, :scored], oracle[:, :scored], threads=threads)
     print(f"  the competition's epsilon alone: {clock} "
           f"({1000 * clock.cpu / scored:.2f} ms CPU per point)")
+    with grid_search():
+        with Clock() as clock:
+            privacy.privacy_points(tested, oracle, original, splits, threads=threads)
+        print(f"  as before (full grid search), all metrics: {clock}")
+        with Clock() as clock:
+            privacy.competition_epsilon(tested[:, :scored], oracle[:, :scored], threads=threads)
+        print(f"  as before (full grid search), the competition's epsilon alone: {clock}")
     if arguments.skip_large:
         return
     n_large = arguments.large_points

@@ -22,9 +22,13 @@ The statistic is the logit-scaled confidence, which equals the margin up to the
 scorer's 1e-45 floor (`logit_scaled_confidence`).
 
 Speed: the scorer evaluates about 160k thresholds per point. Here every point
-of a chunk is done at once: counts come from the samples' positions in the
-(exactly reproduced) linspace grids, and each threshold's epsilon is looked up
-in a table indexed by the pair of counts, which is all it depends on.
+of a chunk is done at once, and a threshold's epsilon is looked up in a table
+indexed by its pair of counts, which is all it depends on. Counts come from the
+samples' positions in the (exactly reproduced) linspace grids. The double-
+threshold family is searched by count pairs: each pair of merged-sample gaps
+(where r and l fall) whose epsilon beats the single-threshold family's is
+checked for a grid threshold that realises it, which gives the grid search's
+result bit for bit (tests/test_privacy_speed.py compares the two).
 
 (B) LiRA (Carlini et al. 2022, online, tensorflow/privacy `mi_lira_2021/plot.py`)
 and U-LiRA (Hayes et al. 2024): per point, Gaussians fitted to IN and OUT
@@ -218,23 +222,50 @@ def _single_threshold_epsilon(u, o, u_positive, table, n_u, n_o, per_unit):
     k_o = _grid_position(o, low[:, None], high[:, None], num[:, None])
     candidates = np.concatenate([np.zeros((len(u), 1), dtype=np.int64), k_u, k_o], axis=1)
     valid = candidates < num[:, None]
-    count_u = (k_u[:, None, :] > candidates[:, :, None]).sum(axis=2)
-    count_o = (k_o[:, None, :] > candidates[:, :, None]).sum(axis=2)
+    # #{x: K(x) > candidate}: K is nondecreasing along a sorted row, so one search of the rows
+    # laid end to end (row i's values shifted by i * (num.max() + 1)) counts every row at once.
+    shift = np.arange(len(u))[:, None] * (num.max() + 1)
+    keys = candidates + shift
+    count_u = n_u - (np.searchsorted((k_u + shift).ravel(), keys, side="right")
+                     - np.arange(len(u))[:, None] * n_u)
+    count_o = n_o - (np.searchsorted((k_o + shift).ravel(), keys, side="right")
+                     - np.arange(len(u))[:, None] * n_o)
     offset = np.where(u_positive, 0, (n_u + 1) * (n_o + 1))[:, None]
     values = table[offset + count_u * (n_o + 1) + count_o]
     return np.where(valid, values, -np.inf).max(axis=1)
 
 
-def _double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o, per_unit, buffer):
-    """Best eps of the double-threshold family: predict Q (the narrower sample) when l <= phi <= r.
+def _double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o, per_unit, buffer, floor,
+                              pairs_per_block=1 << 21):
+    """Best eps of the double-threshold family where it exceeds `floor`, else -inf.
 
-    Right edges r_k = linspace(lo, hi, ceil((hi - lo) * per_unit)) with
-    lo = Q.min() + w - buffer, hi = Q.max() + buffer (w the smaller range); for
-    each r_k, ceil(2 * buffer * per_unit) left edges linspace(r_k - w - buffer,
-    r_k - w + buffer). Counts in [l, r] are #(x <= r) - #(x < l), clipped at 0
-    for l > r; #(x < l) over all left edges from each sample's grid position.
+    Predict Q (the narrower sample) when l <= phi <= r. Right edges
+    r_k = linspace(lo, hi, ceil((hi - lo) * per_unit)) with lo = Q.min() + w - buffer,
+    hi = Q.max() + buffer (w the smaller range); for each r_k, ceil(2 * buffer * per_unit)
+    left edges l_kj = linspace(r_k - w - buffer, r_k - w + buffer).
+
+    The counts of a threshold depend only on where its edges fall among the merged sorted
+    samples z_1 <= ... <= z_m: with p = #(z <= r) and q = #(z < l), [l, r] holds
+    z_{q+1}..z_p (nothing when q >= p: the empty interval, counts (0, 0)). So every pair
+    q < p whose table value beats `floor` is a candidate, and it is taken when some
+    threshold realises it: a right edge with z_p <= r_k < z_{p+1} whose left grid has a
+    value in (z_q, z_{q+1}], i.e. J_k(z_q) < J_k(z_{q+1}) with J_k(x) = #{j: l_kj <= x}
+    (z_0 = -inf, z_{m+1} = +inf). The edges and J_k are computed exactly as the full grid
+    search computes them (_grid_value, _grid_position), so the best realised candidate is
+    the grid's best epsilon wherever that exceeds `floor` (tests/privacy_grid.py keeps the
+    full search and the tests compare the two bit for bit).
     """
-    c = len(u)
+    c, m = len(u), n_u + n_o
+    result = np.full(c, -np.inf)
+    # Memory stays bounded: at most about pairs_per_block (point, p, q) cells at once.
+    block = max(1, pairs_per_block // ((m + 1) * m // 2 or 1))
+    if block < c:
+        for start in range(0, c, block):
+            part = slice(start, start + block)
+            result[part] = _double_threshold_epsilon(u[part], o[part], q_is_u[part], table,
+                                                     n_u, n_o, per_unit, buffer, floor[part],
+                                                     pairs_per_block)
+        return result
     width = np.minimum(u[:, -1] - u[:, 0], o[:, -1] - o[:, 0])
     q_min = np.where(q_is_u, u[:, 0], o[:, 0])
     q_max = np.where(q_is_u, u[:, -1], o[:, -1])
@@ -245,31 +276,43 @@ def _double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o, per_unit, buffer):
     k = np.arange(n_right.max())
     right = _grid_value(low[:, None], high[:, None], n_right[:, None],
                         np.minimum(k[None, :], n_right[:, None] - 1))  # [c, n_k]
-    left_start = (right - width[:, None]) - buffer
-    left_stop = (right - width[:, None]) + buffer
-    n_k = right.shape[1]
-    cells = np.arange(c * n_k).reshape(c, n_k, 1) * (n_left + 1)
-    bins = c * n_k * (n_left + 1)
-
-    def below_left(sample):
-        """Histogram over (point, k, J) with J = #{j: l_kj <= x}: x < l_kj exactly when j >= J."""
-        position = _grid_position(sample[:, None, :], left_start[:, :, None],
-                                  left_stop[:, :, None], n_left)
-        return np.bincount((cells + position).ravel(), minlength=bins)
-
-    def at_most_right(sample):
-        return (sample[:, None, :] <= right[:, :, None]).sum(axis=2)
-
-    # Both samples' counts in one integer, count_u * (n_o + 1) + count_o (the table's layout):
-    # #(l <= x <= r) = #(x <= r) - #(x < l).
-    histogram = (below_left(u) * (n_o + 1) + below_left(o)).reshape(c, n_k, n_left + 1)
-    below = np.cumsum(histogram[:, :, :n_left], axis=2, dtype=np.int32)
-    index = (at_most_right(u) * (n_o + 1) + at_most_right(o)).astype(np.int32)[:, :, None] - below
-    # Where l > r both differences are <= 0 (x <= r implies x < l): the empty interval, counts
-    # (0, 0), a discarded threshold. Padded right edges (k >= n_right) repeat the last one.
-    np.maximum(index, 0, out=index)
-    index += np.where(q_is_u, 0, (n_u + 1) * (n_o + 1)).astype(np.int32)[:, None, None]
-    return table[index.reshape(c, -1)].max(axis=1)
+    # The merged samples and, for p = 0..m, the counts of z_1..z_p as one integer
+    # count_u * (n_o + 1) + count_o (the table's layout).
+    merged = np.concatenate([u, o], axis=1)
+    order = np.argsort(merged, axis=1, kind="stable")
+    z = np.take_along_axis(merged, order, axis=1)
+    dtype = np.int32 if len(table) < 2 ** 31 else np.int64
+    counts = np.zeros((c, m + 1), dtype=dtype)
+    np.cumsum(np.where(order < n_u, n_o + 1, 1), axis=1, out=counts[:, 1:])
+    pair_p, pair_q = np.tril_indices(m + 1, -1)  # every q < p
+    index = np.take(counts, pair_p, axis=1)
+    index -= np.take(counts, pair_q, axis=1)
+    index[~q_is_u] += (n_u + 1) * (n_o + 1)  # the table's second role; [c, pairs]
+    values = table.take(index)
+    chosen = np.flatnonzero(values > floor[:, None])
+    if not len(chosen):
+        return result
+    point, pair = np.divmod(chosen, len(pair_p))
+    p, q, value = pair_p[pair], pair_q[pair], values.ravel()[chosen]
+    # p_k = #(z <= r_k), nondecreasing in k: the right edges of p are a run of k.
+    p_k = np.stack([np.searchsorted(z[i], right[i], side="right") for i in range(c)])
+    runs = (p_k + np.arange(c)[:, None] * (m + 1)).ravel()
+    first = np.searchsorted(runs, point * (m + 1) + p, side="left")
+    n_edges = np.searchsorted(runs, point * (m + 1) + p, side="right") - first
+    # One row per (candidate, right edge of its run).
+    owner = np.repeat(np.arange(len(point)), n_edges)
+    edge = np.arange(len(owner)) - np.repeat(np.cumsum(n_edges) - n_edges - first, n_edges)
+    row, q_row = point[owner], q[owner]
+    left_start = (right.ravel()[edge] - width[row]) - buffer
+    left_stop = (right.ravel()[edge] - width[row]) + buffer
+    below = np.where(q_row == 0, 0, _grid_position(z[row, np.maximum(q_row - 1, 0)],
+                                                   left_start, left_stop, n_left))
+    above = np.where(q_row == m, n_left, _grid_position(z[row, np.minimum(q_row, m - 1)],
+                                                        left_start, left_stop, n_left))
+    realised = np.zeros(len(point), dtype=bool)
+    realised[owner[below < above]] = True
+    np.maximum.at(result, point[realised], value[realised])
+    return result
 
 
 def _epsilon_chunk(u, o, table, options: PrivacyOptions):
@@ -289,8 +332,11 @@ def _epsilon_chunk(u, o, table, options: PrivacyOptions):
     q_is_u = np.where(q_is_n, o_positive, ~o_positive)
     single = _single_threshold_epsilon(u, o, ~o_positive, table, n_u, n_o,
                                        options.thresholds_per_unit)
+    # The double-threshold family matters only where it beats the single one (and 0); the
+    # range rule replaces eps anyway.
+    floor = np.where(range_rule, np.inf, np.maximum(single, 0.0))
     double = _double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o,
-                                       options.thresholds_per_unit, options.buffer)
+                                       options.thresholds_per_unit, options.buffer, floor)
     # No surviving threshold gives 0 (the scorer's assertion means "some survived").
     epsilon = np.clip(np.maximum(np.maximum(single, double), 0.0), 0.0, options.epsilon_cap)
     return np.where(range_rule, options.epsilon_cap, epsilon), range_rule
