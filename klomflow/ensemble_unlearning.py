@@ -1,12 +1,20 @@
-"""Unlearning a shard's models as one ensemble, for methods that are plain SGD on a loss.
+"""Unlearning a shard's models as one ensemble, for methods that are plain SGD or Adam on a loss.
 
 Each function here is the ensemble twin of one method's `unlearn` in
-klomflow/methods/: the same loss, the same SGD hyperparameters, the same
-batches drawn in the same order from each model's own `data.generator`,
-applied to M models at once through `klomflow.ensemble.Ensemble` (one
-optimiser over the stacked weights is M per-model optimisers: SGD acts
-elementwise). Only float summation order differs from running the method
-once per model; tests/test_ensemble_unlearning.py checks the two agree.
+klomflow/methods/: the same loss, the same optimiser and hyperparameters, the
+same random draws (labels, subsets, batches) made in the same order from each
+model's own `data.generator`, applied to M models at once through
+`klomflow.ensemble.Ensemble`. The loss is the sum of the M per-model losses,
+so each model's gradient is its own; one optimiser over the stacked weights
+is M per-model optimisers, since SGD (momentum, weight decay) and Adam act
+elementwise, and a learning-rate decay multiplies every model's rate alike.
+Only float summation order differs from running the method once per model;
+tests/test_ensemble_unlearning.py checks the two agree.
+
+Twins: gradient_ascent, gradient_descent, neggrad_plus and random_label
+(SGD on cross-entropies), oracle_matching and dmm (Adam on the MSE to each
+model's own target logits, klomflow.methods.matching.match_logits; the
+targets are prepared per model by the method's own `matching_targets`).
 
 `TOGETHER` maps a method name to (the method version its twin follows, the
 twin). A method whose `version` moved on runs one model at a time again until
@@ -15,11 +23,14 @@ its twin here is updated: a changed update rule never runs in two versions.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from klomflow.ensemble import Ensemble
-from klomflow.methods.base import shuffled_batches
+from klomflow.methods import dmm as dmm_method
+from klomflow.methods import oracle_matching as oracle_matching_method
+from klomflow.methods.base import random_labels, shuffled_batches
 from klomflow.methods.neggrad_plus import forget_batches_forever
 from klomflow.training import autocast
 
@@ -31,11 +42,15 @@ def _sgd(ensemble, params):
                            weight_decay=params.get("weight_decay", 0.0), fused=True)
 
 
-def _cross_entropies(ensemble, data, rows):
-    """Per model, methods.base.cross_entropy on its batch: rows [M, batch] -> [M]."""
+def _cross_entropies(ensemble, data, rows, labels=None):
+    """Per model, methods.base.cross_entropy on its batch: rows [M, batch] -> [M].
+
+    `labels` [M, batch] replace the rows' training labels (random_label's forget pass).
+    """
+    labels = data.train_y[rows] if labels is None else labels
     with autocast(data.device):
         logits = ensemble(data.train_x[rows])  # [M, classes, batch]
-        return F.cross_entropy(logits, data.train_y[rows], reduction="none").mean(1)
+        return F.cross_entropy(logits, labels, reduction="none").mean(1)
 
 
 def _stack_batches(datas, iterators, index_of):
@@ -56,17 +71,22 @@ def _finish(models, ensemble):
     return models
 
 
+def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0):
+    """methods.base.cross_entropy_epoch for every model: one shuffled pass over its indices."""
+    iterators = [iter(shuffled_batches(len(index_of(data)), batch_size, data.generator,
+                                       data.device)) for data in datas]
+    for _ in range(-(-len(index_of(datas[0])) // batch_size)):
+        rows = _stack_batches(datas, iterators, index_of)
+        _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows))
+
+
 def _cross_entropy_epochs(models, datas, params, index_of, sign):
     """methods.base.cross_entropy_epoch, `params["epochs"]` times, for every model."""
     ensemble = Ensemble(models).to(datas[0].device)
     ensemble.train()
     optimizer = _sgd(ensemble, params)
     for _ in range(params["epochs"]):
-        iterators = [iter(shuffled_batches(len(index_of(data)), params["batch_size"],
-                                           data.generator, data.device)) for data in datas]
-        for _ in range(-(-len(index_of(datas[0])) // params["batch_size"])):
-            rows = _stack_batches(datas, iterators, index_of)
-            _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows))
+        _cross_entropy_epoch(ensemble, optimizer, datas, index_of, params["batch_size"], sign)
     return _finish(models, ensemble)
 
 
@@ -99,10 +119,84 @@ def neggrad_plus(models, datas, params):
     return _finish(models, ensemble)
 
 
+def random_label(models, datas, params):
+    """methods.random_label: per epoch, methods.base.random_label_epoch for every model."""
+    ensemble = Ensemble(models).to(datas[0].device)
+    ensemble.train()
+    optimizer = _sgd(ensemble, params)
+    forget_batch_size = params["forget_batch_size"]
+    for _ in range(params["epochs"]):
+        # Each model's draws in random_label_epoch's order: its forget set's random
+        # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
+        labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
+                  for data in datas]  # per model [n_forget]
+        orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
+                                        data.generator, data.device)) for data in datas]
+        for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
+            batches = [next(order) for order in orders]  # positions in the forget set
+            rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
+            targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
+            _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets))
+        _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
+                             params["batch_size"])
+    return _finish(models, ensemble)
+
+
+def _match_logits(models, datas, indices, targets, params):
+    """methods.matching.match_logits for every model: model m towards targets[m] [n, C]
+    on training rows indices[m] [n] (Adam, lr times lr_decay after each epoch)."""
+    n = len(indices[0])
+    if any(len(index) != n for index in indices):
+        raise ValueError("ensemble matching: every model needs as many fine-tuning points")
+    if n == 0:
+        return models  # match_logits leaves a model unchanged without points
+    device = datas[0].device
+    rows = torch.stack([torch.as_tensor(index) for index in indices]).to(device)  # [M, n]
+    targets = torch.stack([torch.as_tensor(np.asarray(target), dtype=torch.float32)
+                           for target in targets]).to(device)  # [M, n, C]
+    member = torch.arange(len(models), device=device)[:, None]
+    ensemble = Ensemble(models).to(device)
+    ensemble.train()
+    # torch.optim.Adam(model.parameters(), lr=...) as match_logits builds it (default betas,
+    # eps, no weight decay), fused: one pass over the stacked weights per step.
+    optimizer = torch.optim.Adam(ensemble.parameters(), lr=params["lr"], fused=True)
+    for _ in range(params["epochs"]):
+        orders = [iter(shuffled_batches(n, params["batch_size"], data.generator, device))
+                  for data in datas]
+        for _ in range(-(-n // params["batch_size"])):
+            batch = torch.stack([next(order) for order in orders])  # [M, batch] positions
+            with autocast(device):
+                logits = ensemble(datas[0].train_x[rows.gather(1, batch)])  # [M, C, batch]
+            # F.mse_loss's mean over batch and classes, per model; targets [M, batch, C].
+            losses = F.mse_loss(logits.float(), targets[member, batch].transpose(1, 2),
+                                reduction="none").mean((1, 2))
+            _step(optimizer, losses)
+        for group in optimizer.param_groups:
+            group["lr"] *= params["lr_decay"]
+    return _finish(models, ensemble)
+
+
+def oracle_matching(models, datas, params):
+    """methods.oracle_matching: each model's oracle subset and retain sample, then matching."""
+    prepared = [oracle_matching_method.matching_targets(data, params) for data in datas]
+    return _match_logits(models, datas, *zip(*prepared), params)
+
+
+def dmm(models, datas, params):
+    """methods.dmm: each model's retain sample and targets (from its original logits, before
+    any fine-tuning), then matching."""
+    prepared = [dmm_method.matching_targets(model, data, params)
+                for model, data in zip(models, datas)]
+    return _match_logits(models, datas, *zip(*prepared), params)
+
+
 TOGETHER = {
     "gradient_ascent": ("1", gradient_ascent),
     "gradient_descent": ("1", gradient_descent),
     "neggrad_plus": ("1", neggrad_plus),
+    "random_label": ("1", random_label),
+    "oracle_matching": ("2", oracle_matching),
+    "dmm": ("1", dmm),
 }
 
 

@@ -25,7 +25,12 @@ from klomflow.methods.matching import check_datamodels, finetuning_indices, matc
 from klomflow.training import predict_logits
 
 
-def unlearn(model, data, params):
+def matching_targets(model, data, params):
+    """(fine-tuning indices [n], the datamodel-predicted logits there [n, C]).
+
+    Draws the retain sample from `data.generator`; reads `model` (the original,
+    in evaluation mode) before any fine-tuning.
+    """
     beta = data.extras["datamodels"]
     check_datamodels(beta, data)
     indices = finetuning_indices(data, params)
@@ -33,6 +38,11 @@ def unlearn(model, data, params):
     # Training index i is evaluation point i (training points come first).
     targets = predicted_logits(original, beta, data.forget_indices.cpu().numpy(),
                                points=indices.numpy(), multiplier=params["multiplier"])
+    return indices, targets
+
+
+def unlearn(model, data, params):
+    indices, targets = matching_targets(model, data, params)
     return match_logits(model, data, indices, targets, params)
 
 

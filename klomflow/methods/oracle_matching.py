@@ -46,7 +46,11 @@ def oracle_subset(n_available: int, k: int, generator: torch.Generator) -> np.nd
     return torch.randperm(n_available, generator=generator)[:k].numpy()
 
 
-def unlearn(model, data, params):
+def matching_targets(data, params):
+    """(fine-tuning indices [n], the mean of this model's drawn oracles' logits there [n, C]).
+
+    Draws the oracle subset, then the retain sample, from `data.generator`.
+    """
     oracle_logits = data.extras["holdout_oracle_logits"]  # [n_holdout, n_points, n_classes]
     k = params["n_oracles"]
     if len(oracle_logits) < k:
@@ -62,6 +66,11 @@ def unlearn(model, data, params):
     # Training index i is evaluation point i (training points come first).
     targets = np.asarray(oracle_logits[oracles][:, indices.numpy()], dtype=np.float32).mean(axis=0)
     data.log(f"oracle_matching: matching held-out oracles {oracles.tolist()}")
+    return indices, targets
+
+
+def unlearn(model, data, params):
+    indices, targets = matching_targets(data, params)
     return match_logits(model, data, indices, targets, params)
 
 
