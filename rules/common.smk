@@ -409,7 +409,7 @@ def klom_files(wildcards=None):
 
 
 def holdout_klom_files(wildcards=None):
-    return setting_outputs(rules.compute_holdout_klom.output.klom)
+    return setting_outputs(rules.compute_klom.output.holdout)
 
 
 def unlearned_margin_files(wildcards=None):
@@ -490,7 +490,7 @@ def interval_inputs(wildcards):
     )  # an error naming the pair if the entry does not run there
     outputs = {
         "scored": rules.compute_klom.output.klom,
-        "holdout": rules.compute_holdout_klom.output.klom,
+        "holdout": rules.compute_klom.output.holdout,
         "unlearned": rules.gather_unlearned_margins.output.margins,
     }
     return {

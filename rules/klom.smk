@@ -3,14 +3,18 @@
 # oracles against the scored oracles).
 
 
+# One job per setting writes both per-point files, against the scored oracles and against
+# the held-out ones (the selection criterion, klomflow/paper.py): one process start, not two.
 rule compute_klom:
     input:
         unlearned=rules.gather_unlearned_margins.output.margins,
         oracle=rules.gather_oracle_margins.output.scored,
+        holdout_oracle=rules.gather_oracle_margins.output.holdout,
         forget_set=rules.make_forget_set.output.indices,
         points=rules.prepare_data.output.points,
     output:
         klom="results/klom/{forget_set}/{method}/{config_id}.parquet",
+        holdout="results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
     log:
         "results/logs/compute_klom/{forget_set}/{method}/{config_id}.log",
     localrule: True
@@ -18,6 +22,7 @@ rule compute_klom:
         "../envs/klomflow.yaml"
     params:
         klom=klom_params,
+        holdout=holdout_klom_params,
     script:
         "../workflow_scripts/compute_klom.py"
 
@@ -37,26 +42,5 @@ rule compute_noise_floor:
         "../envs/klomflow.yaml"
     params:
         klom=klom_params,
-    script:
-        "../workflow_scripts/compute_klom.py"
-
-
-# The same against the held-out oracles: each method's setting is selected by
-# this, so that the KLOM it is reported with (scored oracles) stays unbiased.
-rule compute_holdout_klom:
-    input:
-        unlearned=rules.gather_unlearned_margins.output.margins,
-        oracle=rules.gather_oracle_margins.output.holdout,
-        forget_set=rules.make_forget_set.output.indices,
-        points=rules.prepare_data.output.points,
-    output:
-        klom="results/klom_holdout/{forget_set}/{method}/{config_id}.parquet",
-    log:
-        "results/logs/compute_holdout_klom/{forget_set}/{method}/{config_id}.log",
-    localrule: True
-    conda:
-        "../envs/klomflow.yaml"
-    params:
-        klom=holdout_klom_params,
     script:
         "../workflow_scripts/compute_klom.py"

@@ -7,14 +7,19 @@ from klomflow.tables import klom_points
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
-params = snakemake.params.klom
-frame, counts = klom_points(
-    load_array(snakemake.input.unlearned),
-    load_array(snakemake.input.oracle),
-    load_array(snakemake.input.forget_set),
-    n_train=int((points["split"] == "train").sum()),
-    options=KlomOptions(**params["klom_options"]),
-)
-save_parquet(snakemake.output.klom, frame, params | {"counts": counts})
-log(f"{params['identity']}: {counts}; mean KLOM per split "
-    f"{frame.groupby('split')['klom'].mean().round(3).to_dict()}")
+n_train = int((points["split"] == "train").sum())
+unlearned = load_array(snakemake.input.unlearned)
+forget_set = load_array(snakemake.input.forget_set)
+# (oracle margins, output file, params): against the scored oracles, and for a method setting
+# also against the held-out ones (compute_noise_floor's held-out oracles are its unlearned side).
+references = [("oracle", "klom", "klom")]
+if "holdout" in snakemake.output.keys():
+    references.append(("holdout_oracle", "holdout", "holdout"))
+for oracle, output, name in references:
+    params = getattr(snakemake.params, name)
+    frame, counts = klom_points(unlearned, load_array(getattr(snakemake.input, oracle)), forget_set,
+                                n_train=n_train, options=KlomOptions(**params["klom_options"]))
+    save_parquet(getattr(snakemake.output, output), frame, params | {"counts": counts})
+    log(f"{params['identity']} against the {params.get('reference', 'scored')} oracles: "
+        f"{counts}; mean KLOM per split "
+        f"{frame.groupby('split')['klom'].mean().round(3).to_dict()}")
