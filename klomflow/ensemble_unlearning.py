@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from klomflow.ensemble import Ensemble
 from klomflow.methods import dmm as dmm_method
 from klomflow.methods import oracle_matching as oracle_matching_method
+from klomflow.methods import salun as salun_method
 from klomflow.methods.base import random_labels, shuffled_batches
 from klomflow.methods.neggrad_plus import forget_batches_forever
 from klomflow.training import autocast
@@ -58,11 +59,13 @@ def _stack_batches(datas, iterators, index_of):
     return torch.stack([index_of(data)[next(iterator)] for data, iterator in zip(datas, iterators)])
 
 
-def _step(optimizer, losses):
+def _step(optimizer, losses, step=None):
+    """One update on the models' summed losses; `step()`, when given, replaces
+    optimizer.step() (salun's masked step)."""
     optimizer.zero_grad(set_to_none=True)
     # Each model's weights reach only its own loss: the sum's gradient is per model.
     losses.sum().backward()
-    optimizer.step()
+    (step or optimizer.step)()
 
 
 def _finish(models, ensemble):
@@ -71,13 +74,14 @@ def _finish(models, ensemble):
     return models
 
 
-def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0):
+def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0,
+                         step=None):
     """methods.base.cross_entropy_epoch for every model: one shuffled pass over its indices."""
     iterators = [iter(shuffled_batches(len(index_of(data)), batch_size, data.generator,
                                        data.device)) for data in datas]
     for _ in range(-(-len(index_of(datas[0])) // batch_size)):
         rows = _stack_batches(datas, iterators, index_of)
-        _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows))
+        _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows), step)
 
 
 def _cross_entropy_epochs(models, datas, params, index_of, sign):
@@ -119,26 +123,68 @@ def neggrad_plus(models, datas, params):
     return _finish(models, ensemble)
 
 
+def _random_label_epoch(ensemble, optimizer, datas, params, step=None):
+    """methods.base.random_label_epoch for every model (`step` as there)."""
+    forget_batch_size = params["forget_batch_size"]
+    # Each model's draws in random_label_epoch's order: its forget set's random
+    # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
+    labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
+              for data in datas]  # per model [n_forget]
+    orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
+                                    data.generator, data.device)) for data in datas]
+    for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
+        batches = [next(order) for order in orders]  # positions in the forget set
+        rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
+        targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
+        _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets), step)
+    _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
+                         params["batch_size"], step=step)
+
+
 def random_label(models, datas, params):
     """methods.random_label: per epoch, methods.base.random_label_epoch for every model."""
     ensemble = Ensemble(models).to(datas[0].device)
     ensemble.train()
     optimizer = _sgd(ensemble, params)
-    forget_batch_size = params["forget_batch_size"]
     for _ in range(params["epochs"]):
-        # Each model's draws in random_label_epoch's order: its forget set's random
-        # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
-        labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
-                  for data in datas]  # per model [n_forget]
-        orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
-                                        data.generator, data.device)) for data in datas]
-        for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
-            batches = [next(order) for order in orders]  # positions in the forget set
-            rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
-            targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
-            _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets))
-        _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
-                             params["batch_size"])
+        _random_label_epoch(ensemble, optimizer, datas, params)
+    return _finish(models, ensemble)
+
+
+def salun(models, datas, params):
+    """methods.salun: each model's saliency mask at its original weights (the method's own
+    forget_gradient and saliency_mask, one model at a time), then random-label epochs
+    with salun.masked_step over the stacked weights."""
+    masks = [salun_method.saliency_mask(
+        salun_method.forget_gradient(model, data, params["forget_batch_size"]),
+        params["mask_ratio"]) for model, data in zip(models, datas)]
+    ensemble = Ensemble(models).to(datas[0].device)
+    ensemble.train()
+    stacked_masks = ensemble.stack_like_parameters(masks)
+    # [(parameter, its mask, its original values)] in the ensemble's layout.
+    masked = [(parameter, stacked_masks[name], parameter.detach().clone())
+              for name, parameter in ensemble.named_parameters() if name in stacked_masks]
+    weight_decay = params["weight_decay"]
+    # As the method: decay goes through the gradient in the masked step, not the optimiser.
+    optimizer = torch.optim.SGD(ensemble.parameters(), lr=params["lr"],
+                                momentum=params["momentum"], fused=True)
+
+    def masked_step():
+        # salun.masked_step, elementwise, so the same on stacked weights.
+        with torch.no_grad():
+            for parameter, mask, _ in masked:
+                if parameter.grad is None:
+                    continue
+                if weight_decay:
+                    parameter.grad.add_(parameter, alpha=weight_decay)
+                parameter.grad.mul_(mask)
+        optimizer.step()
+        with torch.no_grad():
+            for parameter, mask, original in masked:
+                parameter.copy_(torch.where(mask, parameter, original))
+
+    for _ in range(params["epochs"]):
+        _random_label_epoch(ensemble, optimizer, datas, params, masked_step)
     return _finish(models, ensemble)
 
 
@@ -195,6 +241,7 @@ TOGETHER = {
     "gradient_descent": ("1", gradient_descent),
     "neggrad_plus": ("1", neggrad_plus),
     "random_label": ("1", random_label),
+    "salun": ("1", salun),
     "oracle_matching": ("2", oracle_matching),
     "dmm": ("1", dmm),
 }

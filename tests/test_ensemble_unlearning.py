@@ -39,9 +39,11 @@ def stringent_params(name):
         return params
     # Momentum, weight decay and two epochs: optimiser state carried across steps.
     params |= {"epochs": 2, "momentum": 0.9, "weight_decay": 1e-3}
-    if name in ("neggrad_plus", "random_label"):
+    if name in ("neggrad_plus", "random_label", "salun"):
         # A forget batch smaller than the forget set (30 points: 16, 14): neggrad_plus's
-        # forget cycle restarts; random_label's relabelled batches follow its shuffle.
+        # forget cycle restarts; random_label's and salun's relabelled batches follow
+        # their shuffle (salun's mask, half of the weights by default, sums the same
+        # batches' gradients).
         params["forget_batch_size"] = 16
     return params
 
