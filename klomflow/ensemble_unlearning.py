@@ -31,6 +31,7 @@ from klomflow.ensemble import Ensemble
 from klomflow.methods import dmm as dmm_method
 from klomflow.methods import oracle_matching as oracle_matching_method
 from klomflow.methods import salun as salun_method
+from klomflow.methods import scrub as scrub_method
 from klomflow.methods.base import random_labels, shuffled_batches
 from klomflow.methods.neggrad_plus import forget_batches_forever
 from klomflow.training import autocast
@@ -188,6 +189,71 @@ def salun(models, datas, params):
     return _finish(models, ensemble)
 
 
+def _frozen(models, device):
+    """The ensemble of `models` in evaluation mode, out of any optimiser's reach (a teacher)."""
+    teacher = Ensemble(models).to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _rows(logits):
+    """Logits [M, C, batch] as float32 rows [M, batch, C]: the methods' float32 losses over
+    contiguous rows of classes, as on one model's [batch, C], round alike."""
+    return logits.float().transpose(1, 2).contiguous()
+
+
+def _distillation_kls(student_logits, teacher_logits, temperature):
+    """Per model, scrub.distillation_kl: logits [M, C, batch] -> [M] (KL summed over points
+    and classes, over the batch size: `batchmean`), times T^2."""
+    student = F.log_softmax(_rows(student_logits) / temperature, dim=2)
+    teacher = F.log_softmax(_rows(teacher_logits) / temperature, dim=2)
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True)
+    return kl.sum((1, 2)) / student_logits.shape[2] * temperature ** 2
+
+
+def scrub(models, datas, params):
+    """methods.scrub: students from the originals against the frozen originals (teachers,
+    evaluation mode); per epoch its learning rate, max-steps on the forget set in the first
+    `msteps` epochs, then min-steps on the retain set."""
+    device = datas[0].device
+    teacher = _frozen(models, device)
+    student = Ensemble(models).to(device)
+    student.train()
+    optimizer = _sgd(student, params)
+    temperature = params["temperature"]
+
+    def divergences(rows):
+        x = datas[0].train_x[rows]
+        with torch.no_grad(), autocast(device):
+            teacher_logits = teacher(x)
+        with autocast(device):
+            student_logits = student(x)
+        return _distillation_kls(student_logits, teacher_logits, temperature), student_logits
+
+    for epoch in range(params["epochs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = scrub_method.epoch_learning_rate(epoch, params)
+        # Each model's draws in the method's order: its forget shuffle (max-step
+        # epochs only), then its retain shuffle.
+        if epoch < params["msteps"]:
+            orders = [iter(shuffled_batches(len(data.forget_indices), params["forget_batch_size"],
+                                            data.generator, device)) for data in datas]
+            for _ in range(-(-len(datas[0].forget_indices) // params["forget_batch_size"])):
+                rows = _stack_batches(datas, orders, lambda data: data.forget_indices)
+                _step(optimizer, -divergences(rows)[0])
+        orders = [iter(shuffled_batches(len(data.retain_indices), params["batch_size"],
+                                        data.generator, device)) for data in datas]
+        for _ in range(-(-len(datas[0].retain_indices) // params["batch_size"])):
+            rows = _stack_batches(datas, orders, lambda data: data.retain_indices)
+            divergence, logits = divergences(rows)
+            # F.cross_entropy(logits.float(), labels) per model, on rows of classes.
+            cross_entropies = F.cross_entropy(_rows(logits).flatten(0, 1),
+                                              datas[0].train_y[rows].flatten(),
+                                              reduction="none").view(rows.shape).mean(1)
+            _step(optimizer, params["gamma"] * cross_entropies + params["alpha"] * divergence)
+    return _finish(models, student)
+
+
 def _match_logits(models, datas, indices, targets, params):
     """methods.matching.match_logits for every model: model m towards targets[m] [n, C]
     on training rows indices[m] [n] (Adam, lr times lr_decay after each epoch)."""
@@ -242,6 +308,7 @@ TOGETHER = {
     "neggrad_plus": ("1", neggrad_plus),
     "random_label": ("1", random_label),
     "salun": ("1", salun),
+    "scrub": ("2", scrub),
     "oracle_matching": ("2", oracle_matching),
     "dmm": ("1", dmm),
 }

@@ -45,6 +45,12 @@ def stringent_params(name):
         # their shuffle (salun's mask, half of the weights by default, sums the same
         # batches' gradients).
         params["forget_batch_size"] = 16
+    if name == "scrub":
+        # Max-steps in the first epoch only (forget batches 16, 14), the learning rate a
+        # fifth from the second epoch on, the temperature's T^2 and both retain weights
+        # away from their defaults.
+        params |= {"msteps": 1, "forget_batch_size": 16, "lr_decay_epochs": [1],
+                   "lr_decay_rate": 0.2, "alpha": 0.5, "gamma": 0.7, "temperature": 2.0}
     return params
 
 
