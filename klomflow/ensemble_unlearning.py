@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from klomflow.ensemble import Ensemble
+from klomflow.methods import bad_teaching as bad_teaching_method
 from klomflow.methods import dmm as dmm_method
 from klomflow.methods import oracle_matching as oracle_matching_method
 from klomflow.methods import salun as salun_method
@@ -254,6 +255,53 @@ def scrub(models, datas, params):
     return _finish(models, student)
 
 
+def bad_teaching(models, datas, params):
+    """methods.bad_teaching: each model's incompetent teacher (the method's own, from its
+    generator), its retain sample, then Adam on the KL to the mixed teachers' targets."""
+    device = datas[0].device
+    # Each model's draws in the method's order: its incompetent teacher's seed, its retain
+    # sample, then each epoch's shuffle.
+    incompetent = _frozen([bad_teaching_method.incompetent_teacher(model, data.generator)
+                           for model, data in zip(models, datas)], device)
+    competent = _frozen(models, device)
+    indices = []
+    for data in datas:
+        n_retain = len(data.retain_indices)
+        n_retain_used = round(params["retain_fraction"] * n_retain)
+        retain_used = data.retain_indices[
+            torch.randperm(n_retain, generator=data.generator)[:n_retain_used].to(device)]
+        indices.append(torch.cat([data.forget_indices, retain_used]))
+    n = len(indices[0])
+    if any(len(index) != n for index in indices):
+        raise ValueError("ensemble bad_teaching: every model needs as many points")
+    indices = torch.stack(indices)  # [M, n] training-set rows, forget set first
+    is_forget = torch.stack([torch.arange(n, device=device) < len(data.forget_indices)
+                             for data in datas])  # [M, n]
+    temperature = params["temperature"]
+    student = Ensemble(models).to(device)
+    student.train()
+    # torch.optim.Adam(student.parameters(), lr=...) as the method builds it, fused.
+    optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"], fused=True)
+    for _ in range(params["epochs"]):
+        orders = [iter(shuffled_batches(n, params["batch_size"], data.generator, device))
+                  for data in datas]
+        for _ in range(-(-n // params["batch_size"])):
+            batch = torch.stack([next(order) for order in orders])  # [M, batch] positions
+            x = datas[0].train_x[indices.gather(1, batch)]
+            # bad_teaching.teacher_targets per model, on rows of classes [M, batch, C].
+            with torch.no_grad(), autocast(device):
+                good = F.softmax(_rows(competent(x)) / temperature, dim=2)
+                bad = F.softmax(_rows(incompetent(x)) / temperature, dim=2)
+            target = torch.where(is_forget.gather(1, batch)[:, :, None], bad, good)
+            with autocast(device):
+                student_logits = student(x)
+            # F.kl_div(..., reduction="batchmean") per model.
+            kl = F.kl_div(F.log_softmax(_rows(student_logits) / temperature, dim=2), target,
+                          reduction="none")
+            _step(optimizer, kl.sum((1, 2)) / batch.shape[1])
+    return _finish(models, student)
+
+
 def _match_logits(models, datas, indices, targets, params):
     """methods.matching.match_logits for every model: model m towards targets[m] [n, C]
     on training rows indices[m] [n] (Adam, lr times lr_decay after each epoch)."""
@@ -303,6 +351,7 @@ def dmm(models, datas, params):
 
 
 TOGETHER = {
+    "bad_teaching": ("1", bad_teaching),
     "gradient_ascent": ("1", gradient_ascent),
     "gradient_descent": ("1", gradient_descent),
     "neggrad_plus": ("1", neggrad_plus),
