@@ -12,9 +12,19 @@ Only float summation order differs from running the method once per model;
 tests/test_ensemble_unlearning.py checks the two agree.
 
 Twins: gradient_ascent, gradient_descent, neggrad_plus and random_label
-(SGD on cross-entropies), oracle_matching and dmm (Adam on the MSE to each
+(SGD on cross-entropies), salun (random_label's epochs with salun's masked
+step: each model's own saliency mask, from the method's `forget_gradient`
+and `saliency_mask` at its original weights, laid out as the stacked
+weights), scrub (SGD on per-model distillation KLs against the frozen
+originals, an ensemble in evaluation mode, with the method's learning-rate
+schedule), bad_teaching (Adam on per-model KLs to targets mixed from the
+frozen originals and each model's own incompetent teacher, the method's
+`incompetent_teacher`), oracle_matching and dmm (Adam on the MSE to each
 model's own target logits, klomflow.methods.matching.match_logits; the
 targets are prepared per model by the method's own `matching_targets`).
+scrub's and bad_teaching's losses are float32 over rows of classes
+[M, batch, C], as the methods compute them on one model's [batch, C], so
+their float32 rounding is the same.
 
 `TOGETHER` maps a method name to (the method version its twin follows, the
 twin). A method whose `version` moved on runs one model at a time again until
