@@ -223,6 +223,23 @@ class Ensemble(nn.Module):
         self.memory_format = torch.channels_last
         return self.to(memory_format=torch.channels_last)
 
+    def stack_like_parameters(self, per_model: list[dict]) -> dict:
+        """Per-model tensors shaped like the models' parameters ({parameter name: tensor},
+        one dict per model, in member order) laid out as this ensemble's parameters:
+        {ensemble parameter name: stacked tensor}, e.g. per-model masks."""
+        names = {module: name for name, module in self.named_modules()}
+        stacked = {}
+        for prefix, module in self._stacked.items():
+            # Linear weights stack as [M, ...]; convolution and BatchNorm ones are concatenated.
+            join = torch.stack if isinstance(module, StackedLinear) else torch.cat
+            for key, parameter in module.named_parameters(recurse=False):
+                value = join([member[prefix + key] for member in per_model]).to(parameter.device)
+                if value.shape != parameter.shape:
+                    raise ValueError(f"ensemble: {prefix + key} does not stack to "
+                                     f"{tuple(parameter.shape)}")
+                stacked[f"{names[module]}.{key}"] = value
+        return stacked
+
     def unstack(self) -> list[dict]:
         """Per-model state dicts with the original models' keys, on the CPU."""
         states = [{} for _ in range(self.members)]

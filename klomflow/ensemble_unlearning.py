@@ -12,9 +12,19 @@ Only float summation order differs from running the method once per model;
 tests/test_ensemble_unlearning.py checks the two agree.
 
 Twins: gradient_ascent, gradient_descent, neggrad_plus and random_label
-(SGD on cross-entropies), oracle_matching and dmm (Adam on the MSE to each
+(SGD on cross-entropies), salun (random_label's epochs with salun's masked
+step: each model's own saliency mask, from the method's `forget_gradient`
+and `saliency_mask` at its original weights, laid out as the stacked
+weights), scrub (SGD on per-model distillation KLs against the frozen
+originals, an ensemble in evaluation mode, with the method's learning-rate
+schedule), bad_teaching (Adam on per-model KLs to targets mixed from the
+frozen originals and each model's own incompetent teacher, the method's
+`incompetent_teacher`), oracle_matching and dmm (Adam on the MSE to each
 model's own target logits, klomflow.methods.matching.match_logits; the
 targets are prepared per model by the method's own `matching_targets`).
+scrub's and bad_teaching's losses are float32 over rows of classes
+[M, batch, C], as the methods compute them on one model's [batch, C], so
+their float32 rounding is the same.
 
 `TOGETHER` maps a method name to (the method version its twin follows, the
 twin). A method whose `version` moved on runs one model at a time again until
@@ -28,8 +38,11 @@ import torch
 from torch.nn import functional as F
 
 from klomflow.ensemble import Ensemble
+from klomflow.methods import bad_teaching as bad_teaching_method
 from klomflow.methods import dmm as dmm_method
 from klomflow.methods import oracle_matching as oracle_matching_method
+from klomflow.methods import salun as salun_method
+from klomflow.methods import scrub as scrub_method
 from klomflow.methods.base import random_labels, shuffled_batches
 from klomflow.methods.neggrad_plus import forget_batches_forever
 from klomflow.training import autocast
@@ -58,11 +71,13 @@ def _stack_batches(datas, iterators, index_of):
     return torch.stack([index_of(data)[next(iterator)] for data, iterator in zip(datas, iterators)])
 
 
-def _step(optimizer, losses):
+def _step(optimizer, losses, step=None):
+    """One update on the models' summed losses; `step()`, when given, replaces
+    optimizer.step() (salun's masked step)."""
     optimizer.zero_grad(set_to_none=True)
     # Each model's weights reach only its own loss: the sum's gradient is per model.
     losses.sum().backward()
-    optimizer.step()
+    (step or optimizer.step)()
 
 
 def _finish(models, ensemble):
@@ -71,13 +86,14 @@ def _finish(models, ensemble):
     return models
 
 
-def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0):
+def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0,
+                         step=None):
     """methods.base.cross_entropy_epoch for every model: one shuffled pass over its indices."""
     iterators = [iter(shuffled_batches(len(index_of(data)), batch_size, data.generator,
                                        data.device)) for data in datas]
     for _ in range(-(-len(index_of(datas[0])) // batch_size)):
         rows = _stack_batches(datas, iterators, index_of)
-        _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows))
+        _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows), step)
 
 
 def _cross_entropy_epochs(models, datas, params, index_of, sign):
@@ -119,27 +135,181 @@ def neggrad_plus(models, datas, params):
     return _finish(models, ensemble)
 
 
+def _random_label_epoch(ensemble, optimizer, datas, params, step=None):
+    """methods.base.random_label_epoch for every model (`step` as there)."""
+    forget_batch_size = params["forget_batch_size"]
+    # Each model's draws in random_label_epoch's order: its forget set's random
+    # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
+    labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
+              for data in datas]  # per model [n_forget]
+    orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
+                                    data.generator, data.device)) for data in datas]
+    for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
+        batches = [next(order) for order in orders]  # positions in the forget set
+        rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
+        targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
+        _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets), step)
+    _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
+                         params["batch_size"], step=step)
+
+
 def random_label(models, datas, params):
     """methods.random_label: per epoch, methods.base.random_label_epoch for every model."""
     ensemble = Ensemble(models).to(datas[0].device)
     ensemble.train()
     optimizer = _sgd(ensemble, params)
-    forget_batch_size = params["forget_batch_size"]
     for _ in range(params["epochs"]):
-        # Each model's draws in random_label_epoch's order: its forget set's random
-        # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
-        labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
-                  for data in datas]  # per model [n_forget]
-        orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
-                                        data.generator, data.device)) for data in datas]
-        for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
-            batches = [next(order) for order in orders]  # positions in the forget set
-            rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
-            targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
-            _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets))
-        _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
-                             params["batch_size"])
+        _random_label_epoch(ensemble, optimizer, datas, params)
     return _finish(models, ensemble)
+
+
+def salun(models, datas, params):
+    """methods.salun: each model's saliency mask at its original weights (the method's own
+    forget_gradient and saliency_mask, one model at a time), then random-label epochs
+    with salun.masked_step over the stacked weights."""
+    masks = [salun_method.saliency_mask(
+        salun_method.forget_gradient(model, data, params["forget_batch_size"]),
+        params["mask_ratio"]) for model, data in zip(models, datas)]
+    ensemble = Ensemble(models).to(datas[0].device)
+    ensemble.train()
+    stacked_masks = ensemble.stack_like_parameters(masks)
+    # [(parameter, its mask, its original values)] in the ensemble's layout.
+    masked = [(parameter, stacked_masks[name], parameter.detach().clone())
+              for name, parameter in ensemble.named_parameters() if name in stacked_masks]
+    weight_decay = params["weight_decay"]
+    # As the method: decay goes through the gradient in the masked step, not the optimiser.
+    optimizer = torch.optim.SGD(ensemble.parameters(), lr=params["lr"],
+                                momentum=params["momentum"], fused=True)
+
+    def masked_step():
+        # salun.masked_step, elementwise, so the same on stacked weights.
+        with torch.no_grad():
+            for parameter, mask, _ in masked:
+                if parameter.grad is None:
+                    continue
+                if weight_decay:
+                    parameter.grad.add_(parameter, alpha=weight_decay)
+                parameter.grad.mul_(mask)
+        optimizer.step()
+        with torch.no_grad():
+            for parameter, mask, original in masked:
+                parameter.copy_(torch.where(mask, parameter, original))
+
+    for _ in range(params["epochs"]):
+        _random_label_epoch(ensemble, optimizer, datas, params, masked_step)
+    return _finish(models, ensemble)
+
+
+def _frozen(models, device):
+    """The ensemble of `models` in evaluation mode, out of any optimiser's reach (a teacher)."""
+    teacher = Ensemble(models).to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _rows(logits):
+    """Logits [M, C, batch] as float32 rows [M, batch, C]: the methods' float32 losses over
+    contiguous rows of classes, as on one model's [batch, C], round alike."""
+    return logits.float().transpose(1, 2).contiguous()
+
+
+def _distillation_kls(student_logits, teacher_logits, temperature):
+    """Per model, scrub.distillation_kl: logits [M, C, batch] -> [M] (KL summed over points
+    and classes, over the batch size: `batchmean`), times T^2."""
+    student = F.log_softmax(_rows(student_logits) / temperature, dim=2)
+    teacher = F.log_softmax(_rows(teacher_logits) / temperature, dim=2)
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True)
+    return kl.sum((1, 2)) / student_logits.shape[2] * temperature ** 2
+
+
+def scrub(models, datas, params):
+    """methods.scrub: students from the originals against the frozen originals (teachers,
+    evaluation mode); per epoch its learning rate, max-steps on the forget set in the first
+    `msteps` epochs, then min-steps on the retain set."""
+    device = datas[0].device
+    teacher = _frozen(models, device)
+    student = Ensemble(models).to(device)
+    student.train()
+    optimizer = _sgd(student, params)
+    temperature = params["temperature"]
+
+    def divergences(rows):
+        x = datas[0].train_x[rows]
+        with torch.no_grad(), autocast(device):
+            teacher_logits = teacher(x)
+        with autocast(device):
+            student_logits = student(x)
+        return _distillation_kls(student_logits, teacher_logits, temperature), student_logits
+
+    for epoch in range(params["epochs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = scrub_method.epoch_learning_rate(epoch, params)
+        # Each model's draws in the method's order: its forget shuffle (max-step
+        # epochs only), then its retain shuffle.
+        if epoch < params["msteps"]:
+            orders = [iter(shuffled_batches(len(data.forget_indices), params["forget_batch_size"],
+                                            data.generator, device)) for data in datas]
+            for _ in range(-(-len(datas[0].forget_indices) // params["forget_batch_size"])):
+                rows = _stack_batches(datas, orders, lambda data: data.forget_indices)
+                _step(optimizer, -divergences(rows)[0])
+        orders = [iter(shuffled_batches(len(data.retain_indices), params["batch_size"],
+                                        data.generator, device)) for data in datas]
+        for _ in range(-(-len(datas[0].retain_indices) // params["batch_size"])):
+            rows = _stack_batches(datas, orders, lambda data: data.retain_indices)
+            divergence, logits = divergences(rows)
+            # F.cross_entropy(logits.float(), labels) per model, on rows of classes.
+            cross_entropies = F.cross_entropy(_rows(logits).flatten(0, 1),
+                                              datas[0].train_y[rows].flatten(),
+                                              reduction="none").view(rows.shape).mean(1)
+            _step(optimizer, params["gamma"] * cross_entropies + params["alpha"] * divergence)
+    return _finish(models, student)
+
+
+def bad_teaching(models, datas, params):
+    """methods.bad_teaching: each model's incompetent teacher (the method's own, from its
+    generator), its retain sample, then Adam on the KL to the mixed teachers' targets."""
+    device = datas[0].device
+    # Each model's draws in the method's order: its incompetent teacher's seed, its retain
+    # sample, then each epoch's shuffle.
+    incompetent = _frozen([bad_teaching_method.incompetent_teacher(model, data.generator)
+                           for model, data in zip(models, datas)], device)
+    competent = _frozen(models, device)
+    indices = []
+    for data in datas:
+        n_retain = len(data.retain_indices)
+        n_retain_used = round(params["retain_fraction"] * n_retain)
+        retain_used = data.retain_indices[
+            torch.randperm(n_retain, generator=data.generator)[:n_retain_used].to(device)]
+        indices.append(torch.cat([data.forget_indices, retain_used]))
+    n = len(indices[0])
+    if any(len(index) != n for index in indices):
+        raise ValueError("ensemble bad_teaching: every model needs as many points")
+    indices = torch.stack(indices)  # [M, n] training-set rows, forget set first
+    is_forget = torch.stack([torch.arange(n, device=device) < len(data.forget_indices)
+                             for data in datas])  # [M, n]
+    temperature = params["temperature"]
+    student = Ensemble(models).to(device)
+    student.train()
+    # torch.optim.Adam(student.parameters(), lr=...) as the method builds it, fused.
+    optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"], fused=True)
+    for _ in range(params["epochs"]):
+        orders = [iter(shuffled_batches(n, params["batch_size"], data.generator, device))
+                  for data in datas]
+        for _ in range(-(-n // params["batch_size"])):
+            batch = torch.stack([next(order) for order in orders])  # [M, batch] positions
+            x = datas[0].train_x[indices.gather(1, batch)]
+            # bad_teaching.teacher_targets per model, on rows of classes [M, batch, C].
+            with torch.no_grad(), autocast(device):
+                good = F.softmax(_rows(competent(x)) / temperature, dim=2)
+                bad = F.softmax(_rows(incompetent(x)) / temperature, dim=2)
+            target = torch.where(is_forget.gather(1, batch)[:, :, None], bad, good)
+            with autocast(device):
+                student_logits = student(x)
+            # F.kl_div(..., reduction="batchmean") per model.
+            kl = F.kl_div(F.log_softmax(_rows(student_logits) / temperature, dim=2), target,
+                          reduction="none")
+            _step(optimizer, kl.sum((1, 2)) / batch.shape[1])
+    return _finish(models, student)
 
 
 def _match_logits(models, datas, indices, targets, params):
@@ -191,10 +361,13 @@ def dmm(models, datas, params):
 
 
 TOGETHER = {
+    "bad_teaching": ("1", bad_teaching),
     "gradient_ascent": ("1", gradient_ascent),
     "gradient_descent": ("1", gradient_descent),
     "neggrad_plus": ("1", neggrad_plus),
     "random_label": ("1", random_label),
+    "salun": ("1", salun),
+    "scrub": ("2", scrub),
     "oracle_matching": ("2", oracle_matching),
     "dmm": ("1", dmm),
 }

@@ -37,13 +37,32 @@ def stringent_params(name):
         if name == "oracle_matching":
             params["n_oracles"] = 3  # of the 6 held-out oracles of random_extras
         return params
+    if name == "bad_teaching":
+        # 30 forgotten + 30% of the retained points in batches of 64 (the last short), Adam's
+        # moments carried over two epochs, a temperature other than 1.
+        return params | {"epochs": 2, "temperature": 2.0}
     # Momentum, weight decay and two epochs: optimiser state carried across steps.
     params |= {"epochs": 2, "momentum": 0.9, "weight_decay": 1e-3}
-    if name in ("neggrad_plus", "random_label"):
+    if name in ("neggrad_plus", "random_label", "salun"):
         # A forget batch smaller than the forget set (30 points: 16, 14): neggrad_plus's
-        # forget cycle restarts; random_label's relabelled batches follow its shuffle.
+        # forget cycle restarts; random_label's and salun's relabelled batches follow
+        # their shuffle (salun's mask, half of the weights by default, sums the same
+        # batches' gradients).
         params["forget_batch_size"] = 16
+    if name == "scrub":
+        # Max-steps in the first epoch only (forget batches 16, 14), the learning rate a
+        # fifth from the second epoch on, the temperature's T^2 and both retain weights
+        # away from their defaults.
+        params |= {"msteps": 1, "forget_batch_size": 16, "lr_decay_epochs": [1],
+                   "lr_decay_rate": 0.2, "alpha": 0.5, "gamma": 0.7, "temperature": 2.0}
     return params
+
+
+# Float32 tolerance on weights (atol) and logits, per twin. bad_teaching's Adam turns float32
+# rounding in gradients near zero into differences of a few 1e-5 on a few weights (about
+# 1% of the first layer's; 3e-5 here) and up to ~1e-4 on logits; in float64 it is the
+# method to 1e-12 (the test below), so the gap is rounding, not the twin.
+FLOAT32_ATOL = {"bad_teaching": (1e-4, 3e-4)}
 
 
 def random_extras(config):
@@ -75,11 +94,13 @@ def test_an_ensemble_unlearns_as_the_method_does_one_model_at_a_time(originals, 
     alone, alone_runs, alone_states = unlearn_shard(alone_config, setting, "random_30", forget,
                                                     checkpoint, log=alone_messages.append,
                                                     device=CPU, extras=extras)
+    weights_atol, logits_atol = FLOAT32_ATOL.get(name, (1e-5, 1e-4))
     for joint_state, alone_state in zip(joint_states, alone_states):
         assert list(joint_state) == list(alone_state)
         for key in alone_state:
-            torch.testing.assert_close(joint_state[key], alone_state[key], atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(joint, alone, atol=1e-4)
+            torch.testing.assert_close(joint_state[key], alone_state[key], atol=weights_atol,
+                                       rtol=1e-4)
+    np.testing.assert_allclose(joint, alone, atol=logits_atol)
     assert (joint_runs["changed_weights"] > 0).all()
     assert list(joint_runs.columns) == list(alone_runs.columns)
     assert (joint_runs["unlearning_seconds"] > 0).all()
