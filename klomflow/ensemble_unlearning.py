@@ -66,9 +66,16 @@ def _cross_entropies(ensemble, data, rows, labels=None):
         return F.cross_entropy(logits, labels, reduction="none").mean(1)
 
 
-def _stack_batches(datas, iterators, index_of):
-    """One batch per model, as training-set rows [M, batch]."""
-    return torch.stack([index_of(data)[next(iterator)] for data, iterator in zip(datas, iterators)])
+def _epoch_batches(datas, n: int, batch_size: int) -> list:
+    """One epoch's batches, each [M, batch] positions in range(n): model m's own
+    methods.base.shuffled_batches, drawn now from its generator, as the method draws it."""
+    per_model = [shuffled_batches(n, batch_size, data.generator, data.device) for data in datas]
+    return [torch.stack(batches) for batches in zip(*per_model)]
+
+
+def _training_rows(datas, positions, index_of):
+    """Positions [M, batch] into each model's `index_of(data)` as training-set rows [M, batch]."""
+    return torch.stack([index_of(data)[batch] for data, batch in zip(datas, positions)])
 
 
 def _step(optimizer, losses, step=None):
@@ -89,10 +96,8 @@ def _finish(models, ensemble):
 def _cross_entropy_epoch(ensemble, optimizer, datas, index_of, batch_size, sign=1.0,
                          step=None):
     """methods.base.cross_entropy_epoch for every model: one shuffled pass over its indices."""
-    iterators = [iter(shuffled_batches(len(index_of(data)), batch_size, data.generator,
-                                       data.device)) for data in datas]
-    for _ in range(-(-len(index_of(datas[0])) // batch_size)):
-        rows = _stack_batches(datas, iterators, index_of)
+    for positions in _epoch_batches(datas, len(index_of(datas[0])), batch_size):
+        rows = _training_rows(datas, positions, index_of)
         _step(optimizer, sign * _cross_entropies(ensemble, datas[0], rows), step)
 
 
@@ -123,12 +128,10 @@ def neggrad_plus(models, datas, params):
     for _ in range(params["epochs"]):
         # Drawn in the method's order: each epoch's retain permutation first, then
         # forget permutations as its cycle runs out (zip asks the retain side first).
-        retain_iterators = [iter(shuffled_batches(len(data.retain_indices), params["batch_size"],
-                                                  data.generator, data.device))
-                            for data in datas]
-        for _ in range(-(-len(datas[0].retain_indices) // params["batch_size"])):
-            retain = _stack_batches(datas, retain_iterators, lambda data: data.retain_indices)
-            forget = _stack_batches(datas, forget_cycles, lambda data: data.forget_indices)
+        for positions in _epoch_batches(datas, len(datas[0].retain_indices), params["batch_size"]):
+            retain = _training_rows(datas, positions, lambda data: data.retain_indices)
+            forget = _training_rows(datas, [next(cycle) for cycle in forget_cycles],
+                                    lambda data: data.forget_indices)
             losses = (beta * _cross_entropies(ensemble, datas[0], retain)
                       - (1 - beta) * _cross_entropies(ensemble, datas[0], forget))
             _step(optimizer, losses)
@@ -142,12 +145,9 @@ def _random_label_epoch(ensemble, optimizer, datas, params, step=None):
     # labels, then its forget shuffle, then (in _cross_entropy_epoch) its retain shuffle.
     labels = [random_labels(data.forget_y, data.n_classes, data.generator, params["amnesiac"])
               for data in datas]  # per model [n_forget]
-    orders = [iter(shuffled_batches(len(data.forget_indices), forget_batch_size,
-                                    data.generator, data.device)) for data in datas]
-    for _ in range(-(-len(datas[0].forget_indices) // forget_batch_size)):
-        batches = [next(order) for order in orders]  # positions in the forget set
-        rows = torch.stack([data.forget_indices[batch] for data, batch in zip(datas, batches)])
-        targets = torch.stack([label[batch] for label, batch in zip(labels, batches)])
+    for positions in _epoch_batches(datas, len(datas[0].forget_indices), forget_batch_size):
+        rows = _training_rows(datas, positions, lambda data: data.forget_indices)
+        targets = torch.stack([label[batch] for label, batch in zip(labels, positions)])
         _step(optimizer, _cross_entropies(ensemble, datas[0], rows, targets), step)
     _cross_entropy_epoch(ensemble, optimizer, datas, lambda data: data.retain_indices,
                          params["batch_size"], step=step)
@@ -247,15 +247,12 @@ def scrub(models, datas, params):
         # Each model's draws in the method's order: its forget shuffle (max-step
         # epochs only), then its retain shuffle.
         if epoch < params["msteps"]:
-            orders = [iter(shuffled_batches(len(data.forget_indices), params["forget_batch_size"],
-                                            data.generator, device)) for data in datas]
-            for _ in range(-(-len(datas[0].forget_indices) // params["forget_batch_size"])):
-                rows = _stack_batches(datas, orders, lambda data: data.forget_indices)
+            for positions in _epoch_batches(datas, len(datas[0].forget_indices),
+                                            params["forget_batch_size"]):
+                rows = _training_rows(datas, positions, lambda data: data.forget_indices)
                 _step(optimizer, -divergences(rows)[0])
-        orders = [iter(shuffled_batches(len(data.retain_indices), params["batch_size"],
-                                        data.generator, device)) for data in datas]
-        for _ in range(-(-len(datas[0].retain_indices) // params["batch_size"])):
-            rows = _stack_batches(datas, orders, lambda data: data.retain_indices)
+        for positions in _epoch_batches(datas, len(datas[0].retain_indices), params["batch_size"]):
+            rows = _training_rows(datas, positions, lambda data: data.retain_indices)
             divergence, logits = divergences(rows)
             # F.cross_entropy(logits.float(), labels) per model, on rows of classes.
             cross_entropies = F.cross_entropy(_rows(logits).flatten(0, 1),
@@ -293,10 +290,7 @@ def bad_teaching(models, datas, params):
     # torch.optim.Adam(student.parameters(), lr=...) as the method builds it, fused.
     optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"], fused=True)
     for _ in range(params["epochs"]):
-        orders = [iter(shuffled_batches(n, params["batch_size"], data.generator, device))
-                  for data in datas]
-        for _ in range(-(-n // params["batch_size"])):
-            batch = torch.stack([next(order) for order in orders])  # [M, batch] positions
+        for batch in _epoch_batches(datas, n, params["batch_size"]):
             x = datas[0].train_x[indices.gather(1, batch)]
             # bad_teaching.teacher_targets per model, on rows of classes [M, batch, C].
             with torch.no_grad(), autocast(device):
@@ -331,10 +325,7 @@ def _match_logits(models, datas, indices, targets, params):
     # eps, no weight decay), fused: one pass over the stacked weights per step.
     optimizer = torch.optim.Adam(ensemble.parameters(), lr=params["lr"], fused=True)
     for _ in range(params["epochs"]):
-        orders = [iter(shuffled_batches(n, params["batch_size"], data.generator, device))
-                  for data in datas]
-        for _ in range(-(-n // params["batch_size"])):
-            batch = torch.stack([next(order) for order in orders])  # [M, batch] positions
+        for batch in _epoch_batches(datas, n, params["batch_size"]):
             with autocast(device):
                 logits = ensemble(datas[0].train_x[rows.gather(1, batch)])  # [M, C, batch]
             # F.mse_loss's mean over batch and classes, per model; targets [M, batch, C].
