@@ -2,6 +2,8 @@
 # Run `snakemake --cores all`; the tables land in results/tables/.
 from snakemake.utils import min_version
 
+from klomflow import job_server
+
 min_version("9.0")
 
 
@@ -36,7 +38,18 @@ rule all:
     localrule: True
 
 
+# A local run's jobs fork from one process that has imported torch and pandas, instead of
+# importing them each (about 3 s a job); klomflow/job_server.py. KLOMFLOW_JOB_SERVER=off: not.
+onstart:
+    job_server.start(local=workflow.local_exec)
+
+
+onerror:
+    job_server.stop()
+
+
 onsuccess:
+    job_server.stop()
     print(
         "\nklomflow: KLOM tables are in results/tables/ "
         "(klom.parquet, accuracy.parquet, klom_summary.md, paper_klom.md, "

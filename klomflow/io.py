@@ -141,23 +141,18 @@ def code_versions() -> dict:
 
 
 def device_description() -> dict:
-    """Where this job ran, and the accelerator the training jobs pick when present.
+    """Where this table job ran: on the CPU, with numpy.
 
-    A job that never imported torch (the numpy table jobs) computed on the CPU
-    and does not import torch (about 1.5 s) just to ask: its `cuda_available`
-    is None, "not asked". The devices that trained and unlearned the models
-    are in their checkpoints and run tables.
+    Every job that writes a table computes it with numpy and never asks torch
+    (importing it costs about 1.5 s; in a local run's warm job the server has
+    imported it, so whether it is loaded says nothing): `cuda_available` is
+    None, "not asked". The devices that trained and unlearned the models are in
+    their checkpoints and run tables.
     """
     import platform
-    import sys
 
-    described = {"platform": platform.platform(), "machine": platform.machine()}
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return {"job_device": "cpu"} | described | {"cuda_available": None, "cuda_device": None}
-    cuda = torch.cuda.is_available()
-    return {"job_device": "cuda" if cuda else "cpu"} | described | {
-        "cuda_available": cuda, "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
+    return {"job_device": "cpu", "platform": platform.platform(),
+            "machine": platform.machine(), "cuda_available": None, "cuda_device": None}
 
 
 def seeds_of(config: dict) -> dict:

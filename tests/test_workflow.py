@@ -1,6 +1,7 @@
 """The workflow end to end on a tiny config, and what its files must satisfy."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -400,3 +401,25 @@ def test_rebuilding_the_klom_and_accuracy_tables_gives_identical_files(tiny_run,
     for path in tables:
         assert (folder / path).stat().st_mtime_ns != times[path], f"{path} was not rebuilt"
         assert (folder / path).read_bytes() == before[path], f"{path} changed on rebuild"
+
+
+def test_the_job_server_served_every_job_and_changed_no_number(tiny_run, tmp_path):
+    """Local runs fork jobs from a warm server (klomflow/job_server.py); with it off, each
+    job imports torch itself. Same margins and logits, bit for bit, either way."""
+    log = (tiny_run / "results/logs/job_server.log").read_text()
+    assert "; 0 ran cold" in log and "runs cold" not in log, log
+    served = int(log.split("stopped: served ")[1].split(" jobs")[0])
+    assert served >= 40, log  # every script job of the tiny run
+    write_config(tmp_path, tiny_config())
+    targets = sorted(str(path.relative_to(tiny_run)) for path in [
+        *(tiny_run / "results/margins/unlearned/random_30").glob("gradient_ascent/*.npy"),
+        tiny_run / "results/margins/oracle/random_30.npy"])
+    assert len(targets) == 3, targets
+    snakemake(tmp_path, "--cores", "2", *targets,
+              environment=dict(os.environ) | {"KLOMFLOW_JOB_SERVER": "off"})
+    assert not (tmp_path / "results/logs/job_server.log").exists()
+    for target in targets:
+        np.testing.assert_array_equal(np.load(tmp_path / target), np.load(tiny_run / target))
+    for logits in (tmp_path / "results/logits").rglob("*.npy"):
+        np.testing.assert_array_equal(np.load(logits),
+                                      np.load(tiny_run / logits.relative_to(tmp_path)))

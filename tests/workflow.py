@@ -22,11 +22,13 @@ def write_config(folder: Path, config: dict, name="config.yaml") -> Path:
     return path
 
 
-def snakemake(folder: Path, *arguments, config_name="config.yaml", check=True, timeout=1800):
+def snakemake(folder: Path, *arguments, config_name="config.yaml", check=True, timeout=1800,
+              environment=None):
     """Run snakemake on our Snakefile in `folder`; returns the CompletedProcess."""
     command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
                str(folder), "--configfile", str(Path(folder) / config_name), *arguments]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env=environment)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}"
                              f"\n{result.stderr[-8000:]}")

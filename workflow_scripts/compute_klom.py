@@ -1,5 +1,6 @@
-import pandas as pd
 from workflow_job import script_context
+
+import pandas as pd
 
 from klomflow.io import load_array, save_parquet
 from klomflow.klom import KlomOptions

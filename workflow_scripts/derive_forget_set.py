@@ -1,5 +1,6 @@
-import pandas as pd
 from workflow_job import script_context
+
+import pandas as pd
 
 from klomflow.forget_set_jobs import Job, derive, write_forget_set
 

@@ -1,6 +1,6 @@
-from pathlib import Path
-
 from workflow_job import script_context
+
+from pathlib import Path
 
 from klomflow.datasets import download
 

@@ -1,5 +1,6 @@
-import numpy as np
 from workflow_job import script_context
+
+import numpy as np
 
 from klomflow.datamodels import fit_datamodels_to_files
 from klomflow.io import load_array

@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 import numpy as np
 import pandas as pd
-from workflow_job import script_context
 
 from klomflow.io import load_array, save_array, save_parquet
 from klomflow.margins import margins_from_logits

@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 import numpy as np
 import pandas as pd
-from workflow_job import script_context
 
 from klomflow.io import load_array, save_torch
 from klomflow.published import check_checkpoint_margins, import_original_shard, load_published_model

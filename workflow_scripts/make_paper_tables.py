@@ -1,5 +1,6 @@
-import pandas as pd
 from workflow_job import script_context
+
+import pandas as pd
 
 from klomflow.io import provenance, save_parquet, write_text
 from klomflow.paper import klom_table_frame

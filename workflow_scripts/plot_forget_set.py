@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 import numpy as np
 import pandas as pd
-from workflow_job import script_context
 
 from klomflow import figures
 from klomflow.io import load_array, read_parquet_metadata

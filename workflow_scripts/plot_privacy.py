@@ -1,5 +1,6 @@
-import pandas as pd
 from workflow_job import script_context
+
+import pandas as pd
 
 from klomflow import figures
 from klomflow.privacy_tables import privacy_figure

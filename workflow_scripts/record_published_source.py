@@ -1,6 +1,6 @@
-import json
-
 from workflow_job import script_context
+
+import json
 
 from klomflow.io import atomic_path
 from klomflow.published import source_manifest

@@ -1,5 +1,6 @@
-import pandas as pd
 from workflow_job import script_context
+
+import pandas as pd
 
 from klomflow.io import load_array, load_logit_groups, provenance, save_parquet
 from klomflow.tables import accuracy_table

@@ -1,6 +1,7 @@
+from workflow_job import script_context
+
 import pandas as pd
 import torch
-from workflow_job import script_context
 
 from klomflow.io import provenance, save_parquet
 

@@ -1,5 +1,6 @@
-import numpy as np
 from workflow_job import script_context
+
+import numpy as np
 
 from klomflow.io import load_array, load_torch, save_array, save_parquet, save_torch
 from klomflow.runs import unlearn_shard

@@ -2,11 +2,20 @@
 
 Kept on the workflow side, so the package never sees that object: scripts
 import this module by name (Snakemake puts a script's folder on sys.path).
+
+Every script imports this module first (ruff's isort keeps it on top): in a
+local run, importing it hands the job to the warm job server, whose child runs
+the script with torch and pandas already imported (klomflow/job_server.py),
+and this process only waits for it. Without a server the script runs here.
 """
 
 import sys
 
-from klomflow.logs import open_log
+from klomflow.job_server import hand_over
+
+hand_over()
+
+from klomflow.logs import open_log  # noqa: E402  (after the hand-over: not needed by it)
 
 
 def script_context(snakemake):
