@@ -8,7 +8,9 @@ Run by hand on an idle machine: `python benchmarks/default_run.py`. It
     the working directory) and prints its wall time against the 10-minute
     budget, and the per-rule job counts.
 Pass --skip-run to measure only the throughput, --also-without-privacy for a second
-cold run with `privacy.metrics: []` (the stages the former default's 424 s run had).
+cold run with `privacy.metrics: []` (the stages the former default's 424 s run had),
+--also-without-job-server for a cold run with KLOMFLOW_JOB_SERVER=off (every job imports
+torch itself, as before klomflow/job_server.py) and the ratio of the two.
 """
 
 import argparse
@@ -52,7 +54,7 @@ def training_throughput(n_models: int = 5) -> dict:
     return figures
 
 
-def default_run(without_privacy: bool = False) -> float:
+def default_run(without_privacy: bool = False, job_server: bool = True) -> float:
     text = (REPOSITORY / "config.yaml").read_text()
     if without_privacy:
         # The stages of the former default's 424 s run: the same config, no privacy metrics.
@@ -63,8 +65,10 @@ def default_run(without_privacy: bool = False) -> float:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "config.yaml").write_text(text)
         started = time.perf_counter()
+        environment = dict(os.environ) | ({} if job_server else {"KLOMFLOW_JOB_SERVER": "off"})
         subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"),
-                        "--directory", folder, "--cores", "all", "--quiet"], check=True)
+                        "--directory", folder, "--cores", "all", "--quiet"], check=True,
+                       env=environment)
         return time.perf_counter() - started
 
 
@@ -74,6 +78,8 @@ def main():
     parser.add_argument("--also-without-privacy", action="store_true",
                         help="a second cold run with privacy.metrics: [] (the stages the former "
                              "default had)")
+    parser.add_argument("--also-without-job-server", action="store_true",
+                        help="a second cold run with KLOMFLOW_JOB_SERVER=off")
     arguments = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}")
@@ -90,6 +96,10 @@ def main():
             without = default_run(without_privacy=True)
             print(f"default config without privacy metrics, cold, --cores all: {without:.0f} s "
                   f"(privacy metrics: {seconds - without:.0f} s of the default's wall time)")
+        if arguments.also_without_job_server:
+            cold_jobs = default_run(job_server=False)
+            print(f"default config, cold, KLOMFLOW_JOB_SERVER=off: {cold_jobs:.0f} s; "
+                  f"warm job starts are {cold_jobs / seconds:.2f}x faster")
 
 
 if __name__ == "__main__":

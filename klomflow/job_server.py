@@ -152,6 +152,8 @@ def serve(socket_path: str, parent: int) -> None:
     _log(f"preloaded {', '.join(PRELOADED)} in {time.perf_counter() - started:.1f} s")
     if threading.active_count() != 1:
         raise SystemExit("klomflow job server: an import started a thread; forking is unsafe")
+    if sys.modules["torch"].cuda.is_initialized():  # a CUDA context does not survive a fork
+        raise SystemExit("klomflow job server: an import initialised CUDA; forking is unsafe")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished children
     signal.signal(signal.SIGTERM, _stop_serving)  # from stop(): log the counts, then end
     listener.settimeout(1.0)
@@ -162,7 +164,9 @@ def serve(socket_path: str, parent: int) -> None:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
-            connection.settimeout(None)
+            # A job's process sends its whole request at once: one that stalls must not
+            # hold up the others.
+            connection.settimeout(10)
             try:
                 request, descriptors = _receive_request(connection)
             except (OSError, ValueError) as error:
@@ -176,6 +180,7 @@ def serve(socket_path: str, parent: int) -> None:
                 _send(connection, _HEADER.pack(0))
             elif os.fork() == 0:
                 listener.close()
+                connection.settimeout(None)
                 _run_child(connection, request, descriptors, set_by_imports)  # never returns
             else:
                 served += 1

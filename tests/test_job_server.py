@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys, tempfile, time
     print(json.dumps({"pid": os.getpid(), "parent": os.getppid(), "cwd": os.getcwd(),
                       "argv": sys.argv, "tmpdir": os.environ.get("TMPDIR"),
+                      "oldpwd": os.environ.get("OLDPWD"),
                       "temporary": tempfile.gettempdir(),
                       "served": os.environ.get("KLOMFLOW_SERVED_JOB"),
                       "torch_loaded": "torch" in sys.modules}), flush=True)
@@ -46,7 +47,8 @@ def server(tmp_path_factory):
     """A server like the one onstart starts (its environment has the one-thread variables)."""
     folder = tmp_path_factory.mktemp("server")
     socket_path = str(folder / "socket")
-    environment = dict(os.environ) | job_server.ONE_THREAD
+    # OLDPWD: a variable the matching ignores, which the jobs below do not have.
+    environment = dict(os.environ) | job_server.ONE_THREAD | {"OLDPWD": "/the-server's"}
     environment.pop(job_server.SOCKET_VARIABLE, None)
     log = open(folder / "server.log", "w")
     # The test process is its parent: the server serves until this process ends or stops it.
@@ -75,7 +77,8 @@ def run_job(tmp_path, environment, action="run"):
 
 
 def served_environment(server):
-    return server["environment"] | {job_server.SOCKET_VARIABLE: server["socket"]}
+    environment = server["environment"] | {job_server.SOCKET_VARIABLE: server["socket"]}
+    return {key: value for key, value in environment.items() if key != "OLDPWD"}
 
 
 def report(process):
@@ -94,6 +97,7 @@ def test_a_served_job_runs_in_a_child_of_the_server_with_the_jobs_context(server
     assert ran["cwd"] == str(tmp_path) and ran["argv"] == [str(tmp_path / "job.py"), "run"]
     # The job's environment, not the server's; tempfile asks it afresh.
     assert ran["tmpdir"] == ran["temporary"] == str(tmp_path / "temporary")
+    assert ran["oldpwd"] is None
     assert ran["torch_loaded"]
     assert "to stderr" in stderr  # the job's own standard streams
 
