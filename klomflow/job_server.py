@@ -296,12 +296,17 @@ def _log(message: str) -> None:
 
 
 def start(local: bool, log_path="results/logs/job_server.log") -> None:
-    """Start a server for this Snakemake process's jobs (its `onstart`), if it is a local run.
+    """Start a server for this Snakemake process's jobs (its `onstart`), if it is a local run
+    on Linux.
 
     Its jobs find it through `KLOMFLOW_JOB_SERVER`, which they inherit.
     """
     global _running
     if not local or os.environ.get(SOCKET_VARIABLE) == "off" or _running is not None:
+        return
+    if not sys.platform.startswith("linux"):
+        # macOS aborts forked children of a process whose imports touched system frameworks
+        # (why Python's multiprocessing spawns there); elsewhere there is no fork.
         return
     folder = tempfile.mkdtemp(prefix="klomflow-job-server-")  # short: socket paths are limited
     socket_path = os.path.join(folder, "socket")

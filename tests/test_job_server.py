@@ -175,7 +175,7 @@ def test_the_child_dies_with_the_jobs_process(server, tmp_path):
     assert wait_until_gone(child)
 
 
-def test_start_serves_only_local_runs(monkeypatch, tmp_path):
+def test_start_serves_only_local_runs_on_linux(monkeypatch, tmp_path):
     monkeypatch.delenv(job_server.SOCKET_VARIABLE, raising=False)
     job_server.start(local=False, log_path=tmp_path / "server.log")
     assert job_server.SOCKET_VARIABLE not in os.environ and not (tmp_path / "server.log").exists()
@@ -183,6 +183,10 @@ def test_start_serves_only_local_runs(monkeypatch, tmp_path):
     job_server.start(local=True, log_path=tmp_path / "server.log")
     assert os.environ[job_server.SOCKET_VARIABLE] == "off"
     assert not (tmp_path / "server.log").exists()
+    monkeypatch.delenv(job_server.SOCKET_VARIABLE)
+    monkeypatch.setattr(sys, "platform", "darwin")  # forking there is unsafe: jobs run cold
+    job_server.start(local=True, log_path=tmp_path / "server.log")
+    assert job_server.SOCKET_VARIABLE not in os.environ and not (tmp_path / "server.log").exists()
 
 
 def test_start_and_stop_around_a_local_run(monkeypatch, tmp_path):
