@@ -207,12 +207,17 @@ def _stop_serving(signal_number, frame):
 
 def _receive_request(connection):
     message, descriptors, _, _ = socket.recv_fds(connection, 1 << 16, 3)
-    if len(message) < _HEADER.size or len(descriptors) != 3:
-        raise ValueError("truncated request")
-    size = _HEADER.unpack(message[:_HEADER.size])[0]
-    body = message[_HEADER.size:]
-    body += _receive_exactly(connection, size - len(body))
-    return json.loads(body), descriptors
+    try:
+        if len(message) < _HEADER.size or len(descriptors) != 3:
+            raise ValueError("truncated request")
+        size = _HEADER.unpack(message[:_HEADER.size])[0]
+        body = message[_HEADER.size:]
+        body += _receive_exactly(connection, size - len(body))
+        return json.loads(body), descriptors
+    except (OSError, ValueError):
+        for descriptor in descriptors:
+            os.close(descriptor)
+        raise
 
 
 def _refusal(request: dict, environment: dict) -> str:
