@@ -46,6 +46,8 @@ import time
 import traceback
 from pathlib import Path
 
+from klomflow.logs import open_log
+
 # The environment variable that carries the server's socket path to the jobs.
 SOCKET_VARIABLE = "KLOMFLOW_JOB_SERVER"
 # Set in a child, so that the script it runs does not hand itself over again.
@@ -67,11 +69,16 @@ _HEADER = struct.Struct("!Q")
 _running = None  # this process's server, when it started one: (process, folder)
 
 
+def differing_variables(job: dict, server: dict) -> list:
+    """The variables in which a job's environment differs from the server's, apart from
+    `IGNORED_VARIABLES`."""
+    return sorted(key for key in set(job) | set(server)
+                  if key not in IGNORED_VARIABLES and job.get(key) != server.get(key))
+
+
 def environment_matches(job: dict, server: dict) -> bool:
     """True when a job's environment is the server's, apart from `IGNORED_VARIABLES`."""
-    def relevant(environment):
-        return {key: value for key, value in environment.items() if key not in IGNORED_VARIABLES}
-    return relevant(job) == relevant(server)
+    return not differing_variables(job, server)
 
 
 # ---------------------------------------------------------------- the job's side
@@ -224,12 +231,8 @@ def _refusal(request: dict, environment: dict) -> str:
     """Why the server will not run this job (empty when it will)."""
     if request["executable"] != sys.executable:
         return f"another Python ({request['executable']})"
-    if not environment_matches(request["environment"], environment):
-        differing = sorted(key for key in set(request["environment"]) | set(environment)
-                           if key not in IGNORED_VARIABLES
-                           and request["environment"].get(key) != environment.get(key))
-        return f"environment differs in {', '.join(differing)}"
-    return ""
+    differing = differing_variables(request["environment"], environment)
+    return f"environment differs in {', '.join(differing)}" if differing else ""
 
 
 def _run_child(connection, request: dict, descriptors, set_by_imports: dict) -> None:
@@ -293,8 +296,8 @@ def _send(connection, data: bytes) -> None:
         pass
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+# The server's log: its stderr, which start() points at results/logs/job_server.log.
+_log = open_log()
 
 
 # ---------------------------------------------------------------- the Snakefile's side

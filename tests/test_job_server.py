@@ -4,6 +4,7 @@ The workflow-level check (margins bit-identical with the server off) is in
 test_workflow.py, on the tiny run.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -82,8 +83,6 @@ def served_environment(server):
 
 
 def report(process):
-    import json
-
     stdout, stderr = process.communicate(timeout=120)
     return json.loads(stdout.splitlines()[0]), stderr, process.returncode
 

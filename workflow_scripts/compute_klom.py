@@ -11,16 +11,17 @@ points = pd.read_parquet(snakemake.input.points)
 n_train = int((points["split"] == "train").sum())
 unlearned = load_array(snakemake.input.unlearned)
 forget_set = load_array(snakemake.input.forget_set)
-# (oracle margins, output file, params): against the scored oracles, and for a method setting
-# also against the held-out ones (compute_noise_floor's held-out oracles are its unlearned side).
-references = [("oracle", "klom", "klom")]
+# (oracle margins, the output and params named alike): against the scored oracles, and for a
+# method setting also against the held-out ones (compute_noise_floor's held-out oracles are its
+# unlearned side).
+references = [("oracle", "klom")]
 if "holdout" in snakemake.output.keys():
-    references.append(("holdout_oracle", "holdout", "holdout"))
-for oracle, output, name in references:
+    references.append(("holdout_oracle", "holdout"))
+for oracle, name in references:
     params = getattr(snakemake.params, name)
     frame, counts = klom_points(unlearned, load_array(getattr(snakemake.input, oracle)), forget_set,
                                 n_train=n_train, options=KlomOptions(**params["klom_options"]))
-    save_parquet(getattr(snakemake.output, output), frame, params | {"counts": counts})
+    save_parquet(getattr(snakemake.output, name), frame, params | {"counts": counts})
     log(f"{params['identity']} against the {params.get('reference', 'scored')} oracles: "
         f"{counts}; mean KLOM per split "
         f"{frame.groupby('split')['klom'].mean().round(3).to_dict()}")
