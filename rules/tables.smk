@@ -7,6 +7,8 @@ rule reduce_klom:
         manifest=source_manifest,
         # Per-point KLOM against the scored and against the held-out oracles.
         klom=klom_files() + holdout_klom_files(),
+        # Per model, how many weights the method changed (a setting that changed none is flagged).
+        runs=unlearned_run_files(),
     output:
         table="results/tables/klom.parquet",
         summary="results/tables/klom_summary.md",

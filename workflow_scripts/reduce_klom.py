@@ -4,13 +4,15 @@ import pandas as pd
 
 from klomflow.io import provenance, read_parquet_metadata, save_parquet, write_text
 from klomflow.render import summary_markdown
-from klomflow.tables import klom_table, with_forget_set_kinds
+from klomflow.tables import klom_table, with_forget_set_kinds, with_unchanged_weights
 
 log, config = script_context(snakemake)
 table = klom_table(
     (pd.read_parquet(path), read_parquet_metadata(path)) for path in snakemake.input.klom
 )
 table = with_forget_set_kinds(table, config["forget_sets"])
+# Settings that left models as they were: logged by each unlearning job, flagged in the tables.
+table = with_unchanged_weights(table, [pd.read_parquet(path) for path in snakemake.input.runs])
 save_parquet(snakemake.output.table, table, provenance(config))
 write_text(snakemake.output.summary, summary_markdown(table))
 log(f"{len(table)} rows from {len(snakemake.input.klom)} KLOM files")
