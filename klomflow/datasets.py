@@ -293,12 +293,59 @@ def load_torchvision(name: str, data_dir: str, verify_checksums: bool = True,
     )
 
 
+class DownloadError(RuntimeError):
+    """A dataset could not be downloaded; the message says how to put its files in by hand."""
+
+
+def manual_download(name: str, data_dir: str) -> str:
+    """Where to fetch a torchvision dataset's files by hand and where to put them.
+
+    The addresses and file names are torchvision's own (its `url`/`filename`, or its
+    `mirrors` and `resources`), so they follow the installed version. Its download
+    skips a file already in place whose MD5 matches and unpacks it, so the advice is
+    to put the files there unchanged and run the download rule again.
+    """
+    import torchvision
+
+    class_name = TORCHVISION_DATASETS[name][0]
+    dataset_class = getattr(torchvision.datasets, class_name)
+    root = Path(data_dir)
+    rerun = "then run `snakemake --cores 1 download_data` again, which checks and unpacks"
+    if hasattr(dataset_class, "base_folder"):  # CIFAR: one archive
+        return (f"fetch {dataset_class.url} on a machine with network and put "
+                f"{dataset_class.filename} in {root}/ as it is; {rerun} it. Or unpack it there "
+                f"yourself, so that {root / dataset_class.base_folder}/ holds its files (the "
+                "workflow reads them without this rule).")
+    files = [file_name for file_name, _ in dataset_class.resources]  # MNIST-like: four files
+    folder = root / class_name / "raw"
+    return (f"fetch {', '.join(files)} from one of {', '.join(dataset_class.mirrors)} on a "
+            f"machine with network and put them in {folder}/ as they are; {rerun} them. Or "
+            f"gunzip them there yourself (the workflow reads {folder}/ without this rule).")
+
+
 def download(name: str, data_dir: str) -> None:
-    """Fetch a torchvision dataset into `data_dir` (the explicit download rule only)."""
+    """Fetch a torchvision dataset into `data_dir` (the explicit download rule only).
+
+    DownloadError, saying what failed and where to put the files by hand, when the
+    download fails (no network, a server that refuses, a corrupted file).
+    """
     if name not in TORCHVISION_DATASETS:
         raise ValueError(f"dataset.name: {name!r} is embedded or unknown; nothing to download")
+    import torchvision
+
+    dataset_class = getattr(torchvision.datasets, TORCHVISION_DATASETS[name][0])
     for train in (True, False):
-        _torchvision_split(name, data_dir, train=train, download=True)
+        try:
+            dataset_class(root=Path(data_dir), train=train, download=True)
+        # URLError and socket errors are OSErrors; torchvision raises RuntimeError once
+        # every mirror failed or a file's MD5 differs.
+        except (OSError, RuntimeError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise DownloadError(
+                f"dataset {name!r}: downloading into dataset.data_dir={str(data_dir)!r} failed "
+                f"({type(error).__name__}: {reason}). Without network, "
+                f"{manual_download(name, data_dir)}"
+            ) from error
 
 
 def points_table(dataset: Dataset):

@@ -148,3 +148,41 @@ def test_digits_read_without_scikit_learn_equal_its_loader(monkeypatch):
     fallback_pixels, fallback_labels = datasets.digits_arrays()
     np.testing.assert_array_equal(fallback_pixels, bunch.data)
     np.testing.assert_array_equal(fallback_labels, bunch.target)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+def test_download_without_network_says_what_failed_and_where_to_put_the_files(
+        tmp_path, monkeypatch, name):
+    """No network: not a raw URLError, but the failure, the addresses and the folder to fill,
+    and that folder is the one the loaders read."""
+    import urllib.error
+    import urllib.request
+
+    from klomflow.datasets import DownloadError, download
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    data_dir = tmp_path / "data"
+    with pytest.raises(DownloadError) as raised:
+        download(name, str(data_dir))
+    message = str(raised.value)
+    assert "Temporary failure in name resolution" in message  # what failed
+    assert "snakemake --cores 1 download_data" in message
+    if name == "cifar10":  # one archive, unpacked into cifar-10-batches-py/
+        assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+        assert f"cifar-10-python.tar.gz in {data_dir}/" in message
+        folder = data_dir / "cifar-10-batches-py"
+        write_cifar10(data_dir, per_batch=2, n_test=2)
+    else:  # four files from any mirror, into MNIST/raw/
+        for file_name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            assert file_name in message
+        assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in message
+        folder = data_dir / "MNIST" / "raw"
+        write_mnist(data_dir, n_train=4, n_test=2)
+    assert f"{folder}/" in message
+    # Files put where the message says are the files the workflow reads.
+    assert folder.is_dir()
+    load_dataset({"name": name, "data_dir": str(data_dir), "verify_checksums": False})
