@@ -40,6 +40,7 @@ rule all:
 
 # A local run's jobs fork from one process that has imported torch and pandas, instead of
 # importing them each (about 3 s a job); klomflow/job_server.py. KLOMFLOW_JOB_SERVER=off: not.
+# stop() warns, as the run's last words, when most jobs ran cold anyway.
 onstart:
     job_server.start(local=workflow.local_exec)
 
@@ -49,9 +50,9 @@ onerror:
 
 
 onsuccess:
-    job_server.stop()
     print(
         "\nklomflow: KLOM tables are in results/tables/ "
         "(klom.parquet, accuracy.parquet, klom_summary.md, paper_klom.md, "
         "paper_accuracy.md); the report: snakemake --report results/report.html"
     )
+    job_server.stop()

@@ -11,15 +11,24 @@ streams and runs the job's script as a fresh interpreter would, while the job's
 own process waits and exits with the child's status.
 
 What keeps results identical to a cold start:
-- Only third-party libraries are preloaded (`PRELOADED`), never klomflow: each
-  job imports our code from disk, so an edit between runs is never missed.
+- Only third-party libraries are preloaded (`PRELOADED`). The server itself
+  imports a little of klomflow (this module); each child forgets it, so that a
+  job imports klomflow through its own sys.path, from disk: an edit between
+  runs is never missed, and a job of another checkout runs that checkout's code.
 - The server serves a job only if the job's Python executable and environment
   equal the server's (apart from `IGNORED_VARIABLES`, read by nothing at import
   time). Libraries read thread counts and similar settings from the environment
   when they are imported; a job with other settings (e.g. a rule with more
   threads) runs cold, in its own process, as before.
 - The server never runs a torch or numpy operation, so no thread pool exists
-  when it forks; each child sets its own thread count (`workflow_job`).
+  when it forks (it counts the threads the kernel knows of); each child sets its
+  own thread count (`workflow_job`) and reseeds numpy's global random state, as
+  Python reseeds `random` after a fork.
+- A child ends as the interpreter would: it waits for the script's non-daemon
+  threads, runs the exit functions and flushes; an uncaught exception goes to
+  `sys.excepthook` (which `workflow_job` extends to write it to the job's log).
+  Its standard output is line-buffered, so a killed job's output is kept to its
+  last line.
 - The job's process stays the one Snakemake watches: a signal it receives is
   passed to the child, and the child kills itself when the job's process dies.
 
@@ -31,6 +40,7 @@ refused or failed hand-over) leaves the job to run cold in its own process.
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib
 import json
 import os
@@ -60,13 +70,27 @@ PRELOADED = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "scipy.special", "
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                      "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                                      "NUMEXPR_NUM_THREADS")}
+# Makes torch.cuda.is_available() ask NVML instead of initialising CUDA, which would make
+# forking unsafe; read when called, not at import. Set in the server's environment only.
+NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+# The prompt variables of an interactive shell: `source venv/bin/activate` exports PS1, which
+# the server inherits from Snakemake, while the non-interactive bash that Snakemake starts each
+# job in drops PS1 and PS2. The others are ignored for the same reason, should a shell export
+# them.
+INTERACTIVE_SHELL_VARIABLES = frozenset({"PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND"})
 # Variables a job may differ in: nothing preloaded reads them at import time. Snakemake sets
 # the temporary folders per job (tempfile's cached choice is cleared in each child); the
 # shell sets `_`, `PWD` and `OLDPWD` (the child changes to the job's folder itself).
 IGNORED_VARIABLES = frozenset({"TMPDIR", "TMP", "TEMP", "TEMPDIR", "_", "PWD", "OLDPWD",
-                               SOCKET_VARIABLE, SERVED_VARIABLE})
+                               SOCKET_VARIABLE, SERVED_VARIABLE, NVML_CUDA_CHECK}
+                              | INTERACTIVE_SHELL_VARIABLES)
+# Threads that may run when the server forks: jemalloc's background thread (pyarrow starts it
+# at import) is stopped and reset by jemalloc's own fork handlers.
+FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})
+# The file in the server's folder where it leaves its counts for stop().
+SUMMARY_FILE = "summary.json"
 _HEADER = struct.Struct("!Q")
-_running = None  # this process's server, when it started one: (process, folder)
+_running = None  # this process's server, when it started one: (process, folder, log path)
 
 
 def differing_variables(job: dict, server: dict) -> list:
@@ -150,6 +174,7 @@ def serve(socket_path: str, parent: int) -> None:
     # imports instead of doing their own.
     listener.listen(256)
     started = time.perf_counter()
+    os.environ.setdefault(NVML_CUDA_CHECK, "1")  # start() sets it; so does a server run by hand
     environment = dict(os.environ)  # what jobs must match: the imports below add to it
     for name in PRELOADED:
         importlib.import_module(name)
@@ -157,14 +182,14 @@ def serve(socket_path: str, parent: int) -> None:
     # own imports would set them too.
     set_by_imports = {key: value for key, value in os.environ.items() if key not in environment}
     _log(f"preloaded {', '.join(PRELOADED)} in {time.perf_counter() - started:.1f} s")
-    if threading.active_count() != 1:
-        raise SystemExit("klomflow job server: an import started a thread; forking is unsafe")
-    if sys.modules["torch"].cuda.is_initialized():  # a CUDA context does not survive a fork
-        raise SystemExit("klomflow job server: an import initialised CUDA; forking is unsafe")
+    hazard = _fork_hazard()
+    if hazard:
+        raise SystemExit(f"klomflow job server: {hazard}; forking is unsafe")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished children
     signal.signal(signal.SIGTERM, _stop_serving)  # from stop(): log the counts, then end
     listener.settimeout(1.0)
-    served = refused = 0
+    served = 0
+    cold = collections.Counter()  # why jobs ran cold, and how many for each reason
     try:
         while os.getppid() == parent:
             try:
@@ -182,10 +207,16 @@ def serve(socket_path: str, parent: int) -> None:
                 continue
             reason = _refusal(request, environment)
             if reason:
-                refused += 1
+                cold[reason] += 1
                 _log(f"runs cold: {request['script']}: {reason}")
                 _send(connection, _HEADER.pack(0))
-            elif os.fork() == 0:
+                connection.close()
+                for descriptor in descriptors:
+                    os.close(descriptor)
+                continue
+            sys.stdout.flush()  # nothing of the server's may reach the job's streams
+            sys.stderr.flush()
+            if os.fork() == 0:
                 listener.close()
                 connection.settimeout(None)
                 _run_child(connection, request, descriptors, set_by_imports)  # never returns
@@ -196,8 +227,26 @@ def serve(socket_path: str, parent: int) -> None:
                 os.close(descriptor)
     finally:
         listener.close()
+        if os.getppid() == parent:  # stopped by stop(), which reads the counts
+            summary = {"served": served, "cold": dict(cold)}
+            Path(socket_path).with_name(SUMMARY_FILE).write_text(json.dumps(summary))
         _remove_socket(socket_path)  # also when Snakemake died without stopping it
-        _log(f"stopped: served {served} jobs; {refused} ran cold")
+        _log(f"stopped: served {served} jobs; {sum(cold.values())} ran cold")
+
+
+def _fork_hazard() -> str:
+    """What makes forking this process unsafe (empty when nothing does)."""
+    # The kernel's list, not `threading`'s: a library's native threads (OpenMP, CUDA) are
+    # unknown to Python.
+    threads = [Path(f"/proc/self/task/{task}/comm").read_text().strip()
+               for task in os.listdir("/proc/self/task") if int(task) != os.getpid()]
+    unsafe = [name for name in threads if name not in FORK_SAFE_THREADS]
+    if unsafe:
+        return f"an import started {len(unsafe)} thread(s) ({', '.join(sorted(unsafe))})"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # a CUDA context dies in a fork
+        return "an import initialised CUDA"
+    return ""
 
 
 def _remove_socket(socket_path: str) -> None:
@@ -239,6 +288,7 @@ def _run_child(connection, request: dict, descriptors, set_by_imports: dict) -> 
     """In the forked child: become the job's process and run its script; then exit."""
     code = 1
     try:
+        _reseed_random_state()
         for signal_number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signal_number, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -253,6 +303,10 @@ def _run_child(connection, request: dict, descriptors, set_by_imports: dict) -> 
         tempfile.tempdir = None
         sys.path[:] = request["path"]
         sys.argv[:] = request["argv"]
+        _forget_klomflow()
+        # Line-buffered: a job killed by a signal or by _die_with_job never flushes.
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
         _send(connection, _HEADER.pack(os.getpid()))
         threading.Thread(target=_die_with_job, args=(connection,), daemon=True).start()
         try:
@@ -261,14 +315,40 @@ def _run_child(connection, request: dict, descriptors, set_by_imports: dict) -> 
         except SystemExit as stop:
             code = _exit_status(stop.code)
         except BaseException:
-            traceback.print_exc()
             code = 1
+            _report_uncaught(*sys.exc_info())
+        # As the interpreter ends: wait for non-daemon threads, then the exit functions.
+        threading._shutdown()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         _send(connection, bytes([code]))
     finally:
         os._exit(code)
+
+
+def _reseed_random_state() -> None:
+    # The forked child has the server's numpy global state; a cold job seeds its own from the
+    # operating system. (Python reseeds `random` after a fork itself.)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _forget_klomflow() -> None:
+    # The server imported klomflow from its own sys.path; the job imports it afresh from the
+    # job's, as a cold start would (another checkout, or a file edited since the server began).
+    for name in [name for name in sys.modules if name.split(".")[0] == "klomflow"]:
+        del sys.modules[name]
+    importlib.invalidate_caches()  # the finders' cached folder listings may be stale
+
+
+def _report_uncaught(kind, value, trace) -> None:
+    # What the interpreter does with an uncaught exception: the script may have replaced the hook.
+    try:
+        sys.excepthook(kind, value, trace)
+    except BaseException:
+        traceback.print_exception(kind, value, trace)
 
 
 def _die_with_job(connection) -> None:
@@ -318,7 +398,7 @@ def start(local: bool, log_path="results/logs/job_server.log") -> None:
         return
     folder = tempfile.mkdtemp(prefix="klomflow-job-server-")  # short: socket paths are limited
     socket_path = os.path.join(folder, "socket")
-    environment = dict(os.environ) | ONE_THREAD
+    environment = dict(os.environ) | ONE_THREAD | {NVML_CUDA_CHECK: "1"}
     environment.pop(SOCKET_VARIABLE, None)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
@@ -326,7 +406,7 @@ def start(local: bool, log_path="results/logs/job_server.log") -> None:
             [sys.executable, "-m", "klomflow.job_server", socket_path, str(os.getpid())],
             env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)  # a terminal's Ctrl-C reaches Snakemake, which stops it
-    _running = (process, folder)
+    _running = (process, folder, str(log_path))
     os.environ[SOCKET_VARIABLE] = socket_path
     # Until it listens (a fraction of a second), a job could not connect and would run cold.
     deadline = time.monotonic() + 30
@@ -336,11 +416,14 @@ def start(local: bool, log_path="results/logs/job_server.log") -> None:
 
 
 def stop() -> None:
-    """Stop this process's server (its `onsuccess` and `onerror`); running jobs finish."""
+    """Stop this process's server (its `onsuccess` and `onerror`); running jobs finish.
+
+    Warns on stderr when most of the run's jobs ran cold, and why.
+    """
     global _running
     if _running is None:
         return
-    process, folder = _running
+    process, folder, log_path = _running
     _running = None
     os.environ.pop(SOCKET_VARIABLE, None)
     process.terminate()
@@ -348,7 +431,33 @@ def stop() -> None:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+    summary_path = Path(folder, SUMMARY_FILE)
+    try:
+        summary = json.loads(summary_path.read_text())
+        summary_path.unlink()
+    except (OSError, ValueError):
+        summary = None  # the server ended early (its log says why)
     _remove_socket(os.path.join(folder, "socket"))
+    warning = cold_run_warning(summary, log_path) if summary else ""
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
+def cold_run_warning(summary: dict, log_path: str) -> str:
+    """A warning when most jobs of a run ran cold (`summary`: the server's counts), naming the
+    reasons, most frequent first; empty otherwise."""
+    cold = sum(summary["cold"].values())
+    total = cold + summary["served"]
+    if cold * 2 <= total:
+        return ""
+    reasons = sorted(summary["cold"].items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{count} because {reason}" for reason, count in reasons[:3])
+    if len(reasons) > 3:
+        shown += f"; {sum(count for _, count in reasons[3:])} for other reasons"
+    return (f"klomflow: warning: {cold} of {total} jobs ran cold, each importing torch and "
+            f"pandas itself (about 3 s a job), not in the warm job server: {shown}. A job is "
+            "served only when it runs on one thread, in Snakemake's own Python and environment "
+            f"(section \"Local runs: warm job starts\" of the README; {log_path}).")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,37 @@ from klomflow.job_server import hand_over
 
 hand_over()
 
-from klomflow.logs import open_log  # noqa: E402  (after the hand-over: not needed by it)
+import traceback  # noqa: E402  (after the hand-over: not needed by it)
+
+from klomflow.logs import open_log  # noqa: E402
+
+# Line-buffered as in a served job: a job killed by a signal keeps its output to the last line.
+sys.stdout.reconfigure(line_buffering=True)
 
 
 def script_context(snakemake):
-    """(log, config) for a workflow script; pins torch to the job's thread count."""
+    """(log, config) for a workflow script; pins torch to the job's thread count.
+
+    From here on, an uncaught exception's traceback goes to the job's log as well as to
+    stderr: Snakemake's error message points at the log.
+    """
     if "torch" in sys.modules:  # light jobs never import torch
         sys.modules["torch"].set_num_threads(max(1, int(snakemake.threads)))
     log = open_log(snakemake.log[0] if snakemake.log else None)
+    if snakemake.log:
+        log_uncaught_exceptions(log)
     return log, snakemake.config
+
+
+def log_uncaught_exceptions(log) -> None:
+    """Have `sys.excepthook` write an uncaught exception's traceback with `log` first."""
+    previous = sys.excepthook
+
+    def hook(kind, value, trace):
+        try:
+            text = "".join(traceback.format_exception(kind, value, trace)).rstrip()
+            log(f"the job failed:\n{text}")
+        finally:
+            previous(kind, value, trace)
+
+    sys.excepthook = hook
