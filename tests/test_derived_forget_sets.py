@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
+from klomflow import bilevel_forget_set as bilevel
 from klomflow import derived_forget_sets as derived
 from klomflow.bilevel_forget_set import bilevel_worst_case, project_capped_simplex
 from klomflow.derived_forget_sets import (
@@ -415,53 +416,137 @@ def test_projection_satisfies_the_constraints():
     assert project_capped_simplex(values, 50).tolist() == [1.0] * 50
 
 
-def test_two_bilevel_steps_are_the_hand_computed_update():
-    rng = np.random.default_rng(5)
+def linear_toy(seed=5):
+    """Six points in 3-D with three labels and the weights of a linear model [3 x 3]."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((6, 3))
     y = np.array([0, 1, 2, 0, 1, 2])
-    weight, bias = rng.standard_normal((3, 3)), rng.standard_normal(3)
-    model = torch.nn.Linear(3, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor(weight))
-        model.bias.copy_(torch.tensor(bias))
-    size, inner_lr, w_lr, gamma, seed = 2, 0.1, 0.4, 0.3, 11
-    chosen, weights = bilevel_worst_case(
-        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), size, outer_steps=2,
-        inner_epochs=1, inner_lr=inner_lr, w_lr=w_lr, gamma=gamma, batch_size=6, seed=seed,
-        log=lambda message: None)
+    return x, y, rng.standard_normal((3, 3)), rng.standard_normal(3)
+
+
+def bilevel_by_hand(x, y, weight, bias, current, *, size, inner_lr, w_lr, gamma):
+    """One outer step written out: one batch of signSGD on the complement-weighted loss
+    from (weight, bias), then the projected step on w."""
 
     def cross_entropy(weight, bias):
         logits = x @ weight.T + bias
         log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        return -log_probabilities[np.arange(6), y], np.exp(log_probabilities)
+        return -log_probabilities[np.arange(len(y)), y], np.exp(log_probabilities)
 
-    def outer_step(current):
-        """One batch of signSGD from the pilot's weights, then the projected w step."""
-        _, probabilities = cross_entropy(weight, bias)
-        residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
-        weight_after = weight - inner_lr * np.sign(residual.T @ x)
-        bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
-        losses, _ = cross_entropy(weight_after, bias_after)
-        return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
+    _, probabilities = cross_entropy(weight, bias)
+    residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
+    weight_after = weight - inner_lr * np.sign(residual.T @ x)
+    bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
+    losses, _ = cross_entropy(weight_after, bias_after)
+    return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
 
-    start = np.zeros(6)
-    start[np.random.default_rng(seed).choice(6, size, replace=False)] = 1.0
-    first = outer_step(start)
-    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
-    expected = outer_step(first)
-    np.testing.assert_allclose(weights, expected, atol=1e-6)
-    assert chosen.tolist() == np.sort(rank_order(expected)[:size]).tolist()
+
+def run_on_linear_toy(x, y, weight, bias, **keys):
+    model = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(weight))
+        model.bias.copy_(torch.tensor(bias))
+    chosen, weights, warnings = bilevel_worst_case(
+        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), keys.pop("size"),
+        inner_epochs=1, batch_size=6, log=lambda message: None, **keys)
     assert np.array_equal(model.weight.detach().numpy(), weight.astype(np.float32))
+    return chosen, weights, warnings
+
+
+def initial_subset(n, size, seed):
+    start = np.zeros(n)
+    start[np.random.default_rng(seed).choice(n, size, replace=False)] = 1.0
+    return start
+
+
+@pytest.mark.parametrize("rounding_interval", [20, 2, 1])
+def test_two_bilevel_steps_are_the_hand_computed_update(monkeypatch, rounding_interval):
+    # The reference rounds w to its top-`size` indicator every `feq_to_bi` outer steps,
+    # never after the last: with an interval of 1 the second step starts from the
+    # indicator of the first step's set; with 2 (= the steps) nothing is rounded.
+    monkeypatch.setattr(bilevel, "ROUNDING_INTERVAL", rounding_interval)
+    x, y, weight, bias = linear_toy()
+    keys = dict(size=2, inner_lr=0.1, w_lr=0.4, gamma=0.3)
+    chosen, weights, warnings = run_on_linear_toy(x, y, weight, bias, outer_steps=2, seed=4,
+                                                  **keys)
+    first = bilevel_by_hand(x, y, weight, bias, initial_subset(6, 2, 4), **keys)
+    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
+    if rounding_interval == 1:
+        first = np.isin(np.arange(6), rank_order(first)[:2]).astype(float)
+    expected = bilevel_by_hand(x, y, weight, bias, first, **keys)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    assert chosen.tolist() == np.sort(rank_order(expected)[:2]).tolist()
+    assert not np.array_equal(chosen, np.flatnonzero(initial_subset(6, 2, 4)))
+    assert warnings == []
+
+
+def test_the_retrain_lower_level_restarts_from_one_xavier_initialisation():
+    # w_retrain (the reference's default lower level): every outer step re-initialises
+    # the model, Xavier-uniform weights, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
+    # and zero biases, the same draw at every step (the reference re-seeds), and then
+    # runs the same signSGD steps as fine-tuning. The given weights are never used.
+    x, y, pilot_weight, pilot_bias = linear_toy()
+    keys = dict(size=2, inner_lr=0.1, w_lr=0.4, gamma=0.3)
+    seed = 11
+    bound = np.sqrt(6 / (3 + 3))
+    drawn = torch.empty(3, 3).uniform_(-bound, bound, generator=torch.Generator().manual_seed(
+        seed)).double().numpy()
+    chosen, weights, _ = run_on_linear_toy(x, y, pilot_weight, pilot_bias, outer_steps=2,
+                                           seed=seed, lower_level="retrain", **keys)
+    first = bilevel_by_hand(x, y, drawn, np.zeros(3), initial_subset(6, 2, seed), **keys)
+    expected = bilevel_by_hand(x, y, drawn, np.zeros(3), first, **keys)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    assert chosen.tolist() == np.sort(rank_order(expected)[:2]).tolist()
+    from_pilot = bilevel_by_hand(x, y, pilot_weight, pilot_bias, first, **keys)
+    assert np.abs(from_pilot - expected).max() > 1e-3  # the pilot's weights would show
+    with pytest.raises(ValueError, match="^lower_level: 'w_retrain'"):
+        run_on_linear_toy(x, y, pilot_weight, pilot_bias, outer_steps=1, lower_level="w_retrain",
+                          **keys)
+
+
+def test_reinitialisation_draws_linear_and_convolution_weights_and_keeps_batch_norm():
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 9, 5))
+    with torch.no_grad():
+        model[1].weight.fill_(3.0)
+        model[1].running_mean.fill_(0.5)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    state = bilevel.reinitialised_state(model, 7)
+    assert state.keys() == before.keys()
+    for name in ("1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        assert torch.equal(state[name], before[name])
+    assert not state["0.bias"].any() and not state["3.bias"].any()
+    for name, fan_in, fan_out in (("0.weight", 2 * 9, 4 * 9), ("3.weight", 36, 5)):
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        values = state[name].numpy()
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.8 * bound
+        assert not torch.equal(state[name], before[name])
+    again = bilevel.reinitialised_state(model, 7)
+    assert all(torch.equal(state[name], again[name]) for name in state)
+    assert not torch.equal(bilevel.reinitialised_state(model, 8)["3.weight"], state["3.weight"])
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+def test_a_set_that_never_left_its_random_start_is_warned_about():
+    # A weight moves by w_lr times a loss per step; members start 1 above the rest.
+    x, y, weight, bias = linear_toy()
+    chosen, _, warnings = run_on_linear_toy(x, y, weight, bias, size=2, outer_steps=3,
+                                            inner_lr=0.1, w_lr=1e-3, gamma=0.0, seed=11)
+    assert chosen.tolist() == np.flatnonzero(initial_subset(6, 2, 11)).tolist()
+    assert len(warnings) == 1 and "still its random initial subset (seed 11)" in warnings[0]
 
 
 def test_bilevel_on_a_toy_set_is_exact_in_size_and_deterministic(tiny_problem):
     model, data = tiny_problem
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    runs = [bilevel_worst_case(model, data.train_x, data.train_y, 12, outer_steps=3,
-                               inner_epochs=2, batch_size=32, seed=4, log=lambda message: None)
-            for _ in range(2)]
-    (chosen, weights), (again, weights_again) = runs
-    assert chosen.dtype == np.int64 and chosen.size == 12 and np.all(np.diff(chosen) > 0)
-    assert chosen.tobytes() == again.tobytes() and weights.tobytes() == weights_again.tobytes()
-    assert weights.min() >= 0 and weights.max() <= 1 and abs(weights.sum() - 12) < 1e-9
+    for lower_level in bilevel.LOWER_LEVELS:
+        runs = [bilevel_worst_case(model, data.train_x, data.train_y, 12, outer_steps=3,
+                                   inner_epochs=2, batch_size=32, seed=4,
+                                   lower_level=lower_level, log=lambda message: None)
+                for _ in range(2)]
+        (chosen, weights, _), (again, weights_again, _) = runs
+        assert chosen.dtype == np.int64 and chosen.size == 12 and np.all(np.diff(chosen) > 0)
+        assert chosen.tobytes() == again.tobytes()
+        assert weights.tobytes() == weights_again.tobytes()
+        assert weights.min() >= 0 and weights.max() <= 1 and abs(weights.sum() - 12) < 1e-9
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
