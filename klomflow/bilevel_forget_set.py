@@ -40,10 +40,9 @@ after the last step changes nothing, and with at most 20 steps none happens.
 
 Where this module differs from the reference, and why:
 - Default lower level `fine_tune`, where the reference's argparse default is
-  `w_retrain` (its README's example runs `w_FT`): the set is meant to be hard
-  for the fine-tuning family, and a model trained from scratch by
-  `inner_epochs` = 2 epochs of signSGD is barely trained (README, "Forget sets
-  beyond random", measures both on digits).
+  `w_retrain`: its README's example runs `w_FT`, and section 6 of
+  FORGET-SETS.md specifies the proxy with the pilot-based lower level (the
+  default before `retrain` was added, so existing sets stay as they were).
 - Default steps: 10 outer, 2 inner epochs, rates 0.01, which match neither of
   the reference's configurations (argparse: 10 outer, 10 inner, theta_lr 0.01;
   README example: 2 outer, 2 inner, theta_lr 1e-3); every value is a key.
