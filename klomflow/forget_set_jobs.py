@@ -181,8 +181,9 @@ def _worst_case(job: Job):
     spec, inputs, log, name = job.spec, job.inputs, job.log, job.name
     proxy = spec["proxy"]
     if proxy == "bilevel":
-        members, weights = pilot_worst_case(job.config, name, spec, job.base_dir, log)
-        return members, {"scores": _member_scores(weights, members), "cut_score": None}
+        members, weights, warnings = pilot_worst_case(job.config, name, spec, job.base_dir, log)
+        return members, {"scores": _member_scores(weights, members), "cut_score": None,
+                         "warnings": warnings}
     margins, masks = subset_margins(inputs["subset_logits"], inputs["subset_masks"],
                                     job.train_labels)
     if proxy == "inout_klom":
@@ -207,8 +208,10 @@ _DERIVE = {"datamodel_pc": _datamodel_pc, "nearest_neighbors": _nearest_neighbor
 
 
 def pilot_worst_case(config: dict, name: str, spec: dict, base_dir, log):
-    """Fan et al.'s bilevel search from a pilot model trained here with the run's
-    recipe; the pilot's seed (role `pilot`) is none of the originals' or oracles'."""
+    """Fan et al.'s bilevel search. `lower_level: fine_tune` starts every outer step
+    from a pilot model trained here with the run's recipe; the pilot's seed (role
+    `pilot`) is none of the originals' or oracles'. `lower_level: retrain` starts
+    from a fresh initialisation instead, so no pilot is trained."""
     import torch
 
     from klomflow.bilevel_forget_set import bilevel_worst_case
@@ -221,12 +224,16 @@ def pilot_worst_case(config: dict, name: str, spec: dict, base_dir, log):
     dataset = dataset_for(config, base_dir).to(device)
     seed = training_seed(config, "pilot", name, spec["seed"])
     model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed)
-    recipe = Recipe.from_config(config["train"])
-    train_model(model, dataset.train_x, dataset.train_y, recipe,
-                torch.Generator().manual_seed(seed + 1), device, log=log,
-                label=f"pilot model of {name} (seed {seed})")
+    if spec["lower_level"] == "fine_tune":
+        recipe = Recipe.from_config(config["train"])
+        train_model(model, dataset.train_x, dataset.train_y, recipe,
+                    torch.Generator().manual_seed(seed + 1), device, log=log,
+                    label=f"pilot model of {name} (seed {seed})")
+    else:
+        log(f"{name}: lower level retrain: every outer step trains from a fresh "
+            f"initialisation; no pilot model")
     keys = {k: spec[k] for k in ("outer_steps", "inner_epochs", "inner_lr", "w_lr", "gamma",
-                                 "seed")}
+                                 "lower_level", "seed")}
     # The lower level's batch size is the authors' (256), not the recipe's.
     return bilevel_worst_case(model, dataset.train_x, dataset.train_y, spec["size"],
                               device=device, log=log, **keys)

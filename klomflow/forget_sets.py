@@ -61,7 +61,7 @@ KIND_DEFAULTS = {
     "worst_case": {"proxy": "inout_klom"},
 }
 BILEVEL_DEFAULTS = {"outer_steps": 10, "inner_epochs": 2, "inner_lr": 0.01, "w_lr": 0.01,
-                    "gamma": 0.0, "seed": 0}
+                    "gamma": 0.0, "lower_level": "fine_tune", "seed": 0}
 # Fewer subset models than this give datamodel-derived sets that are mostly noise
 # (measured on digits: PC sets degrade at 100 models); a choice of this tool.
 MIN_SUBSET_MODELS = 100

@@ -1,12 +1,17 @@
 """The derived forget-set algorithms against FORGET-SETS.md (section 7 items 1, 3, 4 and 6)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import brentq
+from workflow import tiny_config
 
+from klomflow import bilevel_forget_set as bilevel
 from klomflow import derived_forget_sets as derived
 from klomflow.bilevel_forget_set import bilevel_worst_case, project_capped_simplex
+from klomflow.config import validate
 from klomflow.derived_forget_sets import (
     datamodel_group,
     inout_klom_scores,
@@ -18,8 +23,12 @@ from klomflow.derived_forget_sets import (
     subpopulation,
     training_rows,
 )
+from klomflow.forget_set_jobs import Job, _last_linear_inputs, derive, penultimate_features
+from klomflow.io import save_torch
 from klomflow.klom import klom_one_point_reference
+from klomflow.models import build_model
 from klomflow.options import KlomOptions
+from klomflow.runs import dataset_for
 
 FIRST_BLOCK = np.arange(30, 50)  # loads on component 1
 SECOND_BLOCK = np.arange(120, 140)  # loads on component 2
@@ -197,6 +206,45 @@ def test_close_singular_values_are_warned_about():
     assert not pc_scores(planted_theta(), component=1)["warnings"]
 
 
+def uneven_theta(n=60, seed=6):
+    """Θ with a large diagonal and targets of very different scales: zeroing the diagonal
+    and scaling rows to unit length each change the components, and their order
+    matters. Three planted directions keep components 1-3 well apart."""
+    rng = np.random.default_rng(seed)
+    loadings = rng.standard_normal((n, 3)) * [6.0, 3.0, 1.5] + [1.0, 0.0, -0.5]
+    theta = loadings @ rng.standard_normal((3, n)) + 0.05 * rng.standard_normal((n, n))
+    theta *= rng.uniform(0.2, 5.0, n)  # column x = target x: its scale
+    theta[np.arange(n), np.arange(n)] += rng.uniform(5.0, 20.0, n)
+    return theta.astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", ["target", "source"])
+def test_exact_pc_scores_are_an_independent_pca_of_the_prepared_matrix(rows):
+    # FORGET-SETS.md section 3, steps 1-5, restated: rows of A = Θᵀ (target) or Θ
+    # (source), the diagonal zeroed, then each row scaled to unit length, then
+    # scikit-learn's PCA (which centres the columns); the score of a point is its
+    # coordinate on component k, signed so that the longer tail is positive.
+    from sklearn.decomposition import PCA
+
+    theta = uneven_theta()
+    matrix = np.array(theta.T if rows == "target" else theta, dtype=np.float64)
+    np.fill_diagonal(matrix, 0.0)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    coordinates = PCA(n_components=3, svd_solver="full").fit_transform(matrix)
+    for component in (1, 2, 3):
+        expected = coordinates[:, component - 1]
+        expected = expected if np.sum(expected ** 3) > 0 else -expected
+        result = pc_scores(theta, component=component, rows=rows, normalize="l2",
+                           zero_diagonal=True, solver="exact")
+        assert result["solver"] == "exact"
+        np.testing.assert_allclose(result["scores"], expected,
+                                   atol=1e-9 * np.abs(expected).max())
+    # The preparation matters on this Θ: without it the first component differs.
+    plain = pc_scores(theta, component=1, rows=rows, solver="exact")["scores"]
+    first = coordinates[:, 0] if np.sum(coordinates[:, 0] ** 3) > 0 else -coordinates[:, 0]
+    assert np.abs(np.corrcoef(plain, first)[0, 1]) < 0.99
+
+
 # ---------------------------------------------------------------------------
 # nearest_neighbors
 
@@ -250,6 +298,140 @@ def test_nearest_neighbour_errors():
     assert training_rows(np.zeros((100, 4)), 90, 100).shape == (90, 4)
     with pytest.raises(ValueError, match="^path: embeddings have 95 rows"):
         training_rows(np.zeros((95, 4)), 90, 100)
+
+
+def brute_force_neighbours(embeddings, anchor, size, metric, include_anchor):
+    """Section 4 restated point by point: per model, cosine similarity to the anchor
+    (or minus the Euclidean distance), averaged over models; then the anchor (when
+    included) and the most similar others, ties to the smaller index."""
+    n = len(embeddings[0])
+    similarity = []
+    for point in range(n):
+        per_model = []
+        for features in embeddings:
+            a, b = [float(v) for v in features[point]], [float(v) for v in features[anchor]]
+            if metric == "cosine":
+                norm_a = math.sqrt(math.fsum(v * v for v in a))
+                norm_b = math.sqrt(math.fsum(v * v for v in b))
+                per_model.append(math.fsum(u * v for u, v in zip(a, b)) / (norm_a * norm_b)
+                                 if norm_a > 0 else 0.0)
+            else:
+                per_model.append(-math.sqrt(math.fsum((u - v) ** 2 for u, v in zip(a, b))))
+        similarity.append(math.fsum(per_model) / len(embeddings))
+    ranked = [j for j in np.argsort([-value for value in similarity], kind="stable")
+              if j != anchor]
+    chosen = ([anchor] + ranked[: size - 1]) if include_anchor else ranked[:size]
+    return sorted(int(j) for j in chosen), np.array(similarity), ranked
+
+
+def overlapping_clusters(n=120, seed=2):
+    """Two models' features of three clusters that overlap: the anchor's neighbours
+    are a ranking, not a cluster."""
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(0, 3, n)
+    first = 1.2 * np.eye(4)[cluster] + rng.standard_normal((n, 4)) * 0.8 + 0.3
+    second = first @ rng.standard_normal((4, 6)) + 0.6 * rng.standard_normal((n, 6))
+    return [first, second.astype(np.float32)], cluster
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("include_anchor", [True, False])
+def test_neighbour_ranking_is_a_brute_force_argsort(metric, include_anchor):
+    embeddings, cluster = overlapping_clusters()
+    anchor, size = 17, 25
+    chosen, similarity = nearest_neighbors(embeddings, anchor, size, metric=metric,
+                                           include_anchor=include_anchor)
+    expected, expected_similarity, ranked = brute_force_neighbours(
+        embeddings, anchor, size, metric, include_anchor)
+    np.testing.assert_allclose(similarity, expected_similarity, rtol=1e-12, atol=1e-12)
+    assert chosen.tolist() == expected
+    # The clusters overlap: the set is not the anchor's cluster, and the cut is a clear
+    # gap, not a tie decided by rounding.
+    assert 0.2 < np.mean(cluster[chosen] == cluster[anchor]) < 1.0
+    cut = size - 1 if include_anchor else size
+    assert expected_similarity[ranked[cut - 1]] - expected_similarity[ranked[cut]] > 1e-9
+
+
+def test_tied_neighbours_go_to_the_smaller_index():
+    # Whole-number features: many points sit at exactly the same distance from the
+    # anchor, and the cut falls inside such a tie.
+    rng = np.random.default_rng(4)
+    features = rng.integers(-2, 3, (80, 2)).astype(np.float64)
+    anchor, size = 5, 20
+    chosen, similarity = nearest_neighbors([features], anchor, size, metric="euclidean")
+    expected, _, ranked = brute_force_neighbours([features], anchor, size, "euclidean", True)
+    assert similarity[ranked[size - 2]] == similarity[ranked[size - 1]]  # a tie at the cut
+    assert chosen.tolist() == expected
+
+
+def test_datamodel_embedding_is_the_targets_datamodel_columns(tmp_path):
+    # `embedding: datamodel`: point x is described by Θ[:, x], how every training
+    # point moves x's margin (a row of Θᵀ). Columns here cluster and overlap; rows
+    # are noise, so describing x by its row Θ[x, :] would give another set.
+    embeddings, _ = overlapping_clusters(n=90)
+    rng = np.random.default_rng(8)
+    theta = (embeddings[0] @ rng.standard_normal((4, 90))).T  # column x from point x
+    theta = (theta + 0.3 * rng.standard_normal((90, 90))).astype(np.float32)
+    np.save(tmp_path / "margin_train.npy", theta)
+    spec = {"kind": "nearest_neighbors", "anchor": 17, "size": 20, "embedding": "datamodel",
+            "metric": "cosine", "include_anchor": True}
+    job = Job("nn", spec, {"margin_datamodel": str(tmp_path / "margin_train.npy")},
+              np.zeros(90, dtype=np.int64), 90, {}, lambda message: None)
+    members, record = derive(job)
+    expected, similarity, _ = brute_force_neighbours([theta.T], 17, 20, "cosine", True)
+    assert members.tolist() == expected
+    assert record["scores"] == pytest.approx([similarity[i] for i in expected], abs=1e-9)
+    by_rows, _, _ = brute_force_neighbours([theta], 17, 20, "cosine", True)
+    assert len(np.intersect1d(by_rows, expected)) < 15
+
+
+def mlp_by_hand(state, x):
+    """Hidden activations of klomflow's MLP written out: ReLU(x W1ᵀ + b1), then the
+    next layer, up to (not including) the last linear layer."""
+    hidden = x.reshape(len(x), -1).double()
+    layers = sorted({int(name.split(".")[1]) for name in state})
+    for layer in layers[:-1]:
+        weight, bias = state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"]
+        hidden = torch.relu(hidden @ weight.double().T + bias.double())
+    head = f"layers.{layers[-1]}"
+    return (hidden.numpy(), state[f"{head}.weight"].double().numpy(),
+            state[f"{head}.bias"].double().numpy())
+
+
+def test_penultimate_features_are_the_input_of_the_last_linear_layer(tmp_path):
+    config = validate(tiny_config() | {"model": {"name": "mlp", "hidden": [16, 8]}}, tmp_path)
+    dataset = dataset_for(config)
+    models = {index: build_model(config["model"], dataset.input_shape, dataset.n_classes, index)
+              for index in (0, 1, 2)}
+    records = {index: {"index": index, "state_dict": model.state_dict()}
+               for index, model in models.items()}
+    # Shards as the originals' rule writes them, the models out of index order.
+    save_torch(tmp_path / "shard_0.pt", {"models": [records[2], records[1]]})
+    save_torch(tmp_path / "shard_1.pt", {"models": [records[0]]})
+    features = penultimate_features(config, [tmp_path / "shard_0.pt", tmp_path / "shard_1.pt"],
+                                    2, ".", lambda message: None)
+    assert len(features) == 2
+    for index, found in zip((0, 1), features):
+        expected, head, bias = mlp_by_hand(models[index].state_dict(), dataset.train_x)
+        assert found.shape == (len(dataset.train_y), 8) and found.dtype == np.float64
+        np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            logits = models[index](dataset.train_x).double().numpy()
+        np.testing.assert_allclose(found @ head.T + bias, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet9_penultimate_features_are_the_pooled_128_channels():
+    model = build_model({"name": "resnet9"}, (3, 16, 16), 10, 0).eval()
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    features = _last_linear_inputs(model, x)
+    with torch.no_grad():
+        # Layers 0-8 end with the global max pool and Flatten; 9 is the head, 10 the scale.
+        pooled = model[:9](x).double().numpy()
+        logits = model(x).double().numpy()
+    assert features.shape == (6, 128)
+    np.testing.assert_allclose(features, pooled, rtol=1e-6, atol=1e-6)
+    head = model[9].weight.detach().double().numpy()
+    np.testing.assert_allclose(0.2 * features @ head.T, logits, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -415,53 +597,137 @@ def test_projection_satisfies_the_constraints():
     assert project_capped_simplex(values, 50).tolist() == [1.0] * 50
 
 
-def test_two_bilevel_steps_are_the_hand_computed_update():
-    rng = np.random.default_rng(5)
+def linear_toy(seed=5):
+    """Six points in 3-D with three labels and the weights of a linear model [3 x 3]."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((6, 3))
     y = np.array([0, 1, 2, 0, 1, 2])
-    weight, bias = rng.standard_normal((3, 3)), rng.standard_normal(3)
-    model = torch.nn.Linear(3, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor(weight))
-        model.bias.copy_(torch.tensor(bias))
-    size, inner_lr, w_lr, gamma, seed = 2, 0.1, 0.4, 0.3, 11
-    chosen, weights = bilevel_worst_case(
-        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), size, outer_steps=2,
-        inner_epochs=1, inner_lr=inner_lr, w_lr=w_lr, gamma=gamma, batch_size=6, seed=seed,
-        log=lambda message: None)
+    return x, y, rng.standard_normal((3, 3)), rng.standard_normal(3)
+
+
+def bilevel_by_hand(x, y, weight, bias, current, *, size, inner_lr, w_lr, gamma):
+    """One outer step written out: one batch of signSGD on the complement-weighted loss
+    from (weight, bias), then the projected step on w."""
 
     def cross_entropy(weight, bias):
         logits = x @ weight.T + bias
         log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        return -log_probabilities[np.arange(6), y], np.exp(log_probabilities)
+        return -log_probabilities[np.arange(len(y)), y], np.exp(log_probabilities)
 
-    def outer_step(current):
-        """One batch of signSGD from the pilot's weights, then the projected w step."""
-        _, probabilities = cross_entropy(weight, bias)
-        residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
-        weight_after = weight - inner_lr * np.sign(residual.T @ x)
-        bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
-        losses, _ = cross_entropy(weight_after, bias_after)
-        return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
+    _, probabilities = cross_entropy(weight, bias)
+    residual = (probabilities - np.eye(3)[y]) * (1 - current)[:, None]  # dloss/dlogits
+    weight_after = weight - inner_lr * np.sign(residual.T @ x)
+    bias_after = bias - inner_lr * np.sign(residual.sum(axis=0))
+    losses, _ = cross_entropy(weight_after, bias_after)
+    return projection_by_root(current - w_lr * (losses + 2 * gamma * current), size)
 
-    start = np.zeros(6)
-    start[np.random.default_rng(seed).choice(6, size, replace=False)] = 1.0
-    first = outer_step(start)
-    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
-    expected = outer_step(first)
-    np.testing.assert_allclose(weights, expected, atol=1e-6)
-    assert chosen.tolist() == np.sort(rank_order(expected)[:size]).tolist()
+
+def run_on_linear_toy(x, y, weight, bias, **keys):
+    model = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(weight))
+        model.bias.copy_(torch.tensor(bias))
+    chosen, weights, warnings = bilevel_worst_case(
+        model, torch.tensor(x, dtype=torch.float32), torch.tensor(y), keys.pop("size"),
+        inner_epochs=1, batch_size=6, log=lambda message: None, **keys)
     assert np.array_equal(model.weight.detach().numpy(), weight.astype(np.float32))
+    return chosen, weights, warnings
+
+
+def initial_subset(n, size, seed):
+    start = np.zeros(n)
+    start[np.random.default_rng(seed).choice(n, size, replace=False)] = 1.0
+    return start
+
+
+@pytest.mark.parametrize("rounding_interval", [20, 2, 1])
+def test_two_bilevel_steps_are_the_hand_computed_update(monkeypatch, rounding_interval):
+    # The reference rounds w to its top-`size` indicator every `feq_to_bi` outer steps,
+    # never after the last: with an interval of 1 the second step starts from the
+    # indicator of the first step's set; with 2 (= the steps) nothing is rounded.
+    monkeypatch.setattr(bilevel, "ROUNDING_INTERVAL", rounding_interval)
+    x, y, weight, bias = linear_toy()
+    keys = dict(size=2, inner_lr=0.1, w_lr=0.4, gamma=0.3)
+    chosen, weights, warnings = run_on_linear_toy(x, y, weight, bias, outer_steps=2, seed=4,
+                                                  **keys)
+    first = bilevel_by_hand(x, y, weight, bias, initial_subset(6, 2, 4), **keys)
+    assert np.sum((first > 0) & (first < 1)) >= 2  # the projection is not a rounding
+    if rounding_interval == 1:
+        first = np.isin(np.arange(6), rank_order(first)[:2]).astype(float)
+    expected = bilevel_by_hand(x, y, weight, bias, first, **keys)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    assert chosen.tolist() == np.sort(rank_order(expected)[:2]).tolist()
+    assert not np.array_equal(chosen, np.flatnonzero(initial_subset(6, 2, 4)))
+    assert warnings == []
+
+
+def test_the_retrain_lower_level_restarts_from_one_xavier_initialisation():
+    # w_retrain (the reference's default lower level): every outer step re-initialises
+    # the model, Xavier-uniform weights, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
+    # and zero biases, the same draw at every step (the reference re-seeds), and then
+    # runs the same signSGD steps as fine-tuning. The given weights are never used.
+    x, y, pilot_weight, pilot_bias = linear_toy()
+    keys = dict(size=2, inner_lr=0.1, w_lr=0.4, gamma=0.3)
+    seed = 11
+    bound = np.sqrt(6 / (3 + 3))
+    drawn = torch.empty(3, 3).uniform_(-bound, bound, generator=torch.Generator().manual_seed(
+        seed)).double().numpy()
+    chosen, weights, _ = run_on_linear_toy(x, y, pilot_weight, pilot_bias, outer_steps=2,
+                                           seed=seed, lower_level="retrain", **keys)
+    first = bilevel_by_hand(x, y, drawn, np.zeros(3), initial_subset(6, 2, seed), **keys)
+    expected = bilevel_by_hand(x, y, drawn, np.zeros(3), first, **keys)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    assert chosen.tolist() == np.sort(rank_order(expected)[:2]).tolist()
+    from_pilot = bilevel_by_hand(x, y, pilot_weight, pilot_bias, first, **keys)
+    assert np.abs(from_pilot - expected).max() > 1e-3  # the pilot's weights would show
+    with pytest.raises(ValueError, match="^lower_level: 'w_retrain'"):
+        run_on_linear_toy(x, y, pilot_weight, pilot_bias, outer_steps=1, lower_level="w_retrain",
+                          **keys)
+
+
+def test_reinitialisation_draws_linear_and_convolution_weights_and_keeps_batch_norm():
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 9, 5))
+    with torch.no_grad():
+        model[1].weight.fill_(3.0)
+        model[1].running_mean.fill_(0.5)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    state = bilevel.reinitialised_state(model, 7)
+    assert state.keys() == before.keys()
+    for name in ("1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        assert torch.equal(state[name], before[name])
+    assert not state["0.bias"].any() and not state["3.bias"].any()
+    for name, fan_in, fan_out in (("0.weight", 2 * 9, 4 * 9), ("3.weight", 36, 5)):
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        values = state[name].numpy()
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.8 * bound
+        assert not torch.equal(state[name], before[name])
+    again = bilevel.reinitialised_state(model, 7)
+    assert all(torch.equal(state[name], again[name]) for name in state)
+    assert not torch.equal(bilevel.reinitialised_state(model, 8)["3.weight"], state["3.weight"])
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+def test_a_set_that_never_left_its_random_start_is_warned_about():
+    # A weight moves by w_lr times a loss per step; members start 1 above the rest.
+    x, y, weight, bias = linear_toy()
+    chosen, _, warnings = run_on_linear_toy(x, y, weight, bias, size=2, outer_steps=3,
+                                            inner_lr=0.1, w_lr=1e-3, gamma=0.0, seed=11)
+    assert chosen.tolist() == np.flatnonzero(initial_subset(6, 2, 11)).tolist()
+    assert len(warnings) == 1 and "still its random initial subset (seed 11)" in warnings[0]
 
 
 def test_bilevel_on_a_toy_set_is_exact_in_size_and_deterministic(tiny_problem):
     model, data = tiny_problem
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    runs = [bilevel_worst_case(model, data.train_x, data.train_y, 12, outer_steps=3,
-                               inner_epochs=2, batch_size=32, seed=4, log=lambda message: None)
-            for _ in range(2)]
-    (chosen, weights), (again, weights_again) = runs
-    assert chosen.dtype == np.int64 and chosen.size == 12 and np.all(np.diff(chosen) > 0)
-    assert chosen.tobytes() == again.tobytes() and weights.tobytes() == weights_again.tobytes()
-    assert weights.min() >= 0 and weights.max() <= 1 and abs(weights.sum() - 12) < 1e-9
+    for lower_level in bilevel.LOWER_LEVELS:
+        runs = [bilevel_worst_case(model, data.train_x, data.train_y, 12, outer_steps=3,
+                                   inner_epochs=2, batch_size=32, seed=4,
+                                   lower_level=lower_level, log=lambda message: None)
+                for _ in range(2)]
+        (chosen, weights, _), (again, weights_again, _) = runs
+        assert chosen.dtype == np.int64 and chosen.size == 12 and np.all(np.diff(chosen) > 0)
+        assert chosen.tobytes() == again.tobytes()
+        assert weights.tobytes() == weights_again.tobytes()
+        assert weights.min() >= 0 and weights.max() <= 1 and abs(weights.sum() - 12) < 1e-9
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())

@@ -89,8 +89,8 @@ def test_the_bilevel_pilot_is_none_of_the_scored_models(tmp_path):
         "kind": "worst_case", "size": 20, "proxy": "bilevel", "outer_steps": 1,
         "inner_epochs": 1}}, "methods": {"do_nothing": None}}, tmp_path)
     messages = []
-    members, weights = pilot_worst_case(config, "w", config["forget_sets"]["w"], ".",
-                                        messages.append)
+    members, weights, _ = pilot_worst_case(config, "w", config["forget_sets"]["w"], ".",
+                                           messages.append)
     assert len(members) == 20 and len(np.unique(members)) == 20
     assert weights.shape == (1438,)
     pilot = training_seed(config, "pilot", "w", 0)
@@ -98,3 +98,19 @@ def test_the_bilevel_pilot_is_none_of_the_scored_models(tmp_path):
     scored = set(model_seeds(config, "original", None, 4)) | set(
         model_seeds(config, "oracle", "w", 8))
     assert pilot not in scored
+
+
+def test_the_retrain_lower_level_trains_no_pilot(tmp_path):
+    config = validate(tiny_config() | {"forget_sets": {"w": {
+        "kind": "worst_case", "size": 20, "proxy": "bilevel", "outer_steps": 1,
+        "inner_epochs": 1, "lower_level": "retrain", "w_lr": 1e-4}},
+        "methods": {"do_nothing": None}}, tmp_path)
+    messages = []
+    job = Job("w", config["forget_sets"]["w"], {}, np.zeros(1438, dtype=np.int64), 1797,
+              config, messages.append)
+    members, record = derive(job)
+    assert members.size == 20
+    assert not any("pilot model of" in message for message in messages)
+    assert any("no pilot model" in message for message in messages)
+    # One tiny weight step cannot move the random start: the sidecar says so.
+    assert len(record["warnings"]) == 1 and "random initial subset" in record["warnings"][0]

@@ -37,6 +37,7 @@ def test_derived_kinds_get_their_defaults_and_name_their_inputs(tmp_path):
     assert sets["nn"]["metric"] == "cosine" and sets["nn"]["include_anchor"] is True
     assert sets["wc"]["proxy"] == "inout_klom" and "outer_steps" not in sets["wc"]
     assert sets["bl"]["outer_steps"] == 10 and sets["bl"]["inner_epochs"] == 2
+    assert sets["bl"]["lower_level"] == "fine_tune"
     assert inputs_needed(sets["pc"]) == {"margin_datamodel"}
     assert inputs_needed(sets["nn"]) == {"embedding_file"}
     assert inputs_needed(sets["wc"]) == {"subset_models"}
@@ -59,6 +60,10 @@ def test_derived_kinds_get_their_defaults_and_name_their_inputs(tmp_path):
     (NN_FILE | {"models": 3}, {}, r"forget_sets\.s\.models"),
     ({"kind": "worst_case", "size": 20, "outer_steps": 3}, {}, r"forget_sets\.s\.outer_steps"),
     ({"kind": "worst_case", "size": 20, "proxy": "loss"}, {}, r"forget_sets\.s"),
+    ({"kind": "worst_case", "size": 20, "lower_level": "retrain"}, {},
+     r"forget_sets\.s\.lower_level: only proxy: bilevel"),
+    ({"kind": "worst_case", "size": 20, "proxy": "bilevel", "lower_level": "w_FT"}, {},
+     r"forget_sets\.s"),
     ({"kind": "subpopulation", "subclass": 3}, {}, r"forget_sets\.s\.kind: subpopulation needs"),
 ])
 def test_bad_forget_set_keys_are_errors_naming_the_key(tmp_path, spec, datamodels, message):
