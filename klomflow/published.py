@@ -323,17 +323,20 @@ def original_margins(source: Source, labels, n_train: int, n_models: int,
 
 
 def forget_order(source: Source, forget_id: int, forget_file_order: np.ndarray,
-                 original_train_margins: np.ndarray | None, log=print) -> np.ndarray:
-    """The order of the points in EasyDUB's `forget` files.
+                 log=print) -> np.ndarray:
+    """The order of the points in EasyDUB's `forget` files of one forget set.
 
-    The forget file's order unless the originals' `forget` file of model 0
-    shows the sorted order instead (PUBLISHED.md 3, check 4).
+    Decided once per forget set, the same way for every reader (the oracles'
+    margins and the held-out oracles' logits): the forget file's order unless
+    the originals' `forget` file of model 0 shows the sorted order instead
+    (PUBLISHED.md 3, check 4), compared with model 0's `retain` margins.
     """
     path = source.original_forget_file(forget_id)
-    if path is None or original_train_margins is None or not path.exists():
+    if path is None or not path.exists():
         return forget_file_order
+    retain_path = source.original_files(1)["train"][0]
     stored = as_float32(load_tensor_file(path), path, log)
-    first = original_train_margins[0]
+    first = as_float32(load_tensor_file(retain_path), retain_path, log)
     for order in (forget_file_order, np.sort(forget_file_order)):
         if stored.shape == order.shape and np.allclose(stored, first[order], atol=MARGIN_ATOL):
             if order is not forget_file_order and not np.array_equal(order, forget_file_order):
@@ -344,8 +347,7 @@ def forget_order(source: Source, forget_id: int, forget_file_order: np.ndarray,
 
 
 def oracle_margins(source: Source, forget_id: int, forget_indices_file_order, labels,
-                   n_train: int, n_models: int, original_train_margins=None,
-                   log=print) -> np.ndarray:
+                   n_train: int, n_models: int, log=print) -> np.ndarray:
     """Oracles' margins of one forget set [n_models, n_train + n_val], rows in model-id order.
 
     EasyDUB's oracles store retain points (ascending index order), forget points
@@ -360,7 +362,7 @@ def oracle_margins(source: Source, forget_id: int, forget_indices_file_order, la
         split = read_split_margins(files, {"train": labels[:n_train], "val": labels[n_train:]},
                                    n_models, what, log)
         return np.concatenate([split["train"], split["val"]], axis=1)
-    order = forget_order(source, forget_id, forget, original_train_margins, log)
+    order = forget_order(source, forget_id, forget, log)
     keep = np.ones(n_train, dtype=bool)
     keep[forget] = False
     retain = np.flatnonzero(keep)
@@ -596,8 +598,7 @@ def import_oracle_margins(config: dict, forget_set: str, labels, n_train: int,
     models = config["models"]
     n_models = models["n_oracles"] + models["n_holdout_oracles"]
     forget = read_forget_set(source, forget_id, n_train, log)
-    margins = oracle_margins(source, forget_id, forget, labels, n_train, n_models,
-                             original_train_margins=original[:, :n_train], log=log)
+    margins = oracle_margins(source, forget_id, forget, labels, n_train, n_models, log=log)
     check_point_order(margins, len(labels), str(source.root))
     means = check_oracles_forgot(margins, original, forget, forget_id)
     log(f"{n_models} oracles of forget_set_{forget_id}; mean margin on its points: oracles "
@@ -622,8 +623,8 @@ def import_holdout_oracle_logits(config: dict, forget_set: str, n_train: int, n_
     keep = np.ones(n_train, dtype=bool)
     keep[forget] = False
     retain = np.flatnonzero(keep)
-    # The forget files' order: the forget file's (forget_order settles it from the margins).
-    order = forget_order(source, forget_id, forget, None, log)
+    # The forget files' order, decided as for the oracles' margins.
+    order = forget_order(source, forget_id, forget, log)
     return read_logits(files, holdout, {"retain": len(retain), "forget": len(order), "val": n_val},
                        f"oracles for forget_set_{forget_id}", log, order=(retain, order, n_train))
 

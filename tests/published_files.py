@@ -215,9 +215,15 @@ def _easydub_path(root, kind, role, part, model_id) -> Path:
     return path
 
 
-def write_easydub(fixture: Fixture, root) -> Path:
-    """An EasyDUB folder: one .npy per model and split; oracles as retain ‖ forget ‖ val."""
+def write_easydub(fixture: Fixture, root, forget_order="file") -> Path:
+    """An EasyDUB folder: one .npy per model and split; oracles as retain ‖ forget ‖ val.
+
+    `forget_order`: the points of every `forget` file (originals' and oracles', margins
+    and logits) in the forget file's order ("file", as EasyDUB's code writes them) or
+    in ascending index order ("sorted", which a snapshot may hold for set 10).
+    """
     root = Path(root)
+    in_order = {"file": lambda forget: forget, "sorted": np.sort}[forget_order]
     checkpoints = root / "models" / "cifar10" / "pretrain" / "resnet9"
     checkpoints.mkdir(parents=True)
     for k, model in enumerate(fixture.models):
@@ -230,7 +236,7 @@ def write_easydub(fixture: Fixture, root) -> Path:
             np.save(_easydub_path(root, kind, "pretrain", "val", k), fixture.val(values, is_logits))
             for forget_id, forget in fixture.forget_sets.items():
                 np.save(_easydub_path(root, kind, "pretrain", f"forget_{forget_id}", k),
-                        values[forget])
+                        values[in_order(forget)])
     for forget_id, forget in fixture.forget_sets.items():
         keep = np.ones(fixture.n_train, dtype=bool)
         keep[forget] = False
@@ -240,7 +246,7 @@ def write_easydub(fixture: Fixture, root) -> Path:
                              ("margins", fixture.oracle_margins[forget_id])):
             for k, values in enumerate(models):
                 np.save(_easydub_path(root, kind, role, "retain", k), values[retain])
-                np.save(_easydub_path(root, kind, role, "forget", k), values[forget])
+                np.save(_easydub_path(root, kind, role, "forget", k), values[in_order(forget)])
                 np.save(_easydub_path(root, kind, role, "val", k),
                         fixture.val(values, kind == "logits"))
         folder = root / "forget_sets" / "cifar10"

@@ -171,8 +171,26 @@ def test_oracle_margins_come_back_in_training_index_order(layout, folders, fixtu
     source = published.Source(layout, folders[layout])
     for forget_id, forget in fixture.forget_sets.items():
         margins = published.oracle_margins(source, forget_id, forget, fixture.labels,
-                                           fixture.n_train, 5, fixture.original_margins[:, :40])
+                                           fixture.n_train, 5)
         np.testing.assert_array_equal(margins, fixture.oracle_margins[forget_id])
+
+
+@pytest.mark.parametrize("forget_order", ["file", "sorted"])
+def test_held_out_oracle_logits_and_oracle_margins_take_the_same_forget_order(
+        forget_order, fixture, tmp_path):
+    # Set 10's forget file is unsorted; a snapshot may hold its `forget` files in sorted order.
+    root = write_easydub(fixture, tmp_path / "easydub", forget_order=forget_order)
+    config = config_for("easydub", root, fixture)
+    n_val = len(fixture.labels) - fixture.n_train
+    for name, forget_id in (("set_10", 10), ("set_2", 2)):
+        holdout = published.import_holdout_oracle_logits(config, name, fixture.n_train, n_val,
+                                                         log=lambda message: None)
+        np.testing.assert_array_equal(holdout, fixture.oracle_logits[forget_id][2:4])
+        scored, held_out = published.import_oracle_margins(
+            config, name, fixture.labels, fixture.n_train, fixture.original_margins,
+            log=lambda message: None)
+        np.testing.assert_array_equal(scored, fixture.oracle_margins[forget_id][:2])
+        np.testing.assert_array_equal(held_out, fixture.oracle_margins[forget_id][2:4])
 
 
 def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folders, fixture,
@@ -181,19 +199,18 @@ def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folder
     assert not np.all(np.diff(forget) > 0)
     source = published.Source("easydub", folders["easydub"])
     train_margins = fixture.original_margins[:, :fixture.n_train]
-    np.testing.assert_array_equal(published.forget_order(source, 10, forget, train_margins),
-                                  forget)
+    np.testing.assert_array_equal(published.forget_order(source, 10, forget), forget)
     # Forget files written in sorted order are recognised from the originals' forget file.
     root = copy_folder(folders, "easydub", tmp_path)
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[0, np.sort(forget)])
     sorted_source = published.Source("easydub", root)
     np.testing.assert_array_equal(
-        published.forget_order(sorted_source, 10, forget, train_margins), np.sort(forget))
+        published.forget_order(sorted_source, 10, forget), np.sort(forget))
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[1, forget])
     with pytest.raises(published.PublishedError, match="neither at the forget file's order"):
-        published.forget_order(sorted_source, 10, forget, train_margins)
+        published.forget_order(sorted_source, 10, forget)
 
 
 def test_oracle_root_may_be_named_oracle_models(folders, fixture, tmp_path):
