@@ -9,8 +9,9 @@ description of both layouts this module follows.
 
 Decisions where the sources leave a point open (each also in the README):
 - KLOM-models' oracle root is `oracles/` on the dataset card and
-  `oracle_models/` in the code that downloads it: both are accepted (the one
-  that holds the forget set's files wins; `oracles/` when both do).
+  `oracle_models/` in the code that downloads it: both are accepted, chosen per
+  forget set (the one that holds its files; `oracle_models/`, the newer, when
+  both do, with a warning giving both files' SHA-256).
 - Oracle and original margins come from the `*_margins_all.pt` files where
   present, else from per-model logits (`train_logits_{k}.pt`,
   `val_logits_{k}.pt`) and the dataset's labels.
@@ -39,6 +40,10 @@ from pathlib import Path
 import numpy as np
 
 LAYOUTS = ("klom_models", "easydub")
+# KLOM-models' oracle folders, preferred first: `oracle_models/` in the code that downloads
+# them (data-unlearning-bench moved there days after its fix "oracles were not ignoring
+# forget set"), `oracles/` on the dataset card. A snapshot may hold both.
+ORACLE_ROOTS = ("oracle_models", "oracles")
 # The published checkpoints are after epoch index 23 (0-based) of 24 epochs.
 EPOCH = 23
 # Published forget sets (PUBLISHED.md 1.3): id -> (size, sum of indices, sha256[:16] of the file).
@@ -136,13 +141,39 @@ class Source:
 
     # --- oracles -------------------------------------------------------------------------------
 
-    def oracle_root(self) -> Path:
-        """KLOM-models' oracle folder: `oracles/` (the card) or `oracle_models/` (the code)."""
-        candidates = [self.root / "oracles", self.root / "oracle_models"]
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate
-        return candidates[0]
+    def _oracle_files_in(self, root: Path, forget_id: int) -> list[Path]:
+        """The files whose presence shows that `root` holds a forget set's oracles."""
+        name = f"forget_set_{forget_id}"
+        return [root / "CIFAR10" / "only_margins" / name / "train_margins_all.pt",
+                root / "CIFAR10" / name / "train_logits_0.pt"]
+
+    def oracle_roots_holding(self, forget_id: int) -> list[Path]:
+        """KLOM-models' oracle folders that hold forget set `forget_id`, preferred first."""
+        roots = [self.root / name for name in ORACLE_ROOTS]
+        return [root for root in roots
+                if any(path.exists() for path in self._oracle_files_in(root, forget_id))]
+
+    def oracle_root(self, forget_id: int) -> Path:
+        """KLOM-models' oracle folder of one forget set: `oracle_models/` (the code that
+        downloads them) where it holds the set's files, else `oracles/` (the dataset card)."""
+        holding = self.oracle_roots_holding(forget_id)
+        return holding[0] if holding else self.root / ORACLE_ROOTS[0]
+
+    def oracle_root_warning(self, forget_id: int) -> str | None:
+        """A warning naming both folders' files and their SHA-256 when both hold the set."""
+        holding = self.oracle_roots_holding(forget_id)
+        if len(holding) < 2:
+            return None
+        files = [next(path for path in self._oracle_files_in(root, forget_id) if path.exists())
+                 for root in holding]
+        digests = [file_sha256(path) for path in files]
+        same = "the same bytes" if len(set(digests)) == 1 else "different files"
+        return (f"WARNING: both {holding[0].name}/ and {holding[1].name}/ hold the oracles of "
+                f"forget_set_{forget_id}; reading {holding[0].name}/ ({files[0]}, SHA-256 "
+                f"{digests[0]}), not {holding[1].name}/ ({files[1]}, SHA-256 {digests[1]}): "
+                f"{same}. data-unlearning-bench moved its oracles to oracle_models/ after its "
+                f"fix \"oracles were not ignoring forget set\"; remove the folder you do not "
+                f"mean to score against")
 
     def oracle_files(self, forget_id: int, n_models: int,
                      kind: str = "margins") -> dict[str, list[Path]]:
@@ -152,7 +183,7 @@ class Source:
         forget points included). EasyDUB: {"retain", "forget", "val"}.
         """
         if self.layout == "klom_models":
-            root = self.oracle_root() / "CIFAR10"
+            root = self.oracle_root(forget_id) / "CIFAR10"
             all_files = root / "only_margins" / f"forget_set_{forget_id}"
             if kind == "margins" and (all_files / "train_margins_all.pt").exists():
                 return {split: [all_files / f"{split}_margins_all.pt"]
@@ -578,6 +609,11 @@ def check_point_order(margins: np.ndarray, n_points: int, path: str) -> None:
                              f"{n_points} (training points, then validation points)")
 
 
+def warn_if_two_oracle_roots(source: Source, forget_id: int, log=print) -> None:
+    if source.layout == "klom_models" and (warning := source.oracle_root_warning(forget_id)):
+        log(warning)
+
+
 def import_original_margins(config: dict, labels, n_train: int, log=print) -> np.ndarray:
     """The originals' margins [n_originals, n_points], checked (shapes, NaN, labels)."""
     source = source_of(config)
@@ -598,6 +634,7 @@ def import_oracle_margins(config: dict, forget_set: str, labels, n_train: int,
     models = config["models"]
     n_models = models["n_oracles"] + models["n_holdout_oracles"]
     forget = read_forget_set(source, forget_id, n_train, log)
+    warn_if_two_oracle_roots(source, forget_id, log)
     margins = oracle_margins(source, forget_id, forget, labels, n_train, n_models, log=log)
     check_point_order(margins, len(labels), str(source.root))
     means = check_oracles_forgot(margins, original, forget, forget_id)
@@ -613,6 +650,7 @@ def import_holdout_oracle_logits(config: dict, forget_set: str, n_train: int, n_
     forget_id = config["forget_sets"][forget_set]["id"]
     models = config["models"]
     n_models = models["n_oracles"] + models["n_holdout_oracles"]
+    warn_if_two_oracle_roots(source, forget_id, log)
     files = source.oracle_files(forget_id, n_models, "logits")
     check_files(files, f"oracle logits for forget_set_{forget_id}", n_models)
     holdout = range(models["n_oracles"], n_models)

@@ -222,6 +222,45 @@ def test_oracle_root_may_be_named_oracle_models(folders, fixture, tmp_path):
     np.testing.assert_array_equal(margins, fixture.oracle_margins[2])
 
 
+def test_oracle_models_is_preferred_per_forget_set_and_both_folders_are_named(
+        folders, fixture, tmp_path):
+    root = copy_folder(folders, "klom_models", tmp_path)
+    shutil.copytree(root / "oracles", root / "oracle_models")
+    # oracles/ holds, for set 2, oracles that saw the forget set (as before the fix that
+    # moved them to oracle_models/): margins as high as the originals'.
+    old_margins = root / "oracles/CIFAR10/only_margins/forget_set_2"
+    for split, part in (("train", fixture.split), ("val", fixture.val)):
+        torch.save(torch.tensor(part(fixture.original_margins + 1.0)),
+                   old_margins / f"{split}_margins_all.pt")
+    # Set 10 is held by oracles/ only.
+    shutil.rmtree(root / "oracle_models/CIFAR10/only_margins/forget_set_10")
+    shutil.rmtree(root / "oracle_models/CIFAR10/forget_set_10")
+    config = config_for("klom_models", root, fixture)
+    messages = []
+    for name, forget_id in (("set_2", 2), ("set_10", 10)):
+        scored, held_out = published.import_oracle_margins(
+            config, name, fixture.labels, fixture.n_train, fixture.original_margins,
+            log=messages.append)
+        np.testing.assert_array_equal(np.concatenate([scored, held_out]),
+                                      fixture.oracle_margins[forget_id][:4])
+    warnings = [m for m in messages if m.startswith("WARNING: both")]
+    assert len(warnings) == 1 and "forget_set_2" in warnings[0]
+    assert "reading oracle_models/" in warnings[0]
+    for folder in ("oracle_models", "oracles"):
+        path = root / folder / "CIFAR10/only_margins/forget_set_2/train_margins_all.pt"
+        assert f"({path}, SHA-256 {published.file_sha256(path)})" in warnings[0]
+    assert "different files" in warnings[0]
+    source = published.Source("klom_models", root)
+    assert source.oracle_root(2) == root / "oracle_models"
+    assert source.oracle_root(10) == root / "oracles"
+    # The held-out logits come from the same folder as the margins.
+    n_val = len(fixture.labels) - fixture.n_train
+    np.testing.assert_array_equal(
+        published.import_holdout_oracle_logits(config, "set_10", fixture.n_train, n_val,
+                                               log=messages.append),
+        fixture.oracle_logits[10][2:4])
+
+
 def test_klom_models_margins_fall_back_to_per_model_logits(folders, fixture, tmp_path):
     root = copy_folder(folders, "klom_models", tmp_path)
     shutil.rmtree(root / "oracles/CIFAR10/only_margins")
