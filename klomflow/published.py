@@ -16,8 +16,12 @@ Decisions where the sources leave a point open (each also in the README):
   present, else from per-model logits (`train_logits_{k}.pt`,
   `val_logits_{k}.pt`) and the dataset's labels.
 - EasyDUB's `forget` files are taken to follow the forget file's order; where
-  the originals' `forget` file of model 0 exists it settles the order (it must
-  equal the `retain` margins at the file's order, or at the sorted order).
+  the forget file is unsorted and the originals' `forget` file of model 0
+  exists, it settles the order once per forget set (it must equal model 0's
+  `retain` margins at one of the two orders, with a clear gap to the other).
+- Stored margins must follow from stored logits or weights within
+  0.05 + 0.01·|margin| (EasyDUB computed each split in its own bfloat16 pass:
+  about 1e-2 on correct files; other points or labels differ by whole units).
 - Forget-set checksums are SHA-256 of the `.npy` file's bytes (the prefix the
   table below gives reproduces for sets 1-3 regenerated from their seeds);
   a mismatch is a warning, as the published files may be re-saved with
@@ -63,8 +67,19 @@ PUBLISHED_FORGET_SETS = {
 # evaluated with it; klomflow's own CIFAR-10 training uses it too).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-# Margins are recomputed from logits and must agree within this (float32 files).
-MARGIN_ATOL = 1e-3
+# Stored margins must follow from stored logits or weights within MARGIN_ATOL + MARGIN_RTOL *
+# |margin|. EasyDUB computed each split in its own pass under bfloat16 autocast, so correct
+# files differ by about 1e-2; the checkpoint check allows for TF32 convolutions on the GPU
+# that wrote the files. Margins of other points or labels differ by whole units.
+MARGIN_ATOL = 0.05
+MARGIN_RTOL = 0.01
+
+
+def margins_agree(stored, computed) -> np.ndarray:
+    """Per point: `computed` reproduces the `stored` margin within the tolerance above."""
+    stored = np.asarray(stored, dtype=np.float64)
+    return np.abs(np.asarray(computed, dtype=np.float64) - stored) <= (
+        MARGIN_ATOL + MARGIN_RTOL * np.abs(stored))
 
 
 class PublishedError(ValueError):
@@ -358,23 +373,38 @@ def forget_order(source: Source, forget_id: int, forget_file_order: np.ndarray,
     """The order of the points in EasyDUB's `forget` files of one forget set.
 
     Decided once per forget set, the same way for every reader (the oracles'
-    margins and the held-out oracles' logits): the forget file's order unless
-    the originals' `forget` file of model 0 shows the sorted order instead
-    (PUBLISHED.md 3, check 4), compared with model 0's `retain` margins.
+    margins and the held-out oracles' logits). A forget file in ascending order
+    leaves nothing to decide. Otherwise the originals' `forget` file of model 0
+    is compared with model 0's `retain` margins at the forget file's order and
+    at the sorted order (PUBLISHED.md 3, check 4): the closer order is taken if
+    it reproduces every point and the other order fails at most of the places
+    where the two orders differ (a clear gap).
     """
+    sorted_order = np.sort(forget_file_order)
+    if np.array_equal(sorted_order, forget_file_order):
+        return forget_file_order
     path = source.original_forget_file(forget_id)
     if path is None or not path.exists():
         return forget_file_order
     retain_path = source.original_files(1)["train"][0]
     stored = as_float32(load_tensor_file(path), path, log)
-    first = as_float32(load_tensor_file(retain_path), retain_path, log)
-    for order in (forget_file_order, np.sort(forget_file_order)):
-        if stored.shape == order.shape and np.allclose(stored, first[order], atol=MARGIN_ATOL):
-            if order is not forget_file_order and not np.array_equal(order, forget_file_order):
-                log(f"{path} follows the sorted order of forget set {forget_id}, not the file's")
-            return order
-    raise PublishedError(f"{path}: the originals' forget margins match their retain margins "
-                         f"neither at the forget file's order nor at the sorted order")
+    retain = as_float32(load_tensor_file(retain_path), retain_path, log)
+    if stored.shape != forget_file_order.shape:
+        raise PublishedError(f"{path}: expected shape [{len(forget_file_order)}] (forget set "
+                             f"{forget_id}), got {list(stored.shape)}")
+    differ = forget_file_order != sorted_order
+    fits = {"the forget file's order": margins_agree(stored, retain[forget_file_order]),
+            "the sorted order": margins_agree(stored, retain[sorted_order])}
+    (best, best_fit), (other, other_fit) = sorted(fits.items(), key=lambda item: -item[1].sum())
+    summary = (f"{int(best_fit.sum())} of {len(stored)} points fit {best}, "
+               f"{int(other_fit.sum())} fit {other}")
+    if not best_fit.all() or other_fit[differ].mean() >= 0.5:
+        raise PublishedError(
+            f"{path}: the originals' forget margins do not tell the order of forget set "
+            f"{forget_id} from their retain margins ({retain_path}): {summary}; one order "
+            f"must fit every point and the other fail at most of the places where they differ")
+    log(f"{path}: forget set {forget_id}'s forget files follow {best} ({summary})")
+    return forget_file_order if best == "the forget file's order" else sorted_order
 
 
 def oracle_margins(source: Source, forget_id: int, forget_indices_file_order, labels,
@@ -435,12 +465,14 @@ def read_logits(files: dict[str, list[Path]], model_ids, n_points_by_split: dict
 # --- label recovery and the consistency checks --------------------------------------------------
 
 
-def recover_labels(logits, margins, path="", atol: float = MARGIN_ATOL) -> np.ndarray:
+def recover_labels(logits, margins, path="", log=None) -> np.ndarray:
     """The label of each point: the class c whose margin z_c - LSE_{j!=c} z_j is the stored one.
 
     logits [n_points, n_classes], margins [n_points]. Fails naming `path` when
-    no class reproduces a stored margin within `atol` (margins and logits of
-    different models, points or normalisations).
+    no class reproduces a stored margin within the tolerance (margins and
+    logits of different models, points or normalisations). Where two classes
+    reproduce it (logits nearly tied), the closer one is taken, and `log`
+    says at how many points.
     """
     from klomflow.margins import margins_from_logits
 
@@ -448,34 +480,40 @@ def recover_labels(logits, margins, path="", atol: float = MARGIN_ATOL) -> np.nd
     n_points, n_classes = logits.shape
     per_class = np.stack([margins_from_logits(logits, np.full(n_points, c))
                           for c in range(n_classes)], axis=1)  # [n_points, n_classes]
-    distance = np.abs(per_class - np.asarray(margins, dtype=np.float32)[:, None])
+    margins = np.asarray(margins, dtype=np.float32)
+    distance = np.abs(per_class - margins[:, None])
     labels = distance.argmin(axis=1)
-    worst = distance[np.arange(n_points), labels]
-    tolerance = atol * np.maximum(1.0, np.abs(margins))
-    bad = np.flatnonzero(worst > tolerance)
+    fitting = margins_agree(margins[:, None], per_class)
+    bad = np.flatnonzero(~fitting.any(axis=1))
     if bad.size:
         raise PublishedError(
             f"{path}: the stored margins do not follow from the logits at {bad.size} points "
-            f"(first: point {int(bad[0])}, distance {float(worst[bad[0]]):.3g})")
+            f"(first: point {int(bad[0])}, distance {float(distance[bad[0]].min()):.3g})")
+    tied = int((fitting.sum(axis=1) > 1).sum())
+    if tied and log is not None:
+        log(f"WARNING: {path}: at {tied} points two classes reproduce the stored margin within "
+            f"{MARGIN_ATOL} + {MARGIN_RTOL}·|margin|; the closer one is taken as the label")
     return labels.astype(np.int64)
 
 
-def check_labels(recovered: dict[str, np.ndarray], dataset_labels=None) -> np.ndarray:
-    """The labels every model agrees on; an error names the first model that disagrees."""
-    names = list(recovered)
-    reference = recovered[names[0]]
-    for name in names[1:]:
-        differ = np.flatnonzero(recovered[name] != reference)
-        if differ.size:
-            raise PublishedError(f"labels recovered from {name} disagree with those of "
-                                 f"{names[0]} at {differ.size} points (first: {int(differ[0])})")
-    if dataset_labels is not None:
-        differ = np.flatnonzero(np.asarray(dataset_labels) != reference)
-        if differ.size:
-            raise PublishedError(f"labels recovered from the published margins disagree with the "
-                                 f"dataset's at {differ.size} points (first: {int(differ[0])}): "
-                                 f"the folder's point order is not the dataset's")
-    return reference
+def check_margins_at_labels(logits, margins, labels, what: str) -> None:
+    """The stored margins follow from the stored logits at `labels` (within the tolerance).
+
+    A file in another point order (or of other points) fails at most points:
+    the labels there are other points' labels.
+    """
+    from klomflow.margins import margins_from_logits
+
+    computed = margins_from_logits(np.asarray(logits, dtype=np.float32), np.asarray(labels))
+    bad = np.flatnonzero(~margins_agree(margins, computed))
+    if bad.size:
+        first = int(bad[0])
+        raise PublishedError(
+            f"{what}: the stored margins do not follow from the logits at the dataset's labels "
+            f"at {bad.size} of {len(computed)} points (first: point {first}, stored "
+            f"{float(margins[first]):.4g}, from the logits {float(computed[first]):.4g}): the "
+            f"labels disagree with the dataset's, or the file's point order is not the one "
+            f"expected")
 
 
 def check_oracles_forgot(oracle, original, forget_indices, forget_id) -> dict:
@@ -571,18 +609,18 @@ def labels_from_model_zero(source: Source, log=print) -> tuple[np.ndarray, int]:
         margins = as_float32(load_tensor_file(files[f"{split}_margins"]),
                              files[f"{split}_margins"], log)
         margins = margins[0] if margins.ndim == 2 else margins  # `*_all.pt`: row 0
-        labels.append(recover_labels(logits, margins, files[f"{split}_logits"]))
+        labels.append(recover_labels(logits, margins, files[f"{split}_logits"], log))
     return np.concatenate(labels), len(labels[0])
 
 
 def check_original_labels(source: Source, margins: np.ndarray, labels, n_train: int,
                           n_models: int, log=print) -> int:
-    """Recover every original's labels from its logits and margins; all must agree with `labels`.
+    """Every original's stored margins follow from its logits at the dataset's `labels`.
 
     Returns the number of models checked (0 when the folder has no logits).
     """
     logit_files = source.original_files(n_models, "logits")
-    checked = {}
+    checked = 0
     for model_id in range(n_models):
         paths = [logit_files["train"][model_id], logit_files["val"][model_id]]
         if not all(path.exists() for path in paths):
@@ -591,16 +629,16 @@ def check_original_labels(source: Source, margins: np.ndarray, labels, n_train: 
         if logits.shape[0] != margins.shape[1]:
             raise PublishedError(f"{paths[0]}: {logits.shape[0]} points with the validation "
                                  f"file, the margins have {margins.shape[1]}")
-        checked[f"original model {model_id} ({paths[0].name})"] = recover_labels(
-            logits, margins[model_id], paths[0])
+        check_margins_at_labels(logits, margins[model_id], labels,
+                                f"original model {model_id} ({paths[0]})")
+        checked += 1
     if not checked:
         log("WARNING: the folder holds no originals' logits; labels are not checked against "
             "the margins")
         return 0
-    check_labels(checked, labels)
-    log(f"labels recovered from {len(checked)} originals' logits and margins agree with each "
-        f"other and with points.parquet")
-    return len(checked)
+    log(f"the stored margins of {checked} originals follow from their logits at the labels of "
+        f"points.parquet")
+    return checked
 
 
 def check_point_order(margins: np.ndarray, n_points: int, path: str) -> None:
@@ -694,8 +732,7 @@ def import_original_shard(config: dict, model_ids, n_train: int, log=print) -> d
             "device": "imported", "source": source.describe(), "models": records}
 
 
-def check_checkpoint_margins(model, x, stored_margins, labels, device, path,
-                             atol: float = 0.05, rtol: float = 0.01) -> float:
+def check_checkpoint_margins(model, x, stored_margins, labels, device, path) -> float:
     """The imported weights reproduce the published margins on the points `x` (eval, float32).
 
     The tolerance allows for TF32 convolutions on the GPU that wrote the files;
@@ -707,7 +744,7 @@ def check_checkpoint_margins(model, x, stored_margins, labels, device, path,
     margins = margins_from_logits(predict_logits(model.to(device), x, device), labels)
     difference = np.abs(margins - stored_margins)
     worst = float(difference.max())
-    if np.any(difference > atol + rtol * np.abs(stored_margins)):
+    if not margins_agree(stored_margins, margins).all():
         raise PublishedError(f"{path}: the imported weights do not reproduce the published "
                              f"margins (largest difference {worst:.3g}); the inputs' normalisation "
                              f"or the key mapping differs from the published one")

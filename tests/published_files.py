@@ -103,26 +103,36 @@ def authors_resnet9(num_classes=10, wrapped=True):
     return AuthorsWrappedModel(network) if wrapped else network
 
 
-def trained_like_authors_resnet9(seed: int, num_classes=10) -> torch.nn.Module:
+def trained_like_authors_resnet9(seed: int, num_classes=10, inputs=None) -> torch.nn.Module:
     """An authors' ResNet-9 whose outputs depend on its inputs and on every imported tensor.
 
-    A fresh initialisation predicts nearly uniform logits whatever the input; a larger
-    head and non-trivial BatchNorm statistics and affine parameters make the margins
-    vary, as a trained model's do. In eval mode.
+    A fresh initialisation predicts nearly uniform logits whatever the input. Here the
+    BatchNorm affine parameters are random, the running statistics are those of `inputs`
+    (as a trained model's are of its data; random when None), and the head is 20 times
+    larger: margins then spread over several units between points, so a point order or
+    a label other than the true one shows. In eval mode.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = authors_resnet9(num_classes)
     generator = torch.Generator().manual_seed(seed + 100)
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
-        model.model[9].weight.mul_(40.0)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.1, generator=generator)
-                module.num_batches_tracked.fill_(4704)  # 24 epochs of 196 batches
+        model.model[9].weight.mul_(20.0)
+        for module in batch_norms:
+            module.running_mean.normal_(0, 0.2, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.uniform_(0.5, 1.5, generator=generator)
+            module.bias.normal_(0, 0.1, generator=generator)
+        if inputs is not None:  # one pass, cumulative averages: the statistics of `inputs`
+            for module in batch_norms:
+                module.reset_running_stats()
+                module.momentum = None
+            model.train()(inputs)
+            for module in batch_norms:
+                module.momentum = 0.1
+        for module in batch_norms:
+            module.num_batches_tracked.fill_(4704)  # 24 epochs of 196 batches
     return model.eval()
 
 
@@ -149,7 +159,7 @@ class Fixture:
                             10: np.array([7, 3, 30, 12, 21], dtype=np.int64)}
         self.models, self.original_logits = [], []
         for k in range(n_originals):
-            model = trained_like_authors_resnet9(100 + k)
+            model = trained_like_authors_resnet9(100 + k, inputs=dataset.eval_x)
             self.models.append(model)
             with torch.no_grad():
                 self.original_logits.append(
@@ -161,7 +171,7 @@ class Fixture:
             logits = rng.normal(0, 1, size=(n_oracles, len(self.labels), 10)).astype(np.float32)
             rows = np.arange(len(self.labels))
             logits[:, rows, self.labels] += 2.0  # oracles fit the points they trained on...
-            logits[:, forget, self.labels[forget]] -= 4.0  # ...and never saw the forget set
+            logits[:, forget, self.labels[forget]] -= 16.0  # ...and never saw the forget set
             self.oracle_logits[forget_id] = logits
         self.oracle_margins = {forget_id: margins_from_logits(logits, self.labels)
                                for forget_id, logits in self.oracle_logits.items()}
@@ -215,21 +225,36 @@ def _easydub_path(root, kind, role, part, model_id) -> Path:
     return path
 
 
-def write_easydub(fixture: Fixture, root, forget_order="file") -> Path:
+def bfloat16_margins(logits, labels) -> np.ndarray:
+    """Margins as a separate pass under bfloat16 autocast gives them: from the logits
+    rounded to bfloat16 (about 1e-2 from the float32 logits' margins)."""
+    rounded = torch.tensor(logits).to(torch.bfloat16).float().numpy()
+    return margins_from_logits(rounded, labels)
+
+
+def write_easydub(fixture: Fixture, root, forget_order="file", margins="float32") -> Path:
     """An EasyDUB folder: one .npy per model and split; oracles as retain ‖ forget ‖ val.
 
     `forget_order`: the points of every `forget` file (originals' and oracles', margins
     and logits) in the forget file's order ("file", as EasyDUB's code writes them) or
     in ascending index order ("sorted", which a snapshot may hold for set 10).
+    `margins`: "float32", the float32 logits' margins, or "bfloat16", each model's
+    margins from its logits rounded to bfloat16 (the logit files stay float32).
     """
     root = Path(root)
     in_order = {"file": lambda forget: forget, "sorted": np.sort}[forget_order]
+    if margins == "bfloat16":
+        original_margins = bfloat16_margins(fixture.original_logits, fixture.labels)
+        oracle_margins = {forget_id: bfloat16_margins(logits, fixture.labels)
+                          for forget_id, logits in fixture.oracle_logits.items()}
+    else:
+        original_margins, oracle_margins = fixture.original_margins, fixture.oracle_margins
     checkpoints = root / "models" / "cifar10" / "pretrain" / "resnet9"
     checkpoints.mkdir(parents=True)
     for k, model in enumerate(fixture.models):
         torch.save(published_state_dict(model), checkpoints / f"id_{k}_epoch_{EPOCH}.pt")
         for kind, values in (("logits", fixture.original_logits[k]),
-                             ("margins", fixture.original_margins[k])):
+                             ("margins", original_margins[k])):
             is_logits = kind == "logits"
             np.save(_easydub_path(root, kind, "pretrain", "retain", k),
                     fixture.split(values, is_logits))
@@ -243,7 +268,7 @@ def write_easydub(fixture: Fixture, root, forget_order="file") -> Path:
         retain = np.flatnonzero(keep)  # ascending, as EasyDUB's mask
         role = f"oracle/forget_{forget_id}"
         for kind, models in (("logits", fixture.oracle_logits[forget_id]),
-                             ("margins", fixture.oracle_margins[forget_id])):
+                             ("margins", oracle_margins[forget_id])):
             for k, values in enumerate(models):
                 np.save(_easydub_path(root, kind, role, "retain", k), values[retain])
                 np.save(_easydub_path(root, kind, role, "forget", k), values[in_order(forget)])

@@ -111,10 +111,10 @@ def test_imported_checkpoint_reproduces_the_logits_and_margins_written_beside_it
             stored = np.concatenate([np.load(files[split][model_id]) for split in files])
         # Stored logits are the authors' network's (channels_last); klomflow's may sum in
         # another order.
-        np.testing.assert_allclose(logits, stored, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logits, stored, rtol=1e-5, atol=1e-4)
         margins = published.original_margins(source, fixture.labels, fixture.n_train, 4)
         np.testing.assert_allclose(margins_from_logits(logits, fixture.labels),
-                                   margins[model_id], rtol=1e-5, atol=1e-5)
+                                   margins[model_id], rtol=1e-5, atol=1e-4)
 
 
 def test_checkpoint_keys_are_stripped_by_prefix_not_replaced(fixture):
@@ -209,7 +209,7 @@ def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folder
         published.forget_order(sorted_source, 10, forget), np.sort(forget))
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[1, forget])
-    with pytest.raises(published.PublishedError, match="neither at the forget file's order"):
+    with pytest.raises(published.PublishedError, match="do not tell the order of forget set 10"):
         published.forget_order(sorted_source, 10, forget)
 
 
@@ -339,14 +339,62 @@ def test_labels_that_disagree_with_the_dataset_are_an_error(folders, fixture):
                                            4) == 4
     other = fixture.labels.copy()
     other[5] = (other[5] + 1) % 10
-    with pytest.raises(published.PublishedError, match="disagree with the dataset's at 1 point"):
+    with pytest.raises(published.PublishedError,
+                       match="original model 0 .* at the dataset's labels at 1 of 50 points "
+                             r"\(first: point 5,"):
         published.check_original_labels(source, margins, other, fixture.n_train, 4)
 
 
-def test_labels_that_disagree_across_models_are_an_error(fixture):
-    recovered = {"model 0": fixture.labels, "model 1": np.roll(fixture.labels, 1)}
-    with pytest.raises(published.PublishedError, match="model 1 disagree with those of model 0"):
-        published.check_labels(recovered)
+def test_a_model_whose_margins_are_of_another_point_order_is_an_error(folders, fixture,
+                                                                      tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    path = root / "margins/cifar10/pretrain/retain/resnet9/id_2_epoch_23.npy"
+    np.save(path, np.load(path)[::-1].copy())
+    source = published.Source("easydub", root)
+    margins = published.original_margins(source, fixture.labels, fixture.n_train, 4)
+    with pytest.raises(published.PublishedError, match="original model 2 "):
+        published.check_original_labels(source, margins, fixture.labels, fixture.n_train, 4)
+
+
+@pytest.mark.parametrize("forget_order", ["file", "sorted"])
+def test_margins_computed_in_bfloat16_beside_float32_logits_import(forget_order, fixture,
+                                                                  tmp_path):
+    # EasyDUB computed each split in its own bfloat16 pass: stored margins differ from the
+    # stored logits' by about 1e-2 on correct files, and every check must accept them.
+    root = write_easydub(fixture, tmp_path / "easydub", forget_order, margins="bfloat16")
+    source = published.Source("easydub", root)
+    margins = published.original_margins(source, fixture.labels, fixture.n_train, 4)
+    assert np.abs(margins - fixture.original_margins).max() > 5e-3
+    assert published.check_original_labels(source, margins, fixture.labels, fixture.n_train,
+                                           4) == 4
+    labels, n_train = published.labels_from_model_zero(source)
+    np.testing.assert_array_equal(labels, fixture.labels)
+    forget = fixture.forget_sets[10]
+    expected = forget if forget_order == "file" else np.sort(forget)
+    np.testing.assert_array_equal(published.forget_order(source, 10, forget), expected)
+    config = config_for("easydub", root, fixture)
+    scored, _ = published.import_oracle_margins(config, "set_10", fixture.labels,
+                                                fixture.n_train, margins)
+    np.testing.assert_allclose(scored, fixture.oracle_margins[10][:2], atol=0.1)
+
+
+def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture, tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    forget = fixture.forget_sets[10]
+    retain_file = root / "margins/cifar10/pretrain/retain/resnet9/id_0_epoch_23.npy"
+    forget_file = root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy"
+    retain = np.load(retain_file)
+    retain[forget] = 1.0 + 0.01 * np.arange(len(forget))  # both orders fit within 0.05
+    np.save(retain_file, retain)
+    np.save(forget_file, retain[forget])
+    source = published.Source("easydub", root)
+    with pytest.raises(published.PublishedError, match="do not tell the order of forget set 10"):
+        published.forget_order(source, 10, forget)
+    # A sorted forget file leaves nothing to decide: its forget files are not compared.
+    np.save(forget_file.parent.parent.parent / "forget_2/resnet9/id_0_epoch_23.npy",
+            np.zeros(len(fixture.forget_sets[2]), dtype=np.float32))
+    np.testing.assert_array_equal(published.forget_order(source, 2, fixture.forget_sets[2]),
+                                  fixture.forget_sets[2])
 
 
 def test_oracles_that_saw_the_forget_set_are_an_error(fixture):
