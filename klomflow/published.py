@@ -429,10 +429,41 @@ def oracle_margins(source: Source, forget_id: int, forget_indices_file_order, la
     retain = np.flatnonzero(keep)
     split = read_split_margins(files, {"retain": labels[retain], "forget": labels[order],
                                        "val": labels[n_train:]}, n_models, what, log)
+    check_oracle_point_order(source, forget_id, split, {"retain": labels[retain],
+                             "forget": labels[order], "val": labels[n_train:]}, log)
     train = np.empty((n_models, n_train), dtype=np.float32)
     train[:, retain] = split["retain"]
     train[:, order] = split["forget"]
     return np.concatenate([train, split["val"]], axis=1)
+
+
+def check_oracle_point_order(source: Source, forget_id: int, margins: dict, labels: dict,
+                             log=print) -> None:
+    """EasyDUB: oracle 0's logits and margins give the dataset's labels in every part.
+
+    Nothing else shows the order of an oracle's `retain` file (ascending training
+    index, EasyDUB's mask): a file in another order would silently mix points up
+    in retain KLOM, but its logits and margins then give other points' labels.
+    """
+    logit_files = {part: paths[0] for part, paths in
+                   source.oracle_files(forget_id, 1, "logits").items()}
+    if not all(path.exists() for path in logit_files.values()):
+        log(f"WARNING: no logits of oracle 0 for forget_set_{forget_id} "
+            f"({logit_files['retain'].parent}): the order of its retain points (ascending "
+            f"index) is not checked")
+        return
+    for part, path in logit_files.items():
+        logits = as_float32(load_tensor_file(path), path, log)
+        if logits.ndim != 2 or logits.shape[0] != len(labels[part]):
+            raise PublishedError(f"{path}: expected shape [{len(labels[part])}, n_classes], got "
+                                 f"{list(logits.shape)}")
+        order = ("ascending training index" if part == "retain" else
+                 "the forget set's" if part == "forget" else "the validation set's")
+        check_margins_at_labels(logits, margins[part][0], labels[part],
+                                f"oracle 0 of forget_set_{forget_id} ({path}; points in "
+                                f"{order} order)")
+    log(f"oracle 0 of forget_set_{forget_id}: its logits and margins give the dataset's labels "
+        f"on its retain (ascending index), forget and validation points")
 
 
 def read_logits(files: dict[str, list[Path]], model_ids, n_points_by_split: dict,

@@ -378,6 +378,31 @@ def test_margins_computed_in_bfloat16_beside_float32_logits_import(forget_order,
     np.testing.assert_allclose(scored, fixture.oracle_margins[10][:2], atol=0.1)
 
 
+def test_easydub_oracle_retain_files_out_of_index_order_are_an_error(folders, fixture,
+                                                                     tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    source = published.Source("easydub", root)
+    forget = fixture.forget_sets[2]
+    messages = []
+    published.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5,
+                             log=messages.append)
+    assert any("give the dataset's labels on its retain" in m for m in messages)
+    # Retain files in descending index order, logits and margins alike (consistent with
+    # each other, so only the labels show it).
+    for kind in ("margins", "logits"):
+        for path in (root / kind / "cifar10/oracle/forget_2/retain/resnet9").glob("*.npy"):
+            np.save(path, np.load(path)[::-1].copy())
+    with pytest.raises(published.PublishedError,
+                       match="oracle 0 of forget_set_2 .*ascending training index order"):
+        published.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5)
+    # Without oracle logits the order cannot be checked: a warning says so.
+    shutil.rmtree(root / "logits/cifar10/oracle/forget_2")
+    messages = []
+    published.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5,
+                             log=messages.append)
+    assert any("is not checked" in m for m in messages)
+
+
 def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture, tmp_path):
     root = copy_folder(folders, "easydub", tmp_path)
     forget = fixture.forget_sets[10]
