@@ -258,9 +258,20 @@ def read_forget_set(source: Source, forget_id: int, n_train: int, log=print) -> 
     if not path.exists():
         raise PublishedError(f"published forget set {forget_id}: missing file {path}")
     values = np.load(path, allow_pickle=False)
-    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+    if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer)
+                                or np.issubdtype(values.dtype, np.floating)):
         raise PublishedError(f"{path}: expected a 1-D integer array, got {values.dtype} "
                              f"{values.shape}")
+    if np.issubdtype(values.dtype, np.floating):
+        # The authors' loader casts with astype(np.int64); whole numbers stored as floats
+        # are read as such, anything else (a fraction, NaN) is not an index.
+        fractional = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if fractional.size:
+            raise PublishedError(f"{path}: {fractional.size} of {values.size} values are not whole "
+                                 f"numbers (first: {values[fractional[0]]!r} at position "
+                                 f"{int(fractional[0])}); expected training indices")
+        log(f"WARNING: {path} holds indices as {values.dtype}; cast to int64 (whole numbers, "
+            f"as the authors' loader casts them)")
     indices = values.astype(np.int64)
     if np.unique(indices).size != indices.size:
         raise PublishedError(f"{path}: {indices.size - np.unique(indices).size} duplicate indices")

@@ -460,6 +460,26 @@ def test_forget_set_checks(tmp_path):
         published.read_forget_set(source, 3, 100)
 
 
+def test_forget_set_of_whole_numbers_stored_as_floats_is_cast_with_a_warning(tmp_path):
+    folder = tmp_path / "forget_sets/cifar10"
+    folder.mkdir(parents=True)
+    source = published.Source("easydub", tmp_path)
+    # 2**53 + 1 is not a float64: stay far below it, where the cast is exact.
+    np.save(folder / "forget_set_3.npy", np.array([40.0, 9.0, 17.0, 3.0]))
+    messages = []
+    indices = published.read_forget_set(source, 3, 100, log=messages.append)
+    assert indices.dtype == np.int64
+    np.testing.assert_array_equal(indices, [40, 9, 17, 3])  # the file's order is kept
+    assert any("as float64; cast to int64" in m for m in messages)
+    np.save(folder / "forget_set_3.npy", np.array([40.0, 9.5], dtype=np.float32))
+    with pytest.raises(published.PublishedError, match=r"1 of 2 values are not whole numbers "
+                                                       r"\(first: .*9\.5.* at position 1\)"):
+        published.read_forget_set(source, 3, 100)
+    np.save(folder / "forget_set_3.npy", np.array([40.0, np.nan]))
+    with pytest.raises(published.PublishedError, match="not whole numbers"):
+        published.read_forget_set(source, 3, 100)
+
+
 def test_forget_set_file_digest_is_of_the_file_bytes():
     np.random.seed(1)
     set_2 = np.sort(np.random.choice(50_000, 100, replace=False)).astype("<i8")
