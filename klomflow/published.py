@@ -641,17 +641,30 @@ def labels_from_model_zero(source: Source, log=print) -> tuple[np.ndarray, int]:
     """(labels of all points, n_train) recovered from model 0's logits and margins.
 
     For a published folder used without the dataset's files: the point order is
-    the folder's, training points then validation points.
+    the folder's, training points then validation points. A missing or
+    misshapen file is an error saying what was found and that the CIFAR-10
+    images are then required.
     """
     files = model_zero_files(source)
+    needs_images = ("without the CIFAR-10 images the labels come from model 0's logits and "
+                    "margins: put cifar-10-batches-py in dataset.data_dir (snakemake "
+                    "download_data) or restore the file")
     labels = []
     for split in ("train", "val"):
-        logits = as_float32(load_tensor_file(files[f"{split}_logits"]), files[f"{split}_logits"],
-                            log)
-        margins = as_float32(load_tensor_file(files[f"{split}_margins"]),
-                             files[f"{split}_margins"], log)
+        logits_path, margins_path = files[f"{split}_logits"], files[f"{split}_margins"]
+        for path in (logits_path, margins_path):
+            if not path.exists():
+                raise PublishedError(f"{path} is missing; {needs_images}")
+        margins = as_float32(load_tensor_file(margins_path), margins_path, log)
         margins = margins[0] if margins.ndim == 2 else margins  # `*_all.pt`: row 0
-        labels.append(recover_labels(logits, margins, files[f"{split}_logits"], log))
+        logits = load_tensor_file(logits_path)
+        if logits.ndim != 2 or logits.shape[0] != len(margins) or logits.shape[1] < 2:
+            raise PublishedError(
+                f"{logits_path}: found {logits.dtype} of shape {list(logits.shape)}, expected "
+                f"[{len(margins)}, n_classes] (the points of {margins_path.name}); "
+                f"{needs_images}")
+        labels.append(recover_labels(as_float32(logits, logits_path, log), margins,
+                                     logits_path, log))
     return np.concatenate(labels), len(labels[0])
 
 

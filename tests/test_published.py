@@ -422,6 +422,28 @@ def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture,
                                   fixture.forget_sets[2])
 
 
+def test_labels_without_the_images_need_model_zeros_logits(folders, fixture, tmp_path):
+    root = copy_folder(folders, "easydub", tmp_path)
+    source = published.Source("easydub", root)
+    labels, n_train = published.labels_from_model_zero(source)
+    np.testing.assert_array_equal(labels, fixture.labels)
+    assert n_train == fixture.n_train
+    path = root / "logits/cifar10/pretrain/retain/resnet9/id_0_epoch_23.npy"
+    logits = np.load(path)
+    np.save(path, logits[:, :1])  # one column: not logits of 10 classes
+    with pytest.raises(published.PublishedError,
+                       match=r"id_0_epoch_23.npy: found float32 of shape \[40, 1\], expected "
+                             r"\[40, n_classes\].*CIFAR-10 images"):
+        published.labels_from_model_zero(source)
+    np.save(path, logits[:-1])  # a point fewer than the margins
+    with pytest.raises(published.PublishedError, match=r"shape \[39, 10\], expected \[40, "):
+        published.labels_from_model_zero(source)
+    path.unlink()
+    with pytest.raises(published.PublishedError,
+                       match=r"id_0_epoch_23.npy is missing; without the CIFAR-10 images"):
+        published.labels_from_model_zero(source)
+
+
 def test_oracles_that_saw_the_forget_set_are_an_error(fixture):
     forget = fixture.forget_sets[2]
     published.check_oracles_forgot(fixture.oracle_margins[2], fixture.original_margins, forget, 2)
