@@ -827,6 +827,76 @@ def source_manifest(paths, root) -> dict:
     return manifest
 
 
+# EasyDUB's check: do_nothing on forget set 2, originals 0-99 against oracles 0-99, p95 KLOM
+# per split (PUBLISHED.md 2.3). Its README and its regenerated figure disagree on retain and
+# val; the check says which one a run reproduces. (name, {split: p95}, tolerance): the README
+# prints 4 decimals; the figure's values are read off its dashed lines.
+EASYDUB_CHECK_FORGET_SET = 2
+EASYDUB_CHECK_MODELS = 100
+EASYDUB_CHECK_REFERENCES = (
+    ("EasyDUB README (eval_pretrain.py output)",
+     {"retain": 0.3191, "forget": 9.2647, "val": 0.2639}, 0.001),
+    ("EasyDUB figure assets/compute_vs_klom.png (read off the plot)",
+     {"retain": 0.63, "forget": 9.26, "val": 0.66}, 0.03),
+)
+_CHECK_SPLITS = ("retain", "forget", "val")
+_REFERENCE_KLOM = {"bins": 20, "eps": 1e-5, "clip": 100.0, "binning": "reference",
+                   "direction": "unlearned_to_oracle"}
+
+
+def easydub_check_report(table, config: dict) -> str | None:
+    """This run's p95 KLOM of do_nothing on EasyDUB's forget set 2 beside both published
+    triples, and which one it reproduces; None unless the run scores that set from an
+    EasyDUB folder. `table`: klom.parquet's rows."""
+    source = config["models"].get("source") or {}
+    names = [name for name, spec in config["forget_sets"].items()
+             if spec.get("kind") == "published" and spec.get("id") == EASYDUB_CHECK_FORGET_SET]
+    if source.get("layout") != "easydub" or not names:
+        return None
+    rows = table[(table["forget_set"] == names[0]) & (table["method"] == "do_nothing")]
+    if not set(_CHECK_SPLITS) <= set(rows["split"]):
+        return None
+    ours = {split: float(rows.loc[rows["split"] == split, "klom_p95"].iloc[0])
+            for split in _CHECK_SPLITS}
+    floor = table[(table["forget_set"] == names[0]) & (table["method"] == "oracle_holdout")]
+    lines = [f"EasyDUB check: p95 KLOM of do_nothing on forget set {EASYDUB_CHECK_FORGET_SET} "
+             f"({names[0]})",
+             f"  {'split':<8}{'this run':>10}{'README':>10}{'figure':>10}{'noise floor':>13}"]
+    for split in _CHECK_SPLITS:
+        noise = floor.loc[floor["split"] == split, "klom_p95"]
+        noise_text = f"{float(noise.iloc[0]):>13.4f}" if len(noise) else f"{'-':>13}"
+        lines.append(f"  {split:<8}{ours[split]:>10.4f}"
+                     + "".join(f"{ref[split]:>10.4f}" for _, ref, _ in EASYDUB_CHECK_REFERENCES)
+                     + noise_text)
+    first = rows.iloc[0]
+    differences = []
+    counts = {"originals": int(first.get("n_unlearned", -1)),
+              "oracles": int(first.get("n_oracle", -1))}
+    for what, count in counts.items():
+        if count != EASYDUB_CHECK_MODELS:
+            differences.append(f"{count} {what} (the reference: {EASYDUB_CHECK_MODELS})")
+    for option, value in _REFERENCE_KLOM.items():
+        column = f"klom_{option}"
+        found = first.get(column, value)
+        found = found.item() if isinstance(found, np.generic) else found  # np.int64(10) -> 10
+        if found != value:
+            differences.append(f"klom.{option} {found!r} (the reference: {value!r})")
+    if differences:
+        lines.append("  Not comparable with either: " + "; ".join(differences) + ".")
+        return "\n".join(lines)
+    reproduced = False
+    for name, reference, tolerance in EASYDUB_CHECK_REFERENCES:
+        if all(abs(ours[split] - reference[split]) <= tolerance for split in _CHECK_SPLITS):
+            lines.append(f"  Reproduces the {name}: every split within {tolerance}.")
+            reproduced = True
+    if not reproduced:
+        lines.append("  Reproduces neither: " + "; ".join(
+            f"largest difference from the {name} "
+            f"{max(abs(ours[s] - ref[s]) for s in _CHECK_SPLITS):.4f} (tolerance {tolerance})"
+            for name, ref, tolerance in EASYDUB_CHECK_REFERENCES) + ".")
+    return "\n".join(lines)
+
+
 # Written by rule record_published_source; every table's provenance holds it.
 MANIFEST_PATH = "results/source/manifest.json"
 

@@ -511,6 +511,50 @@ def test_forget_set_file_digest_is_of_the_file_bytes():
         published.PUBLISHED_FORGET_SETS[2][2]
 
 
+# --- EasyDUB's check: the result beside both published triples ---
+
+
+def check_table(p95_by_split, n_models=100, floor=(0.6, 0.62, 0.64), **options):
+    import pandas as pd
+
+    rows = []
+    for method, values in (("do_nothing", p95_by_split), ("oracle_holdout", floor)):
+        for split, value in zip(("retain", "forget", "val"), values):
+            rows.append({"forget_set": "set_2", "method": method, "config_id": "x",
+                         "split": split, "n_unlearned": n_models, "n_oracle": n_models,
+                         "klom_p95": value, "klom_bins": 20, "klom_eps": 1e-5,
+                         "klom_clip": 100.0, "klom_binning": "reference",
+                         "klom_direction": "unlearned_to_oracle"} | options)
+    return pd.DataFrame(rows)
+
+
+def test_easydub_check_prints_both_references_and_which_it_reproduces(folders, fixture):
+    config = config_for("easydub", folders["easydub"], fixture)
+    readme = published.easydub_check_report(check_table((0.3191, 9.2647, 0.2639)), config)
+    lines = readme.splitlines()
+    assert lines[0].startswith("EasyDUB check: p95 KLOM of do_nothing on forget set 2 (set_2)")
+    # split, this run, README, figure, noise floor
+    assert lines[2].split() == ["retain", "0.3191", "0.3191", "0.6300", "0.6000"]
+    assert lines[3].split() == ["forget", "9.2647", "9.2647", "9.2600", "0.6200"]
+    assert lines[4].split() == ["val", "0.2639", "0.2639", "0.6600", "0.6400"]
+    assert lines[5:] == ["  Reproduces the EasyDUB README (eval_pretrain.py output): every "
+                         "split within 0.001."]
+    figure = published.easydub_check_report(check_table((0.65, 9.24, 0.64)), config)
+    assert figure.splitlines()[5:] == [
+        "  Reproduces the EasyDUB figure assets/compute_vs_klom.png (read off the plot): "
+        "every split within 0.03."]
+    neither = published.easydub_check_report(check_table((0.3191, 9.2647, 0.2659)), config)
+    assert "Reproduces neither: largest difference from the EasyDUB README (eval_pretrain.py " \
+           "output) 0.0020 (tolerance 0.001)" in neither
+    other_counts = published.easydub_check_report(
+        check_table((0.3191, 9.2647, 0.2639), n_models=4, klom_bins=10), config)
+    assert other_counts.splitlines()[-1] == (
+        "  Not comparable with either: 4 originals (the reference: 100); 4 oracles (the "
+        "reference: 100); klom.bins 10 (the reference: 20).")
+    klom_models = config_for("klom_models", folders["klom_models"], fixture)
+    assert published.easydub_check_report(check_table((0.3, 9.2, 0.2)), klom_models) is None
+
+
 # --- config ---
 
 
