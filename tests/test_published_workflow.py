@@ -99,6 +99,17 @@ def test_klom_of_do_nothing_and_of_the_reference_row_equal_klom_of_the_fixture(
                 assert p95 == pytest.approx(np.percentile(klom[points], 95), rel=1e-6)
 
 
+def test_the_easydub_check_is_printed_beside_both_references(published_run):
+    log = (published_run["folder"] / "results/logs/reduce_klom.log").read_text()
+    if published_run["layout"] != "easydub":
+        assert "EasyDUB check" not in log
+        return
+    assert "EasyDUB check: p95 KLOM of do_nothing on forget set 2 (set_2)" in log
+    assert "EasyDUB check" in published_run["output"]  # on the console too
+    # 4 models, 10 bins here: the check says it is not comparable with the references.
+    assert "Not comparable with either: 4 originals (the reference: 100)" in log
+
+
 def test_do_nothing_uses_the_published_margins(published_run, fixture):
     results = published_run["folder"] / "results"
     unlearned = np.load(next((results / "margins/unlearned/set_2/do_nothing").glob("*.npy")))

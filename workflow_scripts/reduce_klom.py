@@ -1,8 +1,11 @@
 from workflow_job import script_context
 
+import sys
+
 import pandas as pd
 
 from klomflow.io import provenance, read_parquet_metadata, save_parquet, write_text
+from klomflow.published import easydub_check_report
 from klomflow.render import summary_markdown
 from klomflow.tables import klom_table, with_forget_set_kinds, with_unchanged_weights
 
@@ -16,3 +19,7 @@ table = with_unchanged_weights(table, [pd.read_parquet(path) for path in snakema
 save_parquet(snakemake.output.table, table, provenance(config))
 write_text(snakemake.output.summary, summary_markdown(table))
 log(f"{len(table)} rows from {len(snakemake.input.klom)} KLOM files")
+# EasyDUB's check (config/easydub_check.yaml): the result beside both published figures.
+if check := easydub_check_report(table, config):
+    log(check)
+    print(check, file=sys.stderr)
