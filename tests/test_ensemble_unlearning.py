@@ -156,3 +156,44 @@ def test_a_method_whose_version_moved_on_runs_one_model_at_a_time(originals, mon
     unlearn_shard(config, setting, "random_30", np.arange(30), checkpoint, log=messages.append,
                   device=CPU)
     assert not any("together" in message for message in messages)
+
+
+def unequal_datas(change):
+    """Two tiny MLPs and their UnlearningData, model 1's changed by `change(fields)`."""
+    generator = torch.Generator().manual_seed(0)
+    train_x, train_y = torch.randn(40, 4, generator=generator), torch.arange(40) % 3
+    models = [build_model({"name": "mlp", "hidden": [5]}, (4,), 3, seed) for seed in (0, 1)]
+    datas = []
+    for member in range(2):
+        fields = {"train_x": train_x, "train_y": train_y, "forget_indices": torch.arange(10),
+                  "retain_indices": torch.arange(10, 39), "n_classes": 3}
+        if member == 1:
+            change(fields)
+        datas.append(UnlearningData(**fields, generator=torch.Generator().manual_seed(member),
+                                    device=CPU, log=lambda message: None,
+                                    extras={"holdout_oracle_logits": np.zeros((2, 50, 3),
+                                                                              np.float32),
+                                            "datamodels": np.zeros((40, 50, 3), np.float32)}))
+    return models, datas
+
+
+UNEQUAL = {
+    # One point moved from retain to forget: as many points in all, but not per split.
+    "forget": lambda fields: fields.update(forget_indices=torch.arange(11),
+                                           retain_indices=torch.arange(11, 39)),
+    # A larger retain set alone (model 0's is a subset of it).
+    "retain": lambda fields: fields.update(retain_indices=torch.arange(10, 40)),
+    "train_x": lambda fields: fields.update(train_x=fields["train_x"] + 1),
+    "train_y": lambda fields: fields.update(train_y=torch.flip(fields["train_y"], [0])),
+}
+
+
+@pytest.mark.parametrize("difference", UNEQUAL)
+@pytest.mark.parametrize("name", sorted(ensemble_unlearning.TOGETHER))
+def test_a_twin_refuses_models_whose_data_differ(name, difference):
+    """Every twin takes sizes, training set and device from model 0: a model with other
+    forget or retain sizes or another training set is refused, not silently subsampled."""
+    models, datas = unequal_datas(UNEQUAL[difference])
+    params = stringent_params(name)
+    with pytest.raises(ValueError, match=f"model 1.*{difference}"):
+        ensemble_unlearning.together(METHODS[name])(models, datas, params)
