@@ -132,6 +132,9 @@ def test_ensemble_shards_keep_the_checkpoint_format_and_are_deterministic(config
         for key in ("index", "seed", "train_indices_sha256"):
             assert joint[key] == single[key]
         assert joint["train_seconds"] > 0
+        # Its share of the ensemble's wall time, flagged as such; one model's own is not.
+        assert joint["train_seconds_amortised"] is True
+        assert single["train_seconds_amortised"] is False
         assert {name: value.shape for name, value in joint["state_dict"].items()} == {
             name: value.shape for name, value in single["state_dict"].items()}
     # Four epochs of the same steps: the two paths agree closely, not just in format.

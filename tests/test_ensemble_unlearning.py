@@ -110,6 +110,9 @@ def test_an_ensemble_unlearns_as_the_method_does_one_model_at_a_time(originals, 
     assert (joint_runs["changed_weights"] > 0).all()
     assert list(joint_runs.columns) == list(alone_runs.columns)
     assert (joint_runs["unlearning_seconds"] > 0).all()
+    # A model's share of the ensemble's wall time is flagged as such; one model's own is not.
+    assert joint_runs["unlearning_seconds_amortised"].tolist() == [True] * 3
+    assert alone_runs["unlearning_seconds_amortised"].tolist() == [False] * 3
     # The method's own messages (e.g. oracle_matching's drawn oracles) are logged alike.
     assert ([message for message in messages if message.startswith(f"{name}:")]
             == [message for message in alone_messages if message.startswith(f"{name}:")])
