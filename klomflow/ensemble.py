@@ -109,8 +109,13 @@ class StackedBatchNorm2d(nn.BatchNorm2d):
 
     def __init__(self, norms: list[nn.BatchNorm2d]):
         first = norms[0]
+        # The members' dtype and device (nn.BatchNorm2d's default is float32 on the CPU, which
+        # a float64 or half-precision model cannot run against).
+        like = next((tensor for tensor in (first.weight, first.running_mean)
+                     if tensor is not None), None)
+        placement = {} if like is None else {"dtype": like.dtype, "device": like.device}
         super().__init__(first.num_features * len(norms), first.eps, first.momentum,
-                         first.affine, first.track_running_stats)
+                         first.affine, first.track_running_stats, **placement)
         self.channels = first.num_features
         with torch.no_grad():
             for name in ("weight", "bias", "running_mean", "running_var"):

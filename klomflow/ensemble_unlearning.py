@@ -26,12 +26,19 @@ scrub's and bad_teaching's losses are float32 over rows of classes
 [M, batch, C], as the methods compute them on one model's [batch, C], so
 their float32 rounding is the same.
 
+Every twin runs its models on one training set (model 0's, on its device) and
+takes every model through the same number of steps, so it refuses models whose
+data differ in training set, device or forget and retain sizes
+(`_require_alike`) rather than subsample them silently.
+
 `TOGETHER` maps a method name to (the method version its twin follows, the
 twin). A method whose `version` moved on runs one model at a time again until
 its twin here is updated: a changed update rule never runs in two versions.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -46,6 +53,51 @@ from klomflow.methods import scrub as scrub_method
 from klomflow.methods.base import random_labels, shuffled_batches
 from klomflow.methods.neggrad_plus import forget_batches_forever
 from klomflow.training import autocast
+
+
+def _require_alike(models, datas) -> None:
+    """What every twin takes from model 0's data alone must be every model's.
+
+    The twins index one training set (`datas[0].train_x`, `train_y`, on
+    `datas[0].device`) with each model's own rows, and every model takes the same
+    steps, so each needs as many forget and as many retain points as model 0: with
+    more, it would silently train on a subsample; with fewer, fail on an index.
+    """
+    if len(models) != len(datas):
+        raise ValueError(f"ensemble unlearning: {len(models)} models but {len(datas)} "
+                         "UnlearningData")
+    first = datas[0]
+    for member, data in enumerate(datas[1:], start=1):
+        for name in ("train_x", "train_y"):
+            mine, model_0s = getattr(data, name), getattr(first, name)
+            if mine is not model_0s and not (mine.shape == model_0s.shape
+                                             and mine.device == model_0s.device
+                                             and torch.equal(mine, model_0s)):
+                raise ValueError(f"ensemble unlearning: model {member}'s {name} is not model "
+                                 f"0's; an ensemble unlearns on one training set")
+        for name in ("device", "n_classes"):
+            if getattr(data, name) != getattr(first, name):
+                raise ValueError(f"ensemble unlearning: model {member}'s {name} "
+                                 f"{getattr(data, name)} is not model 0's "
+                                 f"({getattr(first, name)})")
+        for split in ("forget", "retain"):
+            mine, model_0s = (len(getattr(d, f"{split}_indices")) for d in (data, first))
+            if mine != model_0s:
+                raise ValueError(
+                    f"ensemble unlearning: model {member} has {mine} {split} points, model 0 "
+                    f"has {model_0s}; the models of an ensemble take the same steps and need "
+                    "as many (set train.ensemble: false to unlearn one model at a time)")
+
+
+def _twin(function):
+    """A twin that first checks its models' data with `_require_alike`."""
+
+    @functools.wraps(function)
+    def checked(models, datas, params):
+        _require_alike(models, datas)
+        return function(models, datas, params)
+
+    return checked
 
 
 def _sgd(ensemble, params):
@@ -111,14 +163,17 @@ def _cross_entropy_epochs(models, datas, params, index_of, sign):
     return _finish(models, ensemble)
 
 
+@_twin
 def gradient_ascent(models, datas, params):
     return _cross_entropy_epochs(models, datas, params, lambda data: data.forget_indices, -1.0)
 
 
+@_twin
 def gradient_descent(models, datas, params):
     return _cross_entropy_epochs(models, datas, params, lambda data: data.retain_indices, 1.0)
 
 
+@_twin
 def neggrad_plus(models, datas, params):
     ensemble = Ensemble(models).to(datas[0].device)
     ensemble.train()
@@ -153,6 +208,7 @@ def _random_label_epoch(ensemble, optimizer, datas, params, step=None):
                          params["batch_size"], step=step)
 
 
+@_twin
 def random_label(models, datas, params):
     """methods.random_label: per epoch, methods.base.random_label_epoch for every model."""
     ensemble = Ensemble(models).to(datas[0].device)
@@ -163,6 +219,7 @@ def random_label(models, datas, params):
     return _finish(models, ensemble)
 
 
+@_twin
 def salun(models, datas, params):
     """methods.salun: each model's saliency mask at its original weights (the method's own
     forget_gradient and saliency_mask, one model at a time), then random-label epochs
@@ -222,6 +279,7 @@ def _distillation_kls(student_logits, teacher_logits, temperature):
     return kl.sum((1, 2)) / student_logits.shape[2] * temperature ** 2
 
 
+@_twin
 def scrub(models, datas, params):
     """methods.scrub: students from the originals against the frozen originals (teachers,
     evaluation mode); per epoch its learning rate, max-steps on the forget set in the first
@@ -262,6 +320,7 @@ def scrub(models, datas, params):
     return _finish(models, student)
 
 
+@_twin
 def bad_teaching(models, datas, params):
     """methods.bad_teaching: each model's incompetent teacher (the method's own, from its
     generator), its retain sample, then Adam on the KL to the mixed teachers' targets."""
@@ -337,12 +396,14 @@ def _match_logits(models, datas, indices, targets, params):
     return _finish(models, ensemble)
 
 
+@_twin
 def oracle_matching(models, datas, params):
     """methods.oracle_matching: each model's oracle subset and retain sample, then matching."""
     prepared = [oracle_matching_method.matching_targets(data, params) for data in datas]
     return _match_logits(models, datas, *zip(*prepared), params)
 
 
+@_twin
 def dmm(models, datas, params):
     """methods.dmm: each model's retain sample and targets (from its original logits, before
     any fine-tuning), then matching."""

@@ -24,6 +24,17 @@ SPLIT_COLOURS = {"forget": "tab:red", "retain": "tab:blue", "val": "tab:green"}
 UNLEARNED_COLOUR, ORACLE_COLOUR, FLOOR_COLOUR = "tab:purple", "tab:orange", "0.4"
 # Cost axis floor: doing nothing takes microseconds, a log axis needs a positive value.
 MIN_COST_FRACTION = 1e-6
+# How a setting's unlearning_seconds were measured (setting_summary's unlearning_timing),
+# and its marker on the cost axis: a model's share of an ensemble's wall time (the
+# ensemble's time over its models, klomflow/ensemble_unlearning.py) is not one model's
+# wall time alone, so the two are told apart wherever they share an axis.
+TIMING_MARKERS = {"alone": "o", "amortised": "s", "mixed": "D", "unrecorded": "X"}
+TIMING_SYMBOLS = {"alone": "circles", "amortised": "squares", "mixed": "diamonds",
+                  "unrecorded": "crosses"}
+TIMING_WORDS = {"alone": "one model timed alone",
+                "amortised": "amortised (an ensemble's wall time / its models)",
+                "mixed": "some models timed alone, some amortised",
+                "unrecorded": "not recorded whether amortised"}
 
 
 def save(figure, path) -> None:
@@ -162,46 +173,88 @@ def margin_histogram_figure(unlearned: dict, oracle, per_point: dict, diagnostic
     return figure
 
 
-def setting_summary(klom_table: pd.DataFrame, accuracy: pd.DataFrame, retrain_seconds: float):
-    """One row per method setting of one forget set: average_95, accuracies, cost."""
+def timing(amortised: pd.Series) -> str:
+    """How a group of models' seconds were measured (a key of TIMING_WORDS), from their
+    `*_seconds_amortised` flags (None or NaN: not recorded)."""
+    if amortised.isna().any():
+        return "unrecorded"
+    if amortised.astype(bool).all():
+        return "amortised"
+    return "alone" if not amortised.astype(bool).any() else "mixed"
+
+
+def setting_summary(klom_table: pd.DataFrame, accuracy: pd.DataFrame, retrain_seconds: float,
+                    retrain_timing: str = "unrecorded"):
+    """One row per method setting of one forget set: average_95, accuracies, cost.
+
+    unlearning_timing says how the setting's seconds were measured (a key of
+    TIMING_WORDS); retrain_timing (attrs) how retraining's were.
+    """
     settings = (klom_table[klom_table["method"] != NOISE_FLOOR]
                 .drop_duplicates(["method", "config_id"])
                 [["method", "config_id", "diagnostic", "average_95", "selected"]])
     runs = accuracy[~accuracy["method"].isin(["original", "oracle"])]
     means = (runs.groupby(["method", "config_id"])
              [["unlearning_seconds", "forget_accuracy", "val_accuracy"]].mean().reset_index())
+    if "unlearning_seconds_amortised" in runs:
+        timings = (runs.groupby(["method", "config_id"])["unlearning_seconds_amortised"]
+                   .agg(timing).rename("unlearning_timing").reset_index())
+        means = means.merge(timings, on=["method", "config_id"], how="left")
+    else:  # accuracy tables from before the flag
+        means["unlearning_timing"] = "unrecorded"
     summary = settings.merge(means, on=["method", "config_id"], how="left")
+    summary["unlearning_timing"] = summary["unlearning_timing"].fillna("unrecorded")
     # Published models come without their training time: then the cost axis is seconds.
     denominator = retrain_seconds if np.isfinite(retrain_seconds) else 1.0
     summary["cost_fraction"] = np.maximum(summary["unlearning_seconds"] / denominator,
                                           MIN_COST_FRACTION)
     summary.attrs["retrain_seconds_known"] = bool(np.isfinite(retrain_seconds))
+    summary.attrs["retrain_timing"] = retrain_timing
     return summary.sort_values(["method", "config_id"]).reset_index(drop=True)
 
 
-def _scatter_settings(ax, summary, x, y):
+def _scatter_settings(ax, summary, x, y, timing_markers=False):
+    """Every setting a small dot, the selected ones large, one colour per method; with
+    `timing_markers`, each dot's shape says how its time was measured (TIMING_MARKERS)."""
     methods = sorted(summary["method"].unique())
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 1)))
     for colour, method in zip(colours, methods):
         rows = summary[summary["method"] == method]
-        ax.scatter(rows[x], rows[y], s=12, color=colour, alpha=0.35)
-        chosen = rows[rows["selected"]]
         label = _label(method, bool(rows["diagnostic"].iloc[0]))
-        ax.scatter(chosen[x], chosen[y], s=60, color=colour, edgecolor="k", label=label)
+        groups = rows.groupby("unlearning_timing") if timing_markers else [("alone", rows)]
+        for kind, group in groups:
+            ax.scatter(group[x], group[y], s=12, color=colour, alpha=0.35,
+                       marker=TIMING_MARKERS[kind])
+        chosen = rows[rows["selected"]]
+        marker = (TIMING_MARKERS[chosen["unlearning_timing"].iloc[0]]
+                  if timing_markers and len(chosen) else "o")
+        ax.scatter(chosen[x], chosen[y], s=60, color=colour, edgecolor="k", label=label,
+                   marker=marker)
+
+
+def _cost_note(summary) -> str:
+    """What the cost axis's seconds are: how each marker's and retraining's were measured."""
+    present = set(summary.get("unlearning_timing", []))
+    note = "unlearning: " + "; ".join(f"{TIMING_SYMBOLS[kind]}: {TIMING_WORDS[kind]}"
+                                      for kind in TIMING_WORDS if kind in present)
+    if summary.attrs.get("retrain_seconds_known", True):
+        note += f"\nretraining: {TIMING_WORDS[summary.attrs.get('retrain_timing', 'unrecorded')]}"
+    return note
 
 
 def klom_vs_cost_figure(summary: pd.DataFrame, floor_average: float, forget_set: str):
     """average_95 of every setting against its wall time as a fraction of retraining."""
     figure, ax = plt.subplots(figsize=(8, 5.5))
-    _scatter_settings(ax, summary, "cost_fraction", "average_95")
+    _scatter_settings(ax, summary, "cost_fraction", "average_95", timing_markers=True)
     ax.axhline(floor_average, color=FLOOR_COLOUR, linestyle="--", label="noise floor")
     ax.set_xscale("log")
     if summary.attrs.get("retrain_seconds_known", True):
         ax.axvline(1.0, color="k", linestyle=":", label="retraining")
-        ax.set_xlabel("unlearning wall time / retraining wall time (mean over models)")
+        ax.set_xlabel("unlearning wall time / retraining wall time per model (mean over "
+                      f"models)\n{_cost_note(summary)}", fontsize=8)
     else:
-        ax.set_xlabel("unlearning wall time, seconds (mean over models; the published models' "
-                      "training time is unknown)")
+        ax.set_xlabel("unlearning wall time per model, seconds (mean over models; the published "
+                      f"models' training time is unknown)\n{_cost_note(summary)}", fontsize=8)
     ax.set_ylabel("average_95 KLOM (scored oracles)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"{forget_set}: KLOM against unlearning cost\n"

@@ -135,6 +135,8 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
             "train_indices": keep.astype(np.int32),
             "train_indices_sha256": indices_digest(keep),
             "train_seconds": finished["train_seconds"],
+            # None: saved before the flag existed (whether shared is unknown).
+            "train_seconds_amortised": finished.get("train_seconds_amortised"),
             "state_dict": finished["state_dict"],
         })
         logits.append(finished["logits"])
@@ -188,7 +190,7 @@ def _train_one(config, dataset, x, y, recipe, seed, label, fingerprint, current_
     logits = predict_logits(model, dataset.eval_x, device)
     state_dict = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
     return {"fingerprint": fingerprint, "state_dict": state_dict, "logits": logits,
-            "train_seconds": seconds}
+            "train_seconds": seconds, "train_seconds_amortised": False}
 
 
 def _train_together(config, dataset, members, recipe, resume_dir, device, log):
@@ -197,7 +199,8 @@ def _train_together(config, dataset, members, recipe, resume_dir, device, log):
 
     Each model is built from its seed and shuffled by its own generator, as in
     `_train_one`. Its recorded training time is its share of the ensemble's wall
-    time (the ensemble's time over its size): what the model cost.
+    time (the ensemble's time over its size): what the model cost, amortised,
+    and flagged as such (`train_seconds_amortised`).
     """
     labels = [member["label"] for member in members]
     models = [build_model(config["model"], dataset.input_shape, dataset.n_classes,
@@ -224,7 +227,8 @@ def _train_together(config, dataset, members, recipe, resume_dir, device, log):
         model.load_state_dict(state)
         save_torch(member["path"], {"fingerprint": member["fingerprint"], "state_dict": state,
                                     "logits": predict_logits(model, dataset.eval_x, device),
-                                    "train_seconds": seconds})
+                                    "train_seconds": seconds,
+                                    "train_seconds_amortised": True})
 
 
 def finish_resume(resume_dir) -> None:
@@ -255,11 +259,14 @@ def _timed(function, device):
 
 
 def _run_method(config, method, setting, prepared, device, log):
-    """Per prepared model (record, seed, model, data): (the method's result, its seconds).
+    """Per prepared model (record, seed, model, data): (the method's result, its seconds,
+    whether those seconds are amortised).
 
     With `train.ensemble` and a method that has an ensemble twin
     (klomflow/ensemble_unlearning.py), all models run together and each is
-    charged its share of the time; otherwise one model after another.
+    charged its share of the time (amortised: the ensemble's wall time over its
+    models, not one model's wall time alone); otherwise one model after another,
+    each timed alone.
     """
     twin = ensemble_unlearning.together(method)
     if config["train"].get("ensemble", True) and twin is not None and len(prepared) > 1:
@@ -274,13 +281,14 @@ def _run_method(config, method, setting, prepared, device, log):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(chunk[0][1])  # any stray global draw is seeded too
                 results, seconds = _timed(partial(twin, models, datas, setting.params), device)
-            outcomes += [(result, seconds / len(chunk)) for result in results]
+            outcomes += [(result, seconds / len(chunk), True) for result in results]
         return outcomes
     outcomes = []
     for _, seed, model, data in prepared:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # any stray global draw is seeded too
-            outcomes.append(_timed(partial(method.unlearn, model, data, setting.params), device))
+            outcomes.append((*_timed(partial(method.unlearn, model, data, setting.params), device),
+                             False))
     return outcomes
 
 
@@ -314,7 +322,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
         prepared.append((record, seed, model, data))
     logits, rows, states = [], [], []
     outcomes = _run_method(config, method, setting, prepared, device, log)
-    for (record, seed, model, _), (result, seconds) in zip(prepared, outcomes):
+    for (record, seed, model, _), (result, seconds, amortised) in zip(prepared, outcomes):
         index = record["index"]
         if method.outputs_logits:  # predicted logits; the weights stay the original's
             model_logits = np.asarray(result, dtype=np.float32)
@@ -327,7 +335,8 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
         forget_accuracy = float(correct[np.asarray(forget_indices)].mean())
         changed = changed_weights(record["state_dict"], model.state_dict())
         log(f"{setting.entry}/{setting.config_id} on {forget_set}: model {index} (seed {seed}) "
-            f"unlearned in {seconds:.2f}s; forget accuracy {forget_accuracy:.3f}; "
+            f"unlearned in {seconds:.2f}s{' (its share of the ensemble)' if amortised else ''}; "
+            f"forget accuracy {forget_accuracy:.3f}; "
             f"{changed} weights changed"
             f"{'; DIVERGED (NaN or infinite outputs)' if diverged else ''}")
         if changed == 0 and not method.outputs_logits and method.name != "do_nothing":
@@ -337,7 +346,8 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
                 f"{index} unchanged on {forget_set}")
         logits.append(model_logits)
         rows.append({"index": index, "seed": seed, "original_seed": record["seed"],
-                     "unlearning_seconds": seconds, "diverged": diverged,
+                     "unlearning_seconds": seconds, "unlearning_seconds_amortised": amortised,
+                     "diverged": diverged,
                      "changed_weights": changed})
         states.append({name: value.detach().cpu().clone()
                        for name, value in model.state_dict().items()})

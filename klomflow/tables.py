@@ -176,7 +176,7 @@ def top1_correct(logits, labels) -> np.ndarray:
 
 
 def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
-                  changed=None, labels=None):
+                  changed=None, labels=None, amortised=None):
     """Forget, retain and validation accuracy of each model.
 
     scores: logits [n_models, n_points, n_classes] with `labels`, giving top-1
@@ -184,7 +184,9 @@ def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, s
     [n_models, n_points], giving the fraction of points with a positive margin
     (p_y > 1/2, a lower bound on top-1) in `{split}_margin_accuracy`.
     seconds and changed (unlearned runs only): unlearning wall time and how
-    many weights the method changed, per model.
+    many weights the method changed, per model; amortised: whether a model's
+    seconds are its share of an ensemble's wall time (wall time / models)
+    rather than its own wall time alone.
     """
     scores = np.asarray(scores)
     if scores.ndim == 3:
@@ -203,6 +205,8 @@ def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, s
             entry[f"{split}_{suffix}"] = float(correct[row, splits == split].mean())
         if seconds is not None:
             entry["unlearning_seconds"] = float(seconds[row])
+        if amortised is not None:
+            entry["unlearning_seconds_amortised"] = bool(amortised[row])
         if changed is not None:
             entry["changed_weights"] = int(changed[row])
         entry["diverged"] = not bool(finite[row])
@@ -260,6 +264,8 @@ def accuracy_table(config: dict, identity: dict, n_train: int, labels, original,
     for group, margins, seeds, runs in model_groups(config, original, oracles, unlearned):
         costs = {} if runs is None else {"seconds": runs["unlearning_seconds"].to_numpy(),
                                          "changed": runs["changed_weights"].to_numpy()}
+        if runs is not None and "unlearning_seconds_amortised" in runs:  # not in older runs
+            costs["amortised"] = runs["unlearning_seconds_amortised"].to_numpy()
         rows += accuracy_rows(scores_of(group, margins, logits_of),
                               forget_sets[group["forget_set"]], n_train, identity | group, seeds,
                               labels=labels, **costs)

@@ -40,3 +40,20 @@ def test_a_diverged_model_has_no_accuracy():
     rows = accuracy_rows(logits, [1], 3, {}, [0, 1], labels=LABELS)
     assert rows[1]["diverged"] and np.isnan(rows[1]["retain_accuracy"])
     assert not rows[0]["diverged"]
+
+
+def test_the_accuracy_table_says_which_seconds_are_an_ensembles_share():
+    import pandas as pd
+
+    from klomflow.tables import accuracy_table
+
+    margins = margins_from_logits(np.concatenate([LOGITS, LOGITS]), LABELS)
+    runs = pd.DataFrame({"forget_set": "f", "method": "scrub", "config_id": "a", "seed": [0, 1],
+                         "unlearning_seconds": [0.5, 0.5], "changed_weights": [3, 4],
+                         "unlearning_seconds_amortised": [True, True]})
+    table = accuracy_table({}, {}, 3, LABELS, None, {"f": [1]}, {}, [(margins, runs)])
+    assert table["unlearning_seconds_amortised"].tolist() == [True, True]
+    # Runs tables written before the flag: no claim either way.
+    older = accuracy_table({}, {}, 3, LABELS, None, {"f": [1]}, {},
+                           [(margins, runs.drop(columns="unlearning_seconds_amortised"))])
+    assert "unlearning_seconds_amortised" not in older

@@ -132,6 +132,9 @@ def test_ensemble_shards_keep_the_checkpoint_format_and_are_deterministic(config
         for key in ("index", "seed", "train_indices_sha256"):
             assert joint[key] == single[key]
         assert joint["train_seconds"] > 0
+        # Its share of the ensemble's wall time, flagged as such; one model's own is not.
+        assert joint["train_seconds_amortised"] is True
+        assert single["train_seconds_amortised"] is False
         assert {name: value.shape for name, value in joint["state_dict"].items()} == {
             name: value.shape for name, value in single["state_dict"].items()}
     # Four epochs of the same steps: the two paths agree closely, not just in format.
@@ -179,3 +182,31 @@ def test_a_shard_larger_than_the_ensemble_limit_trains_in_chunks(config, tmp_pat
     starts = [m for m in messages if m.startswith("training ")]
     assert [m.split(" models")[0] for m in starts] == ["training 2", "training 1"]
     np.testing.assert_allclose(chunked, whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_a_resnet9_ensemble_keeps_its_members_dtype(dtype):
+    """BatchNorm's stacked weights and running statistics take the members' dtype: a float64
+    or half-precision ResNet-9 ensemble runs, and unstacks to the members' dtype."""
+    members = [build_model({"name": "resnet9"}, (3, 12, 12), 3, seed).to(dtype) for seed in (0, 1)]
+    ensemble = Ensemble(members).eval()
+    assert {value.dtype for name, value in ensemble.state_dict().items()
+            if not name.endswith("num_batches_tracked")} == {dtype}
+    x = torch.randn(2, 4, 3, 12, 12, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        joint = ensemble(x)
+        assert joint.dtype == dtype
+        if dtype == torch.float64:  # the models' own outputs, to float64 rounding
+            for member, model in enumerate(members):
+                torch.testing.assert_close(joint[member].T, model.eval()(x[member]), atol=1e-12,
+                                           rtol=0)
+    for state, model in zip(ensemble.unstack(), members):
+        assert {name: value.dtype for name, value in state.items()} == {
+            name: value.dtype for name, value in model.state_dict().items()}
+
+
+def test_stacked_batchnorm_is_made_on_the_members_device():
+    """Built where its members are (here the meta device), not on the CPU."""
+    members = [build_model({"name": "resnet9"}, (3, 12, 12), 3, seed).to("meta") for seed in (0, 1)]
+    ensemble = Ensemble(members)
+    assert {value.device.type for value in ensemble.state_dict().values()} == {"meta"}

@@ -239,3 +239,42 @@ def test_accuracy_figure_marks_the_oracles_and_the_noise_floor():
         expected = sorted([a, b] for a, b in zip(summary["average_95"], summary[column]))
         # Every setting once as a small dot, the selected ones again as large dots.
         assert sorted({tuple(p) for p in points}) == sorted({tuple(p) for p in expected})
+
+
+def test_the_cost_figure_tells_amortised_times_from_times_alone():
+    """A twin's unlearning_seconds are its share of an ensemble's wall time, other methods'
+    one model's own: the cost axis marks which is which, and says how retraining was timed."""
+    from matplotlib.markers import MarkerStyle
+
+    klom_table, accuracy = summary_inputs()
+    # scrub ran as an ensemble (both settings), oracle_matching's two models disagree,
+    # do_nothing ran alone; the originals and oracles have no unlearning time.
+    accuracy["unlearning_seconds_amortised"] = [None, None, None, True, True, True, True, False]
+    accuracy.loc[accuracy["method"] == "oracle_matching", "unlearning_seconds_amortised"] = None
+    summary = figures.setting_summary(klom_table, accuracy, retrain_seconds=20.0,
+                                      retrain_timing="amortised")
+    assert dict(zip(summary["method"] + "/" + summary["config_id"],
+                    summary["unlearning_timing"])) == {
+        "do_nothing/d": "alone", "oracle_matching/c": "unrecorded", "scrub/a": "amortised",
+        "scrub/b": "amortised"}
+    mixed = accuracy.copy()
+    mixed.loc[4, "unlearning_seconds_amortised"] = False  # one of scrub a's two models
+    assert figures.setting_summary(klom_table, mixed, 20.0)["unlearning_timing"][2] == "mixed"
+
+    figure = figures.klom_vs_cost_figure(summary, floor_average=0.7, forget_set="random_30")
+    ax = figure.axes[0]
+
+    def shape(marker):
+        style = MarkerStyle(marker)
+        return style.get_path().transformed(style.get_transform()).vertices.round(6).tolist()
+
+    big = {collection.get_label(): collection.get_paths()[0].vertices.round(6).tolist()
+           for collection in ax.collections
+           if isinstance(collection, PathCollection) and collection.get_sizes()[0] == 60}
+    assert big == {"do_nothing": shape("o"), "oracle_matching †": shape("X"),
+                   "scrub": shape("s")}
+    label = ax.get_xlabel()
+    assert "circles: one model timed alone" in label
+    assert "squares: amortised (an ensemble's wall time / its models)" in label
+    assert "crosses: not recorded" in label and "diamonds" not in label
+    assert "retraining: amortised" in label

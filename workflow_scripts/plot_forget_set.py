@@ -18,8 +18,12 @@ klom = klom[klom["forget_set"] == forget_set]
 accuracy = with_accuracy_columns(pd.read_parquet(snakemake.input.accuracy))
 accuracy = accuracy[accuracy["forget_set"] == forget_set]
 training = pd.read_parquet(snakemake.input.training_seconds)
-retrain_seconds = training.loc[(training["role"] == "oracle")
-                               & (training["forget_set"] == forget_set), "train_seconds"].mean()
+retraining = training[(training["role"] == "oracle") & (training["forget_set"] == forget_set)]
+retrain_seconds = retraining["train_seconds"].mean()
+# Tables from before the flag lack the column: not recorded.
+retrain_timing = (figures.timing(retraining["train_seconds_amortised"])
+                  if "train_seconds_amortised" in retraining and len(retraining)
+                  else "unrecorded")
 
 # Files of every setting on this forget set, keyed by (method, config_id): the per-point
 # KLOM file's metadata names its setting; the margins come in the same order.
@@ -39,7 +43,7 @@ for method, config_id in zip(selected["method"], selected["config_id"]):
 options = KlomOptions(**snakemake.params.klom_options)
 points = figures.histogram_points(per_point, load_array(snakemake.input.forget_set),
                                   snakemake.params.histogram_points)
-summary = figures.setting_summary(klom, accuracy, retrain_seconds)
+summary = figures.setting_summary(klom, accuracy, retrain_seconds, retrain_timing)
 floor = klom.loc[klom["method"] == NOISE_FLOOR, "average_95"]
 floor_average = float(floor.iloc[0]) if len(floor) else np.nan
 oracle = accuracy[accuracy["method"] == "oracle"]
@@ -56,4 +60,4 @@ figures.save(figures.klom_vs_cost_figure(summary, floor_average, forget_set), ou
 figures.save(figures.accuracy_vs_klom_figure(summary, oracle_accuracy, floor_average, forget_set),
              output.accuracy_vs_klom)
 log(f"{forget_set}: 5 figures; margin histograms at forget points {points}; "
-    f"retraining takes {retrain_seconds:.2f}s per model")
+    f"retraining takes {retrain_seconds:.2f}s per model ({figures.TIMING_WORDS[retrain_timing]})")

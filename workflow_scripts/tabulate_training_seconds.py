@@ -13,8 +13,10 @@ for path in [*snakemake.input.original, *snakemake.input.oracle]:
     for model in checkpoint["models"]:
         rows.append({"role": checkpoint["role"], "forget_set": checkpoint["forget_set"] or "",
                      "index": int(model["index"]), "seed": int(model["seed"]),
-                     "train_seconds": float(model["train_seconds"])})
+                     "train_seconds": float(model["train_seconds"]),
+                     # True: its share of an ensemble's wall time; None: not recorded.
+                     "train_seconds_amortised": model.get("train_seconds_amortised")})
 # No rows when every model is imported from a published folder (no training time).
-columns = ["role", "forget_set", "index", "seed", "train_seconds"]
+columns = ["role", "forget_set", "index", "seed", "train_seconds", "train_seconds_amortised"]
 save_parquet(snakemake.output.table, pd.DataFrame(rows, columns=columns), provenance(config))
 log(f"training seconds of {len(rows)} models")
