@@ -80,6 +80,33 @@ def check_schema(config: dict) -> None:
     raise ConfigError("invalid config:\n  " + "\n  ".join(messages))
 
 
+def in_schema_order(value, schema: dict):
+    """`value` with every mapping's keys in the order `schema` declares them.
+
+    Snakemake compares a job's params by repr(), in which a dict's key order shows: without
+    this, the same config with its keys in another order (re-saved by yaml.safe_dump, which
+    sorts them) plans finished jobs again. Declared order, not sorted order: a config written
+    in the documented order (config.yaml's) keeps the params it had, so finished runs stay
+    finished. Named mappings (forget sets, method entries) keep the config's order, which
+    tables and figures follow; rules whose params list them sort the names themselves.
+    """
+    if not isinstance(value, dict) or not isinstance(schema, dict):
+        return value
+    # A forget set: the schema of its kind (one oneOf branch per kind).
+    for branch in schema.get("oneOf", []):
+        if branch.get("properties", {}).get("kind", {}).get("const") == value.get("kind"):
+            schema = branch
+            break
+    properties = schema.get("properties", {})
+    if not properties:  # a mapping of names
+        entry = schema.get("additionalProperties")
+        return {key: in_schema_order(item, entry) for key, item in value.items()}
+    ordered = {key: in_schema_order(value[key], properties[key])
+               for key in properties if key in value}
+    # Undeclared keys fail the schema check; sorted here so the order is canonical anyway.
+    return ordered | {key: value[key] for key in sorted(set(value) - set(ordered), key=str)}
+
+
 def with_defaults(config: dict) -> dict:
     """A copy of `config` with every optional section key filled in."""
     resolved = json.loads(json.dumps(config))
@@ -300,7 +327,9 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
     Raises ConfigError naming the key at fault.
     """
     check_schema(config)
-    resolved = with_defaults(config)
+    # Every later step keeps key order, so the resolved config (and every job's params) is in
+    # one order whatever the order of the file.
+    resolved = with_defaults(in_schema_order(config, yaml.safe_load(SCHEMA_PATH.read_text())))
     check_schema(resolved)
     if resolved["dataset"]["name"] == "digits" and resolved["model"]["name"] == "resnet9":
         raise ConfigError("model.name: resnet9 needs image inputs; digits are flat 64-vectors")

@@ -447,7 +447,8 @@ def accuracy_logit_groups(forget_sets=None):
                     config_id=setting.config_id,
                     shard=range(n_shards("original")),
                 )
-    return groups
+    # Sorted: a lookup table, and a rule's param, whose repr must not follow the config's order.
+    return dict(sorted(groups.items()))
 
 
 def accuracy_logit_files(forget_sets=None):
@@ -536,7 +537,8 @@ def interval_files(wildcards=None):
 
 
 def class_forget_sets():
-    return [f for f in FORGET_SETS if config["forget_sets"][f]["kind"] == "class"]
+    """Sorted, not in the config's order: the class-accuracy rule's params list them."""
+    return sorted(f for f in FORGET_SETS if config["forget_sets"][f]["kind"] == "class")
 
 
 def oracle_checkpoints(wildcards=None):

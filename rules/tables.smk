@@ -27,8 +27,14 @@ rule tabulate_accuracy:
         manifest=source_manifest,
         points=rules.prepare_data.output.points,
         original=rules.gather_original_margins.output.margins,
-        oracle=expand(rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS),
-        forget_sets=expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
+        # Sorted, as the forget_sets param that names them: not in the config's order, which
+        # would show in the param (a rerun trigger).
+        oracle=expand(
+            rules.gather_oracle_margins.output.scored, forget_set=sorted(FORGET_SETS)
+        ),
+        forget_sets=expand(
+            rules.make_forget_set.output.indices, forget_set=sorted(FORGET_SETS)
+        ),
         unlearned=unlearned_margin_files(),
         runs=unlearned_run_files(),
         # Logits: accuracy is top-1 (klomflow/tables.py).
@@ -43,7 +49,7 @@ rule tabulate_accuracy:
     params:
         logit_groups=accuracy_logit_groups(FORGET_SETS),
         # The names of the forget-set and oracle inputs, in their order.
-        forget_sets=FORGET_SETS,
+        forget_sets=sorted(FORGET_SETS),
         identity={
             "dataset": config["dataset"]["name"],
             "model": config["model"]["name"],

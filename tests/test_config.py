@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import pytest
 import yaml
+from workflow import reordered, reversed_keys
 
 from klomflow.config import (
     SCHEMA_PATH,
@@ -188,3 +189,42 @@ def test_schema_lists_the_typed_sections_choices_and_keys():
             assert field.name in properties, f"{section}.{field.name} is not in the schema"
             if typing.get_origin(typing.get_type_hints(cls)[field.name]) is Literal:
                 assert tuple(properties[field.name]["enum"]) == choices(cls, field.name)
+
+
+def test_the_resolved_config_has_one_key_order_whatever_the_files(tmp_path):
+    # Jobs' params are built from the resolved config and compared by repr(), where key order
+    # shows; every forget-set kind that can be validated without published files.
+    (tmp_path / "listed.txt").write_text("3\n1\n4\n")
+    config = edited(forget_sets={
+        "random_60": {"seed": 0, "size": 60, "kind": "random"},
+        "class_3": {"label": 3, "kind": "class"},
+        "listed": {"path": "listed.txt", "kind": "indices"},
+        "pc1": {"solver": "exact", "size": 40, "kind": "datamodel_pc", "component": 1},
+        "near": {"size": 30, "models": 2, "embedding": "penultimate", "kind": "nearest_neighbors",
+                 "anchor": 6},
+        "worst": {"size": 30, "proxy": "bilevel", "kind": "worst_case", "gamma": 0.5},
+    }, datamodels={"ridge": 0.1, "n_subset_models": 100},
+        privacy={"metrics": ["lira", "competition"], "delta": 1e-4})
+    config["models"]["source"] = {"layout": "train"}
+    written = validate(config, tmp_path)
+    for order in (sorted, reversed_keys, lambda keys: keys[1:] + keys[:1]):
+        other = validate(reordered(config, order), tmp_path)
+        assert other == written
+        # Key order inside each section and forget set; the names of forget sets and
+        # methods keep the file's order (tables list them so), so compare by name. Method
+        # entries reach jobs as settings, whose params take the method's own order.
+        for section in set(written) - {"forget_sets", "methods"}:
+            assert repr(other[section]) == repr(written[section]), section
+        for name in written["forget_sets"]:
+            assert repr(other["forget_sets"][name]) == repr(written["forget_sets"][name]), name
+        assert settings_params(other) == settings_params(written)
+    # config.yaml, written in the schema's order, resolves to the order it had before the order
+    # was made canonical (defaults' keys first, then the file's): finished runs keep their params.
+    default = validate(DEFAULT)
+    assert list(default["forget_sets"]["random_60"]) == ["kind", "size", "seed"]
+    assert list(default["dataset"]) == [
+        "val_fraction", "split_seed", "data_dir", "name", "verify_checksums"]
+
+
+def settings_params(config):
+    return sorted((s.entry, s.config_id, repr(s.params)) for s in method_settings(config))

@@ -4,7 +4,8 @@ files; the tables hold the reference row and are rebuilt byte-identically."""
 import numpy as np
 import pandas as pd
 import pytest
-from workflow import planned_jobs, snakemake, tiny_config, write_config
+import yaml
+from workflow import planned_jobs, reordered, reversed_keys, snakemake, tiny_config, write_config
 
 from klomflow.io import read_parquet_metadata
 
@@ -97,3 +98,15 @@ def test_privacy_files_are_rebuilt_byte_identically(privacy_run):
               "compute_privacy_reference", config_name="privacy.yaml")
     for path in OUTPUTS:
         assert (folder / path).read_bytes() == before[path], path
+
+
+def test_a_finished_run_plans_nothing_after_its_config_is_saved_in_another_key_order(
+        privacy_run):
+    # Snakemake compares params by repr(), where a dict's key order shows; the same config
+    # with its keys sorted (yaml.safe_dump) or reversed must not retrain anything.
+    folder, _ = privacy_run
+    config = yaml.safe_load((folder / "privacy.yaml").read_text())
+    (folder / "sorted_keys.yaml").write_text(yaml.safe_dump(config))
+    write_config(folder, reordered(config, reversed_keys), "reversed_keys.yaml")
+    assert planned_jobs(folder, "sorted_keys.yaml") == {}
+    assert planned_jobs(folder, "reversed_keys.yaml") == {}

@@ -16,6 +16,20 @@ def tiny_config() -> dict:
     return yaml.safe_load((REPOSITORY / "tests" / "configs" / "tiny.yaml").read_text())
 
 
+def reordered(value, order):
+    """`value` with the keys of every mapping, at every depth, put in `order` (a function of
+    the list of keys, e.g. sorted); lists keep their order, which means something in a config."""
+    if isinstance(value, dict):
+        return {key: reordered(value[key], order) for key in order(list(value))}
+    if isinstance(value, list):
+        return [reordered(item, order) for item in value]
+    return value
+
+
+def reversed_keys(keys: list) -> list:
+    return keys[::-1]
+
+
 def write_config(folder: Path, config: dict, name="config.yaml") -> Path:
     path = Path(folder) / name
     path.write_text(yaml.safe_dump(copy.deepcopy(config), sort_keys=False))

@@ -1,0 +1,42 @@
+"""Print, as JSON, the params of every job the workflow plans for each config file given:
+{config file: {job: params}}, each job's params as Snakemake records them for its rerun
+check (`--rerun-triggers params`): the sorted repr() of each value.
+
+Run as a script (Snakemake keeps global state per process):
+    python tests/job_params.py SNAKEFILE FOLDER CONFIG [CONFIG ...]
+Uses Snakemake's internals (the DAG and its persistence), pinned to Snakemake 9 by pyproject.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+
+def job_params(snakefile: Path, folder: Path, config_file: Path) -> dict:
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[config_file]),
+            snakefile=snakefile,
+            workdir=folder,
+        )
+        workflow_api.dag(DAGSettings(forceall=True))
+        workflow = workflow_api._workflow
+        # forceall: every job, whatever exists in the folder.
+        workflow._prepare_dag(
+            forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True
+        )
+        workflow._build_dag()
+        return {
+            f"{job.rule.name} {' '.join(sorted(job.output))}": workflow.persistence._params(job)
+            for job in workflow.dag.jobs
+        }
+
+
+if __name__ == "__main__":
+    snakefile, folder, *configs = (Path(argument).resolve() for argument in sys.argv[1:])
+    result = {str(config): job_params(snakefile, folder, config) for config in configs}
+    print("JOB_PARAMS " + json.dumps(result))
