@@ -29,9 +29,9 @@ BUDGET_SECONDS = 600
 
 def training_throughput(n_models: int = 5) -> dict:
     from klomflow.config import load
-    from klomflow.models import build_model
-    from klomflow.runs import dataset_for
-    from klomflow.training import Recipe, train_model
+    from klomflow.jobs.runs import dataset_for
+    from klomflow.training.loop import Recipe, train_model
+    from klomflow.training.models import build_model
 
     torch.set_num_threads(1)
     config = load(REPOSITORY / "config.yaml")

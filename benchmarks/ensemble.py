@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from klomflow.config import load
-from klomflow.ensemble import max_members, train_ensemble
-from klomflow.models import build_model
-from klomflow.runs import dataset_for
-from klomflow.training import Recipe, pick_device, train_model
+from klomflow.jobs.runs import dataset_for
+from klomflow.training.ensemble import max_members, train_ensemble
+from klomflow.training.loop import Recipe, pick_device, train_model
+from klomflow.training.models import build_model
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PAPER_RECIPE = Recipe(epochs=24, batch_size=256, optimizer="sgd", lr=0.4, momentum=0.9,

@@ -1,19 +1,17 @@
-"""Files: atomic writes, self-describing checkpoints and Parquet with provenance.
+"""Files: atomic writes of arrays, checkpoints, texts and Parquet with metadata.
 
 Every write goes to a temporary file in the same folder and is renamed into
-place, so a job that dies never leaves a half-written output behind. Every
-results table records its provenance (`provenance`): config, code versions,
-package versions, device and seeds.
+place, so a job that dies never leaves a half-written output behind. What a
+results table's metadata holds (config, code versions, seeds) is assembled by
+klomflow/jobs/provenance.py, the one layer that knows the config.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 from contextlib import contextmanager
-from importlib import metadata as package_metadata
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import klomflow
-
-# Packages whose versions every results table records.
-PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "torchvision",
-            "snakemake", "matplotlib")
 
 
 @contextmanager
@@ -103,85 +97,3 @@ def load_logit_groups(groups: dict):
 def shard_ranges(n_models: int, per_job: int) -> list[range]:
     """Model indices of each job: [0, per_job), [per_job, 2 per_job), ..."""
     return [range(start, min(start + per_job, n_models)) for start in range(0, n_models, per_job)]
-
-
-# --- provenance -------------------------------------------------------------------------------
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    """The commit of the klomflow checkout, or None outside a git checkout."""
-    folder = Path(__file__).resolve().parents[1]
-    try:
-        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def code_versions() -> dict:
-    # From the torch- and scipy-free modules: a table job pays no second of imports for these.
-    from klomflow import klom, versions
-    from klomflow.methods.registry import REGISTRY
-
-    return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
-            "training_version": versions.TRAINING, "klom_version": klom.VERSION,
-            "privacy_version": versions.PRIVACY,
-            "method_versions": {name: REGISTRY[name].version for name in sorted(REGISTRY)}}
-
-
-def device_description() -> dict:
-    """Where this table job ran: on the CPU, with numpy.
-
-    Every job that writes a table computes it with numpy and never asks torch
-    (importing it costs about 1.5 s; in a local run's warm job the server has
-    imported it, so whether it is loaded says nothing): `cuda_available` is
-    None, "not asked". The devices that trained and unlearned the models are in
-    their checkpoints and run tables.
-    """
-    import platform
-
-    return {"job_device": "cpu", "platform": platform.platform(),
-            "machine": platform.machine(), "cuda_available": None, "cuda_device": None}
-
-
-def seeds_of(config: dict) -> dict:
-    """Every seed behind a results table: models (derived from base_seed), the resamples."""
-    from klomflow.config import model_seeds
-
-    models = config["models"]
-    n_oracle = models["n_oracles"] + models["n_holdout_oracles"]
-    oracles = {}
-    for forget_set in sorted(config["forget_sets"]):
-        seeds = model_seeds(config, "oracle", forget_set, n_oracle)
-        oracles[forget_set] = {"scored": seeds[:models["n_oracles"]],
-                               "holdout": seeds[models["n_oracles"]:]}
-    return {
-        "base_seed": models["base_seed"],
-        # -1: a published model (its file and model id are in the source's manifest).
-        "original": model_seeds(config, "original", None, models["n_originals"]),
-        "oracle": oracles,
-        "unlearning": "model_seed(base_seed, 'unlearn', forget_set, method, config_id, index); "
-                      "each run's seed is in results/runs/",
-        "resample_seed": config["paper"]["resample_seed"],
-    }
-
-
-def provenance(config: dict) -> dict:
-    """Metadata every Parquet file of the paper tables carries (deterministic on one machine)."""
-    from klomflow.config import stable_hash
-    from klomflow.published import source_provenance
-
-    return {"config": config, "config_hash": stable_hash(config, length=16),
-            "code_version": code_versions(), "packages": package_versions(),
-            "device": device_description(), "seeds": seeds_of(config)} | source_provenance(config)

@@ -63,7 +63,7 @@ class Recipe:
     schedule: Literal["constant", "triangular", "cosine"] = "triangular"
     peak_epoch: float = 5  # triangular: epoch at which the rate peaks
     label_smoothing: float = 0.0
-    # How a job runs its models (klomflow/ensemble.py): together in one batched pass, or
+    # How a job runs its models (klomflow/training/ensemble.py): together in one batched pass, or
     # one at a time; each model's training is the same either way.
     ensemble: bool = True
 
@@ -93,7 +93,7 @@ class DatamodelsOptions:
 
 @dataclass(frozen=True)
 class KlomOptions:
-    """`klom`: how per-point KLOM is computed (klomflow/klom.py)."""
+    """`klom`: how per-point KLOM is computed (klomflow/metrics/klom.py)."""
 
     bins: int = 20
     eps: float = 1e-5
@@ -112,7 +112,8 @@ class KlomOptions:
 
 @dataclass(frozen=True)
 class PaperOptions:
-    """`paper`: the paper tables and report (klomflow/paper.py, klomflow/figures.py)."""
+    """`paper`: the paper tables and report (klomflow/reporting/selection.py and
+    figures.py)."""
 
     resamples: int = 200
     resample_seed: int = 0

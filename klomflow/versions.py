@@ -6,16 +6,16 @@ Kept apart from the code they version so that planning the DAG never imports
 torch.
 """
 
-# Bump when a change can change trained weights or their logits (klomflow/training.py,
-# klomflow/models.py, klomflow/datasets.py, klomflow/runs.py): it enters the training (and
-# so the unlearning) rules' params, and Snakemake retrains.
+# Bump when a change can change trained weights or their logits (klomflow/training/loop.py,
+# klomflow/training/models.py, klomflow/data/datasets.py, klomflow/jobs/runs.py): it enters
+# the training (and so the unlearning) rules' params, and Snakemake retrains.
 # 2: logits in float32 on CUDA (were bfloat16).
 # 3: CIFAR-10 inputs normalised as the published benchmark's (std 0.2023/0.1994/0.2010).
 TRAINING = "3"
 
 # Bump when a change can change which points a derived forget set holds
-# (klomflow/derived_forget_sets.py, klomflow/bilevel_forget_set.py,
-# klomflow/forget_set_jobs.py, the margin datamodel): it enters their rules' params.
+# (klomflow/forget_sets/derived.py, klomflow/forget_sets/bilevel.py,
+# klomflow/jobs/forget_sets.py, the margin datamodel): it enters their rules' params.
 FORGET_SETS = "1"
 
 # Bump when a change can change a privacy file (klomflow/privacy.py, klomflow/privacy_tables.py):

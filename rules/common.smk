@@ -5,15 +5,16 @@ import re
 from snakemake.exceptions import WorkflowError
 
 import klomflow.config
-import klomflow.datamodels
-import klomflow.forget_sets
-import klomflow.paper
-import klomflow.published
+import klomflow.training.datamodels
+import klomflow.forget_sets.kinds
+import klomflow.reporting.selection
+import klomflow.data.published.layout
+import klomflow.jobs.published
 import klomflow.versions
-from klomflow import klom as klom_module
+from klomflow.metrics import klom as klom_module
 from klomflow.io import shard_ranges
-from klomflow.methods.registry import REGISTRY
-from klomflow.tables import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
+from klomflow.unlearning.methods.registry import REGISTRY
+from klomflow.reporting.names import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
 # The config file(s) in use, for messages: --configfile replaces config.yaml.
 CONFIG_FILES = ", ".join(
@@ -33,7 +34,7 @@ SETTING_BY_ID = {(s.entry, s.config_id): s for s in SETTINGS}
 FORGET_SETS = list(config["forget_sets"])
 # A published folder (models.source) the originals, and the oracles of published
 # forget sets, are read from instead of trained; None when everything trains here.
-SOURCE = klomflow.published.Source.from_config(config)
+SOURCE = klomflow.data.published.layout.Source.from_config(config)
 IMPORTED_ORACLES = [
     f for f in FORGET_SETS if klomflow.config.is_imported(config, "oracle", f)
 ]
@@ -107,7 +108,7 @@ def datamodel_fit_params(wildcards):
     """What defines the fitted datamodels besides their inputs (rerun trigger)."""
     return {
         "ridge": config["datamodels"]["ridge"],
-        "datamodels_version": klomflow.datamodels.VERSION,
+        "datamodels_version": klomflow.training.datamodels.VERSION,
     }
 
 
@@ -158,13 +159,13 @@ def published_oracle_files(forget_set, kind="margins"):
     return listed
 
 
-# --- Forget sets (rules/forget_sets.smk; klomflow/forget_sets.py) ---
+# --- Forget sets (rules/forget_sets.smk; klomflow/forget_sets/kinds.py) ---
 # Static kinds are made from the labels by a local rule; derived kinds by a job
 # that reads trained models. One output pattern, told apart by the set's name.
 DERIVED_FORGET_SETS = [
     f
     for f in FORGET_SETS
-    if config["forget_sets"][f]["kind"] in klomflow.forget_sets.DERIVED_KINDS
+    if config["forget_sets"][f]["kind"] in klomflow.forget_sets.kinds.DERIVED_KINDS
 ]
 
 
@@ -177,7 +178,7 @@ def derived_forget_set_inputs(wildcards):
     """The files a derived forget set is computed from: Snakemake makes them first
     and remakes the set (and its oracles) when they change."""
     spec = forget_set_spec(wildcards)
-    needed = klomflow.forget_sets.inputs_needed(spec)
+    needed = klomflow.forget_sets.kinds.inputs_needed(spec)
     inputs = {}
     if "margin_datamodel" in needed:
         inputs["margin_datamodel"] = "results/datamodels/margin_train.npy"
@@ -187,7 +188,7 @@ def derived_forget_set_inputs(wildcards):
     if "originals" in needed:
         inputs["originals"] = original_checkpoints_of(range(spec["models"]))
     if "embedding_file" in needed:
-        inputs["embedding"] = str(klomflow.forget_sets.spec_path(spec))
+        inputs["embedding"] = str(klomflow.forget_sets.kinds.spec_path(spec))
     return inputs
 
 
@@ -248,7 +249,7 @@ def label_inputs(wildcards):
     """Published model 0's files: the labels when the dataset's files are absent."""
     if SOURCE is None:
         return {}
-    return {"published": existing(klomflow.published.model_zero_files(SOURCE).values())}
+    return {"published": existing(klomflow.jobs.published.model_zero_files(SOURCE).values())}
 
 
 def original_shard_models(wildcards):
@@ -286,7 +287,7 @@ def published_source_files(wildcards=None):
 
 def source_manifest(wildcards=None):
     """The published files' digests, which every table's provenance holds; none when training."""
-    return [] if SOURCE is None else [klomflow.published.MANIFEST_PATH]
+    return [] if SOURCE is None else [klomflow.jobs.published.MANIFEST_PATH]
 
 
 def method_setting(wildcards):
@@ -385,7 +386,7 @@ def klom_params(wildcards):
 
 
 def holdout_klom_params(wildcards):
-    """KLOM against the held-out oracles: the selection criterion (klomflow/paper.py)."""
+    """KLOM against the held-out oracles: the selection criterion (klomflow/reporting/selection.py)."""
     return klom_params(wildcards) | {"reference": "holdout"}
 
 
@@ -422,7 +423,7 @@ def unlearned_run_files(wildcards=None):
 
 def accuracy_logit_groups(forget_sets=None):
     """Logit shards per model group of the accuracy tables (top-1), keyed as
-    klomflow.tables.group_key; published models have none (margin accuracy)."""
+    klomflow.reporting.tables.group_key; published models have none (margin accuracy)."""
     forget_sets = FORGET_SETS if forget_sets is None else forget_sets
     groups = {}
     if SOURCE is None:
@@ -519,7 +520,7 @@ def interval_params(wildcards):
             "seed": config["paper"]["resample_seed"],
         },
         "klom_version": klom_module.VERSION,
-        "paper_version": klomflow.paper.VERSION,
+        "paper_version": klomflow.reporting.selection.VERSION,
     }
 
 

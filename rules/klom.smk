@@ -4,7 +4,7 @@
 
 
 # One job per setting writes both per-point files, against the scored oracles and against
-# the held-out ones (the selection criterion, klomflow/paper.py): one process start, not two.
+# the held-out ones (the selection criterion, klomflow/reporting/selection.py): one process start, not two.
 rule compute_klom:
     input:
         unlearned=rules.gather_unlearned_margins.output.margins,

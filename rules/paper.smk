@@ -1,6 +1,6 @@
 # Paper tables: each method's setting selected on the held-out oracles, intervals
 # from resampling models, class accuracies, and the Markdown/LaTeX tables
-# (klomflow/paper.py). `snakemake --cores all paper_tables` builds only these.
+# (klomflow/reporting/selection.py). `snakemake --cores all paper_tables` builds only these.
 rule resample_klom:
     input:
         unpack(interval_inputs),
@@ -61,7 +61,7 @@ rule tabulate_class_accuracy:
         runs=setting_outputs(
             rules.gather_unlearned_margins.output.runs, class_forget_sets()
         ),
-        # Logits: accuracy is top-1 (klomflow/tables.py).
+        # Logits: accuracy is top-1 (klomflow/reporting/tables.py).
         logits=accuracy_logit_files(class_forget_sets()),
     output:
         table="results/tables/class_accuracy.parquet",

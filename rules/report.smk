@@ -1,5 +1,5 @@
 # Figures for `snakemake --report results/report.html`, one set per forget set
-# (klomflow/figures.py; captions in report/).
+# (klomflow/reporting/figures.py; captions in report/).
 
 
 rule plot_forget_set:

@@ -37,7 +37,7 @@ rule tabulate_accuracy:
         ),
         unlearned=unlearned_margin_files(),
         runs=unlearned_run_files(),
-        # Logits: accuracy is top-1 (klomflow/tables.py).
+        # Logits: accuracy is top-1 (klomflow/reporting/tables.py).
         logits=accuracy_logit_files(FORGET_SETS),
     output:
         table="results/tables/accuracy.parquet",

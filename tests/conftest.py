@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from klomflow.methods.base import UnlearningData
-from klomflow.models import build_model
-from klomflow.training import Recipe, train_model
+from klomflow.training.loop import Recipe, train_model
+from klomflow.training.models import build_model
+from klomflow.unlearning.methods.base import UnlearningData
 
 # Tests run beside other processes; one thread avoids oversubscribing the cores.
 torch.set_num_threads(1)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from dataset_files import write_cifar10
 
-from klomflow.datasets import load_dataset
-from klomflow.margins import margins_from_logits
-from klomflow.training import predict_logits
+from klomflow.data.datasets import load_dataset
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.training.loop import predict_logits
 
 EPOCH = 23
 

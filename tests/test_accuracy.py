@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from klomflow.margins import margins_from_logits
-from klomflow.tables import accuracy_rows, top1_correct
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.reporting.tables import accuracy_rows, top1_correct
 
 # Three classes, four points, one model. Point 1 is top-1 correct with p_y < 1/2 (its
 # margin is negative): top-1 counts it, a positive-margin rule would not.
@@ -45,15 +45,15 @@ def test_a_diverged_model_has_no_accuracy():
 def test_the_accuracy_table_says_which_seconds_are_an_ensembles_share():
     import pandas as pd
 
-    from klomflow.tables import accuracy_table
+    from klomflow.reporting.tables import accuracy_table
 
     margins = margins_from_logits(np.concatenate([LOGITS, LOGITS]), LABELS)
     runs = pd.DataFrame({"forget_set": "f", "method": "scrub", "config_id": "a", "seed": [0, 1],
                          "unlearning_seconds": [0.5, 0.5], "changed_weights": [3, 4],
                          "unlearning_seconds_amortised": [True, True]})
-    table = accuracy_table({}, {}, 3, LABELS, None, {"f": [1]}, {}, [(margins, runs)])
+    table = accuracy_table(None, {}, 3, LABELS, None, {"f": [1]}, {}, [(margins, runs)])
     assert table["unlearning_seconds_amortised"].tolist() == [True, True]
     # Runs tables written before the flag: no claim either way.
-    older = accuracy_table({}, {}, 3, LABELS, None, {"f": [1]}, {},
+    older = accuracy_table(None, {}, 3, LABELS, None, {"f": [1]}, {},
                            [(margins, runs.drop(columns="unlearning_seconds_amortised"))])
     assert "unlearning_seconds_amortised" not in older

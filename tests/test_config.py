@@ -19,7 +19,7 @@ from klomflow.config import (
     validate,
     with_defaults,
 )
-from klomflow.forget_sets import ForgetSetWarning, make_forget_set
+from klomflow.forget_sets.kinds import ForgetSetWarning, make_forget_set
 from klomflow.options import SECTIONS, choices
 
 DEFAULT = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())

@@ -19,9 +19,9 @@ from workflow import tiny_config  # noqa: E402
 
 from klomflow.config import method_settings, validate  # noqa: E402
 from klomflow.io import load_torch, save_torch  # noqa: E402
-from klomflow.models import build_model  # noqa: E402
-from klomflow.runs import train_shard, unlearn_shard  # noqa: E402
-from klomflow.training import Recipe, predict_logits, train_model  # noqa: E402
+from klomflow.jobs.runs import train_shard, unlearn_shard  # noqa: E402
+from klomflow.training.loop import Recipe, predict_logits, train_model  # noqa: E402
+from klomflow.training.models import build_model  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 

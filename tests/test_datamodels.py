@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from klomflow import datamodels
-from klomflow.datamodels import (
+from klomflow.training import datamodels
+from klomflow.training.datamodels import (
     fit_datamodels,
     masks_from_records,
     predicted_logits,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from klomflow.datamodels import fit_datamodels, predicted_logits, subset_masks
-from klomflow.datasets import load_digits
-from klomflow.margins import margins_from_logits
-from klomflow.models import build_model
-from klomflow.training import Recipe, predict_logits, train_model
+from klomflow.data.datasets import load_digits
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.training.datamodels import fit_datamodels, predicted_logits, subset_masks
+from klomflow.training.loop import Recipe, predict_logits, train_model
+from klomflow.training.models import build_model
 
 N_TRAIN, N_FORGET, N_SUBSET_MODELS, RIDGE = 300, 30, 400, 0.03
 N_ORIGINALS, N_ORACLES = 10, 20

@@ -10,8 +10,8 @@ import yaml
 from dataset_files import write_cifar10, write_cifar100, write_mnist
 
 from klomflow.config import ConfigError, validate
-from klomflow.datasets import load_dataset, points_table, training_labels
-from klomflow.forget_sets import make_forget_set
+from klomflow.data.datasets import load_dataset, points_table, training_labels
+from klomflow.forget_sets.kinds import make_forget_set
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_paper_config_accepts_the_published_forget_set_files(tmp_path):
 
 
 def test_training_labels_are_read_without_torch_as_the_loaders_read_them(tmp_path):
-    from klomflow.datasets import training_labels
+    from klomflow.data.datasets import training_labels
 
     write_cifar10(tmp_path / "cifar", per_batch=6, n_test=10)
     write_mnist(tmp_path / "mnist", n_train=30, n_test=10)
@@ -137,7 +137,7 @@ def test_digits_read_without_scikit_learn_equal_its_loader(monkeypatch):
     """The file read by hand gives scikit-learn's own arrays, and the fallback is its loader."""
     from sklearn.datasets import load_digits as sklearn_digits
 
-    from klomflow import datasets
+    from klomflow.data import datasets
 
     bunch = sklearn_digits()
     pixels, labels = datasets.digits_arrays()
@@ -158,7 +158,7 @@ def test_download_without_network_says_what_failed_and_where_to_put_the_files(
     import urllib.error
     import urllib.request
 
-    from klomflow.datasets import DownloadError, download
+    from klomflow.data.datasets import DownloadError, download
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")

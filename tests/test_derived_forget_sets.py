@@ -8,11 +8,10 @@ import torch
 from scipy.optimize import brentq
 from workflow import tiny_config
 
-from klomflow import bilevel_forget_set as bilevel
-from klomflow import derived_forget_sets as derived
-from klomflow.bilevel_forget_set import bilevel_worst_case, project_capped_simplex
 from klomflow.config import validate
-from klomflow.derived_forget_sets import (
+from klomflow.forget_sets import bilevel, derived
+from klomflow.forget_sets.bilevel import bilevel_worst_case, project_capped_simplex
+from klomflow.forget_sets.derived import (
     datamodel_group,
     inout_klom_scores,
     nearest_neighbors,
@@ -23,12 +22,12 @@ from klomflow.derived_forget_sets import (
     subpopulation,
     training_rows,
 )
-from klomflow.forget_set_jobs import Job, _last_linear_inputs, derive, penultimate_features
 from klomflow.io import save_torch
-from klomflow.klom import klom_one_point_reference
-from klomflow.models import build_model
+from klomflow.jobs.forget_sets import Job, _last_linear_inputs, derive, penultimate_features
+from klomflow.jobs.runs import dataset_for
+from klomflow.metrics.klom import klom_one_point_reference
 from klomflow.options import KlomOptions
-from klomflow.runs import dataset_for
+from klomflow.training.models import build_model
 
 FIRST_BLOCK = np.arange(30, 50)  # loads on component 1
 SECOND_BLOCK = np.arange(120, 140)  # loads on component 2

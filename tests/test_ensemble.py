@@ -1,4 +1,5 @@
-"""Ensemble training (klomflow/ensemble.py): the update rule, un-stacking, shards, resume."""
+"""Ensemble training (klomflow/training/ensemble.py): the update rule, un-stacking, shards,
+resume."""
 
 import numpy as np
 import pytest
@@ -6,10 +7,10 @@ import torch
 from workflow import tiny_config
 
 from klomflow.config import validate
-from klomflow.ensemble import Ensemble, train_ensemble
-from klomflow.models import build_model
-from klomflow.runs import train_shard
-from klomflow.training import Recipe, train_model
+from klomflow.jobs.runs import train_shard
+from klomflow.training.ensemble import Ensemble, train_ensemble
+from klomflow.training.loop import Recipe, train_model
+from klomflow.training.models import build_model
 
 CPU = torch.device("cpu")
 
@@ -171,7 +172,7 @@ def test_a_killed_ensemble_job_resumes_at_its_last_epoch_checkpoint(config, tmp_
 
 
 def test_a_shard_larger_than_the_ensemble_limit_trains_in_chunks(config, tmp_path, monkeypatch):
-    from klomflow import runs
+    from klomflow.jobs import runs
 
     config["models"].update(n_originals=3, seeds_per_job=3)
     _, whole = train_shard(config, "original", 0, tmp_path / "whole", log=quiet, device=CPU)

@@ -27,9 +27,9 @@ import yaml
 from workflow import REPOSITORY
 
 from klomflow.config import validate
-from klomflow.klom import klom_per_point
-from klomflow.margins import margins_from_logits
-from klomflow.runs import dataset_for, train_shard
+from klomflow.jobs.runs import dataset_for, train_shard
+from klomflow.metrics.klom import klom_per_point
+from klomflow.metrics.margins import margins_from_logits
 
 N = 50
 TOLERANCE = 1.2

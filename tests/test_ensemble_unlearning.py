@@ -1,4 +1,4 @@
-"""Unlearning jobs run SGD and Adam methods as one ensemble (klomflow/ensemble_unlearning.py)."""
+"""Unlearning jobs run SGD and Adam methods as one ensemble (klomflow/unlearning/twins.py)."""
 
 import copy
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 from workflow import tiny_config
 
-from klomflow import ensemble_unlearning
 from klomflow.config import MethodSetting, validate
-from klomflow.methods import METHODS
-from klomflow.methods.base import UnlearningData
-from klomflow.models import build_model
-from klomflow.runs import dataset_for, train_shard, unlearn_shard
+from klomflow.jobs.runs import dataset_for, train_shard, unlearn_shard
+from klomflow.training.models import build_model
+from klomflow.unlearning import twins as ensemble_unlearning
+from klomflow.unlearning.methods import METHODS
+from klomflow.unlearning.methods.base import UnlearningData
 
 CPU = torch.device("cpu")
 

@@ -11,9 +11,9 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 
-from klomflow import figures
-from klomflow.klom import SPLITS, KlomOptions, klom_per_point
-from klomflow.paper import NOISE_FLOOR, STATISTICS
+from klomflow.metrics.klom import SPLITS, KlomOptions, klom_per_point
+from klomflow.reporting import figures
+from klomflow.reporting.selection import NOISE_FLOOR, STATISTICS
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The jobs behind derived forget sets (klomflow/forget_set_jobs.py): files in, set and
+"""The jobs behind derived forget sets (klomflow/jobs/forget_sets.py): files in, set and
 sidecar out."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from workflow import tiny_config
 
 from klomflow.config import model_seeds, training_seed, validate
-from klomflow.datamodels import fit_datamodels, subset_masks
-from klomflow.forget_set_jobs import (
+from klomflow.forget_sets.kinds import ForgetSetError
+from klomflow.jobs.forget_sets import (
     Job,
     derive,
     fit_margin_datamodel,
@@ -17,8 +17,8 @@ from klomflow.forget_set_jobs import (
     sidecar,
     write_forget_set,
 )
-from klomflow.forget_sets import ForgetSetError
-from klomflow.margins import margins_from_logits
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.training.datamodels import fit_datamodels, subset_masks
 
 
 def test_the_margin_datamodel_is_the_ridge_fit_to_training_margins(tmp_path):

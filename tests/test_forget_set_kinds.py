@@ -9,7 +9,7 @@ from dataset_files import write_cifar100
 from workflow import tiny_config
 
 from klomflow.config import ConfigError, validate
-from klomflow.forget_sets import inputs_needed
+from klomflow.forget_sets.kinds import inputs_needed
 
 PC = {"kind": "datamodel_pc", "component": 1, "size": 20}
 NN_FILE = {"kind": "nearest_neighbors", "anchor": 6, "size": 20, "embedding": "file",
@@ -86,7 +86,7 @@ TRAIN_FINE = np.array([12, 3, 12, 10, 12, 14, 12, 12, 40, 12, 11, 13] * 1 + [3] 
 
 
 def test_subpopulation_is_one_fine_class_inside_its_superclass(tmp_path):
-    from klomflow.forget_sets import is_whole_class, make_forget_set
+    from klomflow.forget_sets.kinds import is_whole_class, make_forget_set
 
     write_cifar100(tmp_path, train_fine=TRAIN_FINE)
     coarse = TRAIN_FINE // 5

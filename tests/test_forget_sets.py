@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from klomflow.forget_sets import ForgetSetError, is_whole_class, make_forget_set
+from klomflow.forget_sets.kinds import ForgetSetError, is_whole_class, make_forget_set
 
 LABELS = np.arange(200) % 10
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from klomflow.klom import (
+from klomflow.metrics.klom import (
     KlomOptions,
     average_95,
     finite_models,

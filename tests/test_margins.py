@@ -1,6 +1,6 @@
 import numpy as np
 
-from klomflow.margins import margins_from_logits, margins_reference
+from klomflow.metrics.margins import margins_from_logits, margins_reference
 
 
 def test_margins_match_the_direct_formula():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_problem, max_weight_change, weights_of
 
-from klomflow.methods import METHODS
+from klomflow.unlearning.methods import METHODS
 
 # The tiny problem's blobs are so separable that ssd's default selection threshold
 # (alpha = 100) selects no weight; on digits classes it does (README table).

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from klomflow.models import build_model
+from klomflow.training.models import build_model
 
 # PUBLISHED.md's ResNet-9 table: state-dict keys (their residual child is named
 # `module`, ours `block`) and shapes, for 10 classes. 49 keys.

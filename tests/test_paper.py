@@ -11,9 +11,10 @@ import pytest
 from workflow import tiny_config
 
 from klomflow.config import validate
-from klomflow.io import provenance
-from klomflow.klom import KlomOptions, klom_per_point
-from klomflow.paper import (
+from klomflow.jobs.provenance import provenance
+from klomflow.metrics.klom import KlomOptions, klom_per_point
+from klomflow.reporting.render import klom_latex, klom_markdown
+from klomflow.reporting.selection import (
     SELECTED_BY_HOLDOUT,
     SELECTED_BY_SCORED,
     STATISTICS,
@@ -25,8 +26,8 @@ from klomflow.paper import (
     select_config_id,
     split_statistics,
 )
-from klomflow.render import klom_latex, klom_markdown
-from klomflow.tables import NOISE_FLOOR, klom_table, point_splits
+from klomflow.reporting.names import NOISE_FLOOR
+from klomflow.reporting.tables import klom_table, point_splits
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -278,7 +279,8 @@ def test_provenance_records_config_code_packages_device_and_seeds():
 
 def test_provenance_of_a_table_job_imports_neither_torch_nor_scipy():
     """26 interval jobs write it: each import would cost them seconds in every cold run."""
-    code = ("import sys; from klomflow.config import load; from klomflow.io import provenance\n"
+    code = ("import sys; from klomflow.config import load; "
+            "from klomflow.jobs.provenance import provenance\n"
             f"record = provenance(load({str(REPOSITORY / 'config.yaml')!r}))\n"
             "assert record['device'] == record['device'] | {'job_device': 'cpu', "
             "'cuda_available': None}, record['device']\n"

@@ -24,8 +24,8 @@ from workflow import REPOSITORY, parse_job_stats, snakemake, write_config
 
 from klomflow.config import RESERVED_METHOD_KEYS
 from klomflow.io import read_parquet_metadata
-from klomflow.methods.registry import REGISTRY
-from klomflow.paper import STATISTICS
+from klomflow.reporting.selection import STATISTICS
+from klomflow.unlearning.methods.registry import REGISTRY
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ import torch
 from published_files import Fixture, published_state_dict, write_easydub, write_klom_models
 from workflow import planned_jobs, snakemake, write_config
 
+from klomflow.data.published.layout import file_sha256
 from klomflow.io import load_torch, read_parquet_metadata
-from klomflow.klom import KlomOptions, klom_per_point
-from klomflow.published import file_sha256, published_to_klomflow_keys
+from klomflow.metrics.klom import KlomOptions, klom_per_point
+from klomflow.training.published_models import published_to_klomflow_keys
 
 pytestmark = pytest.mark.slow
 

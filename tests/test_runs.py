@@ -5,9 +5,9 @@ import torch
 from workflow import tiny_config
 
 from klomflow.config import MethodSetting, validate
-from klomflow.methods import METHODS
-from klomflow.models import build_model
-from klomflow.runs import changed_weights, dataset_for, unlearn_shard
+from klomflow.jobs.runs import changed_weights, dataset_for, unlearn_shard
+from klomflow.training.models import build_model
+from klomflow.unlearning.methods import METHODS
 
 
 def untrained_checkpoint(config, n_models=2):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from workflow import tiny_config
 
-from klomflow import runs
 from klomflow.config import MethodSetting, validate
-from klomflow.datamodels import fit_datamodels, masks_from_records, predicted_logits
-from klomflow.methods import dm_direct, do_nothing
-from klomflow.runs import train_shard, unlearn_shard
+from klomflow.jobs import runs
+from klomflow.jobs.runs import train_shard, unlearn_shard
+from klomflow.training.datamodels import fit_datamodels, masks_from_records, predicted_logits
+from klomflow.unlearning.methods import dm_direct, do_nothing
 
 CPU = torch.device("cpu")  # exact comparisons: no mixed precision
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klomflow.klom import KlomOptions, klom_per_point
-from klomflow.paper import klom_table_frame
-from klomflow.render import klom_latex, klom_markdown, summary_markdown
-from klomflow.tables import (
+from klomflow.metrics.klom import KlomOptions, klom_per_point
+from klomflow.reporting.render import klom_latex, klom_markdown, summary_markdown
+from klomflow.reporting.selection import klom_table_frame
+from klomflow.reporting.tables import (
     NOISE_FLOOR,
     klom_points,
     klom_table,
@@ -55,7 +55,7 @@ GRID_CONFIG = {
 
 def setting_entries(setting, klom):
     """The scored and held-out per-point KLOM entries of one setting, as compute_klom writes."""
-    from klomflow.methods.registry import REGISTRY
+    from klomflow.unlearning.methods.registry import REGISTRY
 
     points = pd.DataFrame({"point": np.arange(N_TRAIN + N_VAL),
                            "split": pd.Series(point_splits(N_TRAIN, N_VAL, FORGET),
@@ -197,7 +197,7 @@ def test_a_setting_that_changed_no_weights_is_flagged_in_the_tables(grid_table):
 
 def paper_intervals(table, method):
     """An interval file's rows for the setting klom.parquet selects, with made-up figures."""
-    from klomflow.paper import STATISTICS
+    from klomflow.reporting.selection import STATISTICS
 
     chosen = table[(table["method"] == method) & table["selected"]].iloc[0]
     return pd.DataFrame([

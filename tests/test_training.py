@@ -5,12 +5,12 @@ import pytest
 import torch
 from workflow import tiny_config
 
-from klomflow import training
 from klomflow.config import validate
 from klomflow.io import load_torch, save_torch
-from klomflow.models import build_model
-from klomflow.runs import train_shard
-from klomflow.training import Recipe, learning_rate, train_model
+from klomflow.jobs.runs import train_shard
+from klomflow.training import loop as training
+from klomflow.training.loop import Recipe, learning_rate, train_model
+from klomflow.training.models import build_model
 
 # Momentum, weight decay and a per-iteration triangular schedule: a resume that
 # loses the optimiser state, the shuffling generator or the step count shows up

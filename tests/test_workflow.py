@@ -11,13 +11,13 @@ import torch
 from workflow import parse_job_stats, planned_jobs, snakemake, tiny_config, write_config
 
 from klomflow.config import method_settings, training_seed, validate
-from klomflow.datasets import load_dataset
+from klomflow.data.datasets import load_dataset
 from klomflow.io import load_torch, read_parquet_metadata
-from klomflow.klom import SPLITS, KlomOptions, klom_per_point
-from klomflow.margins import margins_from_logits
-from klomflow.models import build_model
-from klomflow.runs import train_shard, unlearn_shard
-from klomflow.training import Recipe, predict_logits, train_model
+from klomflow.jobs.runs import train_shard, unlearn_shard
+from klomflow.metrics.klom import SPLITS, KlomOptions, klom_per_point
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.training.loop import Recipe, predict_logits, train_model
+from klomflow.training.models import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -267,7 +267,7 @@ def test_bumping_a_method_version_reruns_only_that_method(tiny_run, tmp_path):
     copy = tmp_path / "repository"
     shutil.copytree(REPOSITORY, copy, ignore=shutil.ignore_patterns(
         "results", ".snakemake", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))
-    registry = copy / "klomflow/methods/registry.py"
+    registry = copy / "klomflow/unlearning/methods/registry.py"
     text = registry.read_text()
     assert 'MethodSpec("gradient_descent",' in text
     registry.write_text(text.replace('MethodSpec("gradient_descent",',

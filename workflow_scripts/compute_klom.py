@@ -3,8 +3,8 @@ from workflow_job import script_context
 import pandas as pd
 
 from klomflow.io import load_array, save_parquet
-from klomflow.klom import KlomOptions
-from klomflow.tables import klom_points
+from klomflow.metrics.klom import KlomOptions
+from klomflow.reporting.tables import klom_points
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -1,11 +1,11 @@
 from workflow_job import script_context
 
 import pandas as pd
+from klomflow.tables import point_splits
 
 from klomflow.io import load_array, save_parquet
 from klomflow.privacy import FEW_MODELS, PrivacyOptions
 from klomflow.privacy_tables import accuracies, evaluate_setting
-from klomflow.tables import point_splits
 
 log, config = script_context(snakemake)
 params = snakemake.params.privacy

@@ -2,7 +2,7 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.forget_set_jobs import Job, derive, write_forget_set
+from klomflow.jobs.forget_sets import Job, derive, write_forget_set
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -2,7 +2,7 @@ from workflow_job import script_context
 
 from pathlib import Path
 
-from klomflow.datasets import DownloadError, download
+from klomflow.data.datasets import DownloadError, download
 
 log, config = script_context(snakemake)
 dataset = config["dataset"]

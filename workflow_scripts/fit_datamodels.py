@@ -2,8 +2,8 @@ from workflow_job import script_context
 
 import numpy as np
 
-from klomflow.datamodels import fit_datamodels_to_files
 from klomflow.io import load_array
+from klomflow.training.datamodels import fit_datamodels_to_files
 
 log, config = script_context(snakemake)
 # Shards are listed in seed order; row m of the masks goes with row m of the logits.

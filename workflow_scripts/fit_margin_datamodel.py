@@ -2,7 +2,7 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.forget_set_jobs import fit_margin_datamodel
+from klomflow.jobs.forget_sets import fit_margin_datamodel
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from klomflow.io import load_array, save_array
-from klomflow.published import import_holdout_oracle_logits
+from klomflow.jobs.published import import_holdout_oracle_logits
 
 log, config = script_context(snakemake)
 if "published" in snakemake.input.keys():  # a published forget set's oracles (models.source)

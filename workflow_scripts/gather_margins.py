@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 
 from klomflow.io import load_array, save_array, save_parquet
-from klomflow.margins import margins_from_logits
-from klomflow.published import do_nothing_runs, import_oracle_margins, import_original_margins
+from klomflow.jobs.published import do_nothing_runs, import_oracle_margins, import_original_margins
+from klomflow.metrics.margins import margins_from_logits
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 
 from klomflow.io import load_array, save_torch
-from klomflow.published import check_checkpoint_margins, import_original_shard, load_published_model
-from klomflow.runs import dataset_for
-from klomflow.training import pick_device
+from klomflow.jobs.published import check_checkpoint_margins, import_original_shard
+from klomflow.jobs.runs import dataset_for
+from klomflow.training.loop import pick_device
+from klomflow.training.published_models import load_published_model
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

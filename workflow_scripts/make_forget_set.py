@@ -2,9 +2,9 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.forget_set_jobs import sidecar, write_forget_set
-from klomflow.forget_sets import make_forget_set
-from klomflow.published import Source
+from klomflow.data.published.layout import Source
+from klomflow.forget_sets.kinds import make_forget_set
+from klomflow.jobs.forget_sets import sidecar, write_forget_set
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)

@@ -2,10 +2,11 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.io import provenance, save_parquet, write_text
-from klomflow.paper import klom_table_frame
-from klomflow.render import accuracy_latex, accuracy_markdown, klom_latex, klom_markdown
-from klomflow.tables import accuracy_table_frame
+from klomflow.io import save_parquet, write_text
+from klomflow.jobs.provenance import provenance
+from klomflow.reporting.render import accuracy_latex, accuracy_markdown, klom_latex, klom_markdown
+from klomflow.reporting.selection import klom_table_frame
+from klomflow.reporting.tables import accuracy_table_frame
 
 log, config = script_context(snakemake)
 klom = pd.read_parquet(snakemake.input.klom)

@@ -2,7 +2,8 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.io import provenance, save_parquet, write_text
+from klomflow.io import save_parquet, write_text
+from klomflow.jobs.provenance import provenance
 from klomflow.privacy_tables import paper_privacy_frame, privacy_latex, privacy_markdown
 
 log, config = script_context(snakemake)

@@ -3,10 +3,11 @@ from workflow_job import script_context
 import numpy as np
 import pandas as pd
 
-from klomflow import figures
 from klomflow.io import load_array, read_parquet_metadata
-from klomflow.klom import KlomOptions
-from klomflow.tables import NOISE_FLOOR, with_accuracy_columns
+from klomflow.metrics.klom import KlomOptions
+from klomflow.reporting import figures
+from klomflow.reporting.names import NOISE_FLOOR
+from klomflow.reporting.tables import with_accuracy_columns
 
 log, config = script_context(snakemake)
 forget_set = snakemake.wildcards.forget_set

@@ -1,9 +1,10 @@
 from workflow_job import script_context
 
-from klomflow.datasets import points_table, points_without_dataset
+from klomflow.data.datasets import points_table, points_without_dataset
+from klomflow.data.published.layout import Source
 from klomflow.io import save_parquet
-from klomflow.published import Source, labels_from_model_zero
-from klomflow.runs import dataset_for
+from klomflow.jobs.published import labels_from_model_zero
+from klomflow.jobs.runs import dataset_for
 
 log, config = script_context(snakemake)
 source = Source.from_config(config)

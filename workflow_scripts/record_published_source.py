@@ -3,7 +3,7 @@ from workflow_job import script_context
 import json
 
 from klomflow.io import atomic_path
-from klomflow.published import source_manifest
+from klomflow.jobs.published import source_manifest
 
 log, config = script_context(snakemake)
 manifest = source_manifest(snakemake.input.published, snakemake.params.source["path"])

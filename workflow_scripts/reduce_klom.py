@@ -4,10 +4,11 @@ import sys
 
 import pandas as pd
 
-from klomflow.io import provenance, read_parquet_metadata, save_parquet, write_text
-from klomflow.published import easydub_check_report
-from klomflow.render import summary_markdown
-from klomflow.tables import klom_table, with_forget_set_kinds, with_unchanged_weights
+from klomflow.io import read_parquet_metadata, save_parquet, write_text
+from klomflow.jobs.provenance import provenance
+from klomflow.jobs.published import easydub_check_report
+from klomflow.reporting.render import summary_markdown
+from klomflow.reporting.tables import klom_table, with_forget_set_kinds, with_unchanged_weights
 
 log, config = script_context(snakemake)
 table = klom_table(

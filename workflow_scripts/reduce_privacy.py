@@ -1,6 +1,7 @@
 from workflow_job import script_context
 
-from klomflow.io import provenance, read_parquet_metadata, save_parquet
+from klomflow.io import read_parquet_metadata, save_parquet
+from klomflow.jobs.provenance import provenance
 from klomflow.privacy_tables import privacy_table
 
 log, config = script_context(snakemake)

@@ -2,10 +2,12 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow.io import load_array, provenance, save_parquet
-from klomflow.klom import KlomOptions
-from klomflow.paper import interval_entry
-from klomflow.tables import NOISE_FLOOR, point_splits
+from klomflow.io import load_array, save_parquet
+from klomflow.jobs.provenance import provenance
+from klomflow.metrics.klom import KlomOptions
+from klomflow.reporting.names import NOISE_FLOOR
+from klomflow.reporting.selection import interval_entry
+from klomflow.reporting.tables import point_splits
 
 log, config = script_context(snakemake)
 params = snakemake.params.resampling

@@ -1,15 +1,19 @@
 from workflow_job import script_context
 
+from functools import partial
+
 import pandas as pd
 
-from klomflow.io import load_array, load_logit_groups, provenance, save_parquet
-from klomflow.tables import accuracy_table
+from klomflow.config import model_seeds
+from klomflow.io import load_array, load_logit_groups, save_parquet
+from klomflow.jobs.provenance import provenance
+from klomflow.reporting.tables import accuracy_table
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
 names = snakemake.params.forget_sets  # in the order of the forget-set and oracle inputs
 table = accuracy_table(
-    config,
+    partial(model_seeds, config),
     snakemake.params.identity,
     n_train=int((points["split"] == "train").sum()),
     labels=points["label"].to_numpy(),

@@ -1,15 +1,19 @@
 from workflow_job import script_context
 
+from functools import partial
+
 import pandas as pd
 
-from klomflow.io import load_array, load_logit_groups, provenance, save_parquet
-from klomflow.tables import class_accuracy_table
+from klomflow.config import model_seeds
+from klomflow.io import load_array, load_logit_groups, save_parquet
+from klomflow.jobs.provenance import provenance
+from klomflow.reporting.tables import class_accuracy_table
 
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
 forget_labels = snakemake.params.labels  # {class forget set: its label}, in input order
 table = class_accuracy_table(
-    config,
+    partial(model_seeds, config),
     points["label"].to_numpy(),
     n_train=int((points["split"] == "train").sum()),
     original=load_array(snakemake.input.original),

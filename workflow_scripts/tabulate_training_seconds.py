@@ -3,7 +3,8 @@ from workflow_job import script_context
 import pandas as pd
 import torch
 
-from klomflow.io import provenance, save_parquet
+from klomflow.io import save_parquet
+from klomflow.jobs.provenance import provenance
 
 log, config = script_context(snakemake)
 rows = []

@@ -1,7 +1,7 @@
 from workflow_job import script_context
 
 from klomflow.io import load_array, save_array, save_torch
-from klomflow.runs import finish_resume, train_shard
+from klomflow.jobs.runs import finish_resume, train_shard
 
 log, config = script_context(snakemake)
 forget_set = snakemake.wildcards.get("forget_set")

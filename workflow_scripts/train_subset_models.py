@@ -1,8 +1,8 @@
 from workflow_job import script_context
 
-from klomflow.datamodels import masks_from_records
 from klomflow.io import read_parquet_metadata, save_array, save_torch
-from klomflow.runs import finish_resume, train_shard
+from klomflow.jobs.runs import finish_resume, train_shard
+from klomflow.training.datamodels import masks_from_records
 
 log, config = script_context(snakemake)
 checkpoint, logits = train_shard(

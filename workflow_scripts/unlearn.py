@@ -3,7 +3,7 @@ from workflow_job import script_context
 import numpy as np
 
 from klomflow.io import load_array, load_torch, save_array, save_parquet, save_torch
-from klomflow.runs import unlearn_shard
+from klomflow.jobs.runs import unlearn_shard
 
 log, config = script_context(snakemake)
 setting = snakemake.params.setting  # the MethodSetting, on this job's forget set only

@@ -3,7 +3,7 @@ from conftest import max_weight_change, weights_of
 from torch import nn
 from torch.nn import functional as F
 
-from klomflow.methods import bad_teaching
+from klomflow.unlearning.methods import bad_teaching
 
 
 def kl_to(student, target_model, x):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import make_tiny_problem, weights_of
 
-from klomflow.methods.dm_direct import METHOD
-from klomflow.training import predict_logits
+from klomflow.training.loop import predict_logits
+from klomflow.unlearning.methods.dm_direct import METHOD
 
 
 def with_datamodels(data, n_val=5, seed=0):

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from conftest import make_tiny_problem, max_weight_change, weights_of
 
-from klomflow.methods.dmm import METHOD
-from klomflow.training import predict_logits
+from klomflow.training.loop import predict_logits
+from klomflow.unlearning.methods.dmm import METHOD
 
 # Enough steps for a tiny model to get close to its targets in a test.
 FAST = METHOD.defaults | {"lr": 1e-2, "lr_decay": 1.0, "epochs": 150}

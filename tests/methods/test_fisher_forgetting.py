@@ -4,8 +4,8 @@ import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import fisher_forgetting as ff
-from klomflow.models import build_model
+from klomflow.training.models import build_model
+from klomflow.unlearning.methods import fisher_forgetting as ff
 
 PLAIN = {"alpha": 1e-6, "batch_size": 16, "average_over_inputs": False,
          "zero_forget_classes": False}

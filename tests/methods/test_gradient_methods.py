@@ -8,7 +8,7 @@ import torch
 from conftest import record_cross_entropy, weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import gradient_ascent, gradient_descent, neggrad_plus
+from klomflow.unlearning.methods import gradient_ascent, gradient_descent, neggrad_plus
 
 
 def gradient(model, x, y):

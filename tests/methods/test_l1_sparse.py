@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import max_weight_change, weights_of
 
-from klomflow.methods import l1_sparse
+from klomflow.unlearning.methods import l1_sparse
 
 
 def test_l1_weight_falls_linearly_from_alpha_to_zero():

@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import make_tiny_problem, max_weight_change, weights_of
 
-from klomflow.methods import oracle_matching
-from klomflow.methods.matching import finetuning_indices
-from klomflow.methods.oracle_matching import METHOD, oracle_subset
-from klomflow.models import build_model
-from klomflow.training import Recipe, predict_logits, train_model
+from klomflow.training.loop import Recipe, predict_logits, train_model
+from klomflow.training.models import build_model
+from klomflow.unlearning.methods import oracle_matching
+from klomflow.unlearning.methods.matching import finetuning_indices
+from klomflow.unlearning.methods.oracle_matching import METHOD, oracle_subset
 
 # Enough steps for a tiny model to get close to its targets in a test.
 FAST = METHOD.defaults | {"n_oracles": 3, "lr": 1e-2, "lr_decay": 1.0, "epochs": 150}

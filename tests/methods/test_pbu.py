@@ -4,8 +4,8 @@ import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import pbu
-from klomflow.methods.fisher import fisher_diagonal
+from klomflow.unlearning.methods import pbu
+from klomflow.unlearning.methods.fisher import fisher_diagonal
 
 
 def flat(tensors):

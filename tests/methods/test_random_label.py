@@ -1,7 +1,7 @@
 import torch
 from conftest import max_weight_change, record_cross_entropy, weights_of
 
-from klomflow.methods import base, random_label
+from klomflow.unlearning.methods import base, random_label
 
 
 def accuracy(model, x, y):

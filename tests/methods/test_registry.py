@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-import klomflow.methods
-from klomflow.methods import METHODS, REGISTRY
-from klomflow.methods.registry import MethodSpec
+import klomflow.unlearning.methods
+from klomflow.unlearning.methods import METHODS, REGISTRY
+from klomflow.unlearning.methods.registry import MethodSpec
 
-METHODS_DIR = Path(klomflow.methods.__file__).parent
+METHODS_DIR = Path(klomflow.unlearning.methods.__file__).parent
 
 
 def test_the_registry_and_the_config_check_import_no_torch():
-    code = ("import sys, klomflow.methods.registry, klomflow.methods, klomflow.config; "
-            "from klomflow.methods import METHODS, REGISTRY; "
+    code = ("import sys, klomflow.unlearning.methods.registry, klomflow.unlearning.methods, "
+            "klomflow.config; "
+            "from klomflow.unlearning.methods import METHODS, REGISTRY; "
             "assert sorted(METHODS) == sorted(REGISTRY); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -30,7 +31,7 @@ def test_the_registry_and_the_config_check_import_no_torch():
 def test_each_implementation_is_its_registry_entry(name):
     spec = REGISTRY[name]
     method = spec.load()
-    assert method.unlearn.__module__ == spec.module == f"klomflow.methods.{name}"
+    assert method.unlearn.__module__ == spec.module == f"klomflow.unlearning.methods.{name}"
     for field in dataclasses.fields(MethodSpec):
         assert getattr(method, field.name) == getattr(spec, field.name), (name, field.name)
     assert METHODS[name] is method
@@ -49,7 +50,7 @@ def imported_modules(path: Path) -> set:
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from the klomflow.methods package
+            if node.level:  # relative: from the klomflow.unlearning.methods package
                 base = ".".join(["klomflow", "methods"][: 3 - node.level] +
                                 ([node.module] if node.module else []))
             else:
@@ -61,7 +62,7 @@ def imported_modules(path: Path) -> set:
 
 def method_modules_imported(path: Path) -> set:
     return {name.split(".")[2] for name in imported_modules(path)
-            if name.startswith("klomflow.methods.") and name.split(".")[2] in REGISTRY}
+            if name.startswith("klomflow.unlearning.methods.") and name.split(".")[2] in REGISTRY}
 
 
 @pytest.mark.parametrize("path", sorted(METHODS_DIR.glob("*.py")), ids=lambda path: path.stem)
@@ -72,16 +73,16 @@ def test_no_module_imports_a_method_module_but_its_own(path):
 
 def test_the_import_check_sees_a_method_importing_another(tmp_path):
     module = tmp_path / "pbu.py"
-    module.write_text("from klomflow.methods.fisher_forgetting import fisher_diagonal\n"
-                      "from klomflow.methods import random_label\n"
+    module.write_text("from klomflow.unlearning.methods.fisher_forgetting import fisher_diagonal\n"
+                      "from klomflow.unlearning.methods import random_label\n"
                       "from . import dmm\n"
-                      "import klomflow.methods.salun\n")
+                      "import klomflow.unlearning.methods.salun\n")
     assert method_modules_imported(module) == {"fisher_forgetting", "random_label", "dmm",
                                                 "salun"}
 
 
 def test_methods_table_loads_lazily_and_takes_stand_ins():
-    table = klomflow.methods.LazyMethods(REGISTRY)
+    table = klomflow.unlearning.methods.LazyMethods(REGISTRY)
     assert list(table) == list(REGISTRY) and len(table) == len(REGISTRY)
     stand_in = object()
     table["do_nothing"] = stand_in

@@ -4,7 +4,7 @@ import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import salun
+from klomflow.unlearning.methods import salun
 
 
 def accuracy(model, x, y):

@@ -3,7 +3,7 @@ import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import scrub
+from klomflow.unlearning.methods import scrub
 
 
 def accuracy(model, x, y):

@@ -5,7 +5,7 @@ import torch
 from conftest import weights_of
 from torch.nn import functional as F
 
-from klomflow.methods import ssd
+from klomflow.unlearning.methods import ssd
 
 
 def reference_importance(model, x, y, batch_size):

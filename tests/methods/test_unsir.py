@@ -4,11 +4,11 @@ import torch
 from conftest import max_weight_change, weights_of
 from torch.nn import functional as F
 
-from klomflow.datasets import load_digits
-from klomflow.methods import unsir
-from klomflow.methods.base import UnlearningData
-from klomflow.models import build_model
-from klomflow.training import Recipe, train_model
+from klomflow.data.datasets import load_digits
+from klomflow.training.loop import Recipe, train_model
+from klomflow.training.models import build_model
+from klomflow.unlearning.methods import unsir
+from klomflow.unlearning.methods.base import UnlearningData
 
 
 def digits_class_problem(seed=11, label=3):

@@ -1,0 +1,430 @@
+"""Configuration: schema validation, checks that need the data, defaults and method grids.
+
+Everything that can be wrong in config.yaml is caught here, before any job
+runs, with a message that names the key at fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import yaml
+
+from klomflow.data.published.layout import PublishedError, Source
+from klomflow.data.published.reading import check_files
+from klomflow.forget_sets.kinds import (
+    DERIVED_KINDS,
+    ForgetSetError,
+    check_derived,
+    make_forget_set,
+    resolved_spec,
+)
+from klomflow.options import SECTIONS, section_defaults
+from klomflow.reporting.names import NOISE_FLOOR
+from klomflow.seeds import model_seed, stable_hash
+
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+
+# Defaults for optional keys, from the typed sections (klomflow/options.py); the schema says
+# which keys exist at all.
+DEFAULTS = {section: section_defaults(cls) for section, cls in SECTIONS.items()}
+# Method-entry keys that are not hyperparameters.
+RESERVED_METHOD_KEYS = ("method", "forget_sets")
+# Row names of the tables that no method entry may take.
+RESERVED_ENTRY_NAMES = (NOISE_FLOOR, "original", "oracle")
+# Nominal training-set sizes, used to check forget sets before a dataset is downloaded.
+NOMINAL_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "mnist": (60000, 10),
+                 "fashion_mnist": (60000, 10)}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def check_schema(config: dict) -> None:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    messages = []
+    for error in errors:
+        # oneOf failures hide the useful part (which key is unknown) in the context.
+        detail, path = error.message, _key_path(error)
+        if error.validator == "oneOf" and error.context:
+            context = error.context
+            # A forget set names its kind: report only that kind's branch, at its key.
+            kind = error.instance.get("kind") if isinstance(error.instance, dict) else None
+            branches = [index for index, branch in enumerate(error.validator_value)
+                        if branch.get("properties", {}).get("kind", {}).get("const") == kind]
+            kinds = [branch.get("properties", {}).get("kind", {}).get("const")
+                     for branch in error.validator_value]
+            if isinstance(kind, str) and not branches and all(kinds):
+                messages.append(f"{path}.kind: unknown kind {kind!r}; one of {kinds}")
+                continue
+            if branches:
+                context = [sub for sub in context if sub.relative_schema_path[0] in branches]
+            detail = "; ".join(sorted({sub.message for sub in context}))
+            if branches and len(context) == 1 and context[0].relative_path:
+                path = f"{path}.{'.'.join(str(part) for part in context[0].relative_path)}"
+        messages.append(f"{path}: {detail}")
+    raise ConfigError("invalid config:\n  " + "\n  ".join(messages))
+
+
+def in_schema_order(value, schema: dict):
+    """`value` with every mapping's keys in the order `schema` declares them.
+
+    Snakemake compares a job's params by repr(), in which a dict's key order shows: without
+    this, the same config with its keys in another order (re-saved by yaml.safe_dump, which
+    sorts them) plans finished jobs again. Declared order, not sorted order: a config written
+    in the documented order (config.yaml's) keeps the params it had, so finished runs stay
+    finished. Named mappings (forget sets, method entries) keep the config's order, which
+    tables and figures follow; rules whose params list them sort the names themselves.
+    """
+    if not isinstance(value, dict) or not isinstance(schema, dict):
+        return value
+    # A forget set: the schema of its kind (one oneOf branch per kind).
+    for branch in schema.get("oneOf", []):
+        if branch.get("properties", {}).get("kind", {}).get("const") == value.get("kind"):
+            schema = branch
+            break
+    properties = schema.get("properties", {})
+    if not properties:  # a mapping of names
+        entry = schema.get("additionalProperties")
+        return {key: in_schema_order(item, entry) for key, item in value.items()}
+    ordered = {key: in_schema_order(value[key], properties[key])
+               for key in properties if key in value}
+    # Undeclared keys fail the schema check; sorted here so the order is canonical anyway.
+    return ordered | {key: value[key] for key in sorted(set(value) - set(ordered), key=str)}
+
+
+def with_defaults(config: dict) -> dict:
+    """A copy of `config` with every optional section key filled in."""
+    resolved = json.loads(json.dumps(config))
+    for section, defaults in DEFAULTS.items():
+        resolved[section] = defaults | (resolved.get(section) or {})
+    return resolved
+
+
+def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
+    """Seed of model `index` of a role; oracles of each forget set get their own seeds."""
+    return model_seed(config["models"]["base_seed"], role, forget_set or "", index)
+
+
+def is_imported(config: dict, role: str, forget_set: str | None = None) -> bool:
+    """True when `role` ("original" or "oracle" of `forget_set`) comes from a published folder."""
+    source = config["models"].get("source") or {"layout": "train"}
+    if source["layout"] == "train" or role not in ("original", "oracle"):
+        return False
+    return role == "original" or config["forget_sets"][forget_set]["kind"] == "published"
+
+
+def model_seeds(config: dict, role: str, forget_set: str | None, n_models: int) -> list[int]:
+    """Seeds of the first `n_models` models of a role; -1 for imported models (none published)."""
+    if is_imported(config, role, forget_set):
+        return [-1] * n_models
+    return [training_seed(config, role, forget_set, k) for k in range(n_models)]
+
+
+def n_models(config: dict, role: str) -> int:
+    """Models a role trains: originals, or scored plus held-out oracles per forget set."""
+    models = config["models"]
+    if role == "original":
+        return models["n_originals"]
+    if role == "subset":
+        return config["datamodels"]["n_subset_models"]
+    return models["n_oracles"] + models["n_holdout_oracles"]
+
+
+def seeds_per_job(config: dict, role: str) -> int:
+    """Models per job; subset models may have their own (they train on half the data)."""
+    if role == "subset":
+        return config["datamodels"].get("seeds_per_job") or config["models"]["seeds_per_job"]
+    return config["models"]["seeds_per_job"]
+
+
+def shard_indices(config: dict, role: str, shard: int) -> range:
+    """Model indices of job `shard` of a role."""
+    from klomflow.io import shard_ranges
+
+    ranges = shard_ranges(n_models(config, role), seeds_per_job(config, role))
+    if not 0 <= shard < len(ranges):
+        raise ValueError(f"{role} shard {shard} does not exist; there are {len(ranges)}")
+    return ranges[shard]
+
+
+@dataclass(frozen=True)
+class MethodSetting:
+    """One grid point of one method entry."""
+
+    entry: str  # the entry's name in config.yaml; results are filed under it
+    implementation: str  # a name in klomflow.unlearning.methods.registry.REGISTRY
+    params: dict  # every hyperparameter, defaults filled in
+    config_id: str  # short hash of method + params: stable across runs and configs
+    forget_sets: tuple  # the forget sets this setting runs on
+
+
+def _check_param(key: str, value, default, choices=None):
+    """Coerce `value` to the type of `default` or fail naming `key`."""
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list like {default!r}, got {value!r}")
+        # Elements take the type of the default's elements (any number when it is empty).
+        element = default[0] if default else 0.0
+        return [_check_param(f"{key}[{i}]", v, element) for i, v in enumerate(value)]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = " (YAML reads 1e-3 as text; write 1.0e-3)" if isinstance(value, str) else ""
+            raise ConfigError(f"{key}: expected a number, got {value!r}{hint}")
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected text, got {value!r}")
+    return value
+
+
+def _grid(value, default) -> list:
+    """A hyperparameter's values: a list is a grid, except for a list-valued
+    hyperparameter, whose grid is a list of lists."""
+    if isinstance(default, list):
+        is_grid = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+        return value if is_grid else [value]
+    return value if isinstance(value, list) else [value]
+
+
+def _check_range(key: str, value):
+    """Reject values no method can run with, by the hyperparameter's name.
+
+    Learning rates (`lr`, `*_lr`) must be positive, epoch counts (`epochs`,
+    `*_epochs`) at least 0 (0 leaves the model as it is) and batch sizes at
+    least 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # list- and text-valued hyperparameters are checked by type only
+    name = key.rsplit(".", 1)[-1]
+    if (name == "lr" or name.endswith("_lr")) and not value > 0:
+        raise ConfigError(f"{key}: a learning rate must be positive, got {value!r}")
+    if (name == "epochs" or name.endswith("_epochs")) and value < 0:
+        raise ConfigError(f"{key}: an epoch count cannot be negative, got {value!r}")
+    if (name == "batch_size" or name.endswith("_batch_size")) and value < 1:
+        raise ConfigError(f"{key}: a batch size must be at least 1, got {value!r}")
+    return value
+
+
+def method_settings(config: dict, methods=None) -> list[MethodSetting]:
+    """Expand every method entry's grid into MethodSettings (list values are grids).
+
+    `methods` maps names to objects with `defaults` (and `choices`); the default is
+    the torch-free registry.
+    """
+    if methods is None:
+        from klomflow.unlearning.methods.registry import REGISTRY as methods
+    settings = []
+    all_forget_sets = tuple(config["forget_sets"])
+    for entry, raw in config["methods"].items():
+        if entry in RESERVED_ENTRY_NAMES:
+            raise ConfigError(f"methods.{entry}: the name is reserved for a reference row")
+        raw = dict(raw or {})
+        method_name = raw.pop("method", entry)
+        if method_name not in methods:
+            raise ConfigError(
+                f"methods.{entry}: unknown method {method_name!r}; known: {sorted(methods)}"
+            )
+        method = methods[method_name]
+        forget_sets = raw.pop("forget_sets", None)
+        forget_sets = all_forget_sets if forget_sets is None else tuple(forget_sets)
+        for name in forget_sets:
+            if name not in config["forget_sets"]:
+                raise ConfigError(f"methods.{entry}.forget_sets: unknown forget set {name!r}")
+        unknown = sorted(set(raw) - set(method.defaults))
+        if unknown:
+            raise ConfigError(
+                f"methods.{entry}.{unknown[0]}: unknown hyperparameter of {method_name}; "
+                f"known: {sorted(method.defaults)}"
+            )
+        grid = {}
+        choices = getattr(method, "choices", {})
+        for name, default in method.defaults.items():
+            values = _grid(raw.get(name, default), default)
+            if not values:
+                raise ConfigError(f"methods.{entry}.{name}: an empty grid")
+            key = f"methods.{entry}.{name}"
+            grid[name] = [_check_range(key, _check_param(key, v, default, choices.get(name)))
+                          for v in values]
+        for combination in itertools.product(*grid.values()):
+            params = dict(zip(grid, combination))
+            config_id = stable_hash({"method": method_name, "params": params})
+            settings.append(MethodSetting(entry, method_name, params, config_id, forget_sets))
+    return settings
+
+
+def training_labels(config: dict, base_dir=".") -> tuple[np.ndarray | None, int, int]:
+    """(training labels or None, n_train, n_classes) for checks before any job runs.
+
+    Read without torch (planning the DAG must not import it). Torchvision
+    datasets that are not downloaded yet are checked against their nominal
+    sizes; the forget-set rule checks again against the real labels.
+    """
+    from klomflow.data.datasets import TORCHVISION_DATASETS
+    from klomflow.data.datasets import training_labels as read_labels
+
+    dataset = _dataset_under(config, base_dir)
+    try:
+        labels = read_labels(dataset)
+    except FileNotFoundError:
+        n_train, n_classes = NOMINAL_SIZES[dataset["name"]]
+        return None, n_train, 20 if dataset.get("labels") == "coarse" else n_classes
+    n_classes = NOMINAL_SIZES[dataset["name"]][1] if dataset["name"] in TORCHVISION_DATASETS \
+        else 10
+    if dataset.get("labels") == "coarse":
+        n_classes = 20
+    return labels, len(labels), n_classes
+
+
+def _dataset_under(config: dict, base_dir) -> dict:
+    """The `dataset` section with its data_dir relative to `base_dir`."""
+    dataset = dict(config["dataset"])
+    dataset["data_dir"] = str(Path(base_dir) / dataset.get("data_dir", "data"))
+    return dataset
+
+
+def subclasses(config: dict, base_dir=".") -> np.ndarray:
+    """The fine labels of CIFAR-100's training points (with `dataset.labels: coarse`)."""
+    from klomflow.data.datasets import training_labels as read_labels
+
+    return read_labels(_dataset_under(config, base_dir), fine=True)
+
+
+def validate(config: dict, base_dir=".", methods=None) -> dict:
+    """Check `config` completely and return it with defaults filled in.
+
+    Raises ConfigError naming the key at fault.
+    """
+    check_schema(config)
+    # Every later step keeps key order, so the resolved config (and every job's params) is in
+    # one order whatever the order of the file.
+    resolved = with_defaults(in_schema_order(config, yaml.safe_load(SCHEMA_PATH.read_text())))
+    check_schema(resolved)
+    if resolved["dataset"]["name"] == "digits" and resolved["model"]["name"] == "resnet9":
+        raise ConfigError("model.name: resnet9 needs image inputs; digits are flat 64-vectors")
+    source = check_source(resolved, base_dir)
+    labels, n_train, n_classes = training_labels(resolved, base_dir)
+    labels_read = labels is not None
+    if labels is None:  # nominal check only: no label -> use a fake label array of the right size
+        labels = np.arange(n_train) % n_classes
+    coarse = resolved["dataset"].get("labels", "fine") == "coarse"
+    if coarse and resolved["dataset"]["name"] != "cifar100":
+        raise ConfigError(f"dataset.labels: coarse labels exist for cifar100 only, not "
+                          f"{resolved['dataset']['name']!r}")
+    for name, spec in resolved["forget_sets"].items():
+        if spec["kind"] == "class" and spec["label"] >= n_classes:
+            raise ConfigError(
+                f"forget_sets.{name}.label={spec['label']}: the dataset has classes "
+                f"0..{n_classes - 1}"
+            )
+        try:
+            if spec["kind"] in ("subpopulation", *DERIVED_KINDS):
+                spec = resolved["forget_sets"][name] = resolved_spec(name, spec)
+            if spec["kind"] in DERIVED_KINDS:
+                check_derived(name, spec, n_train, resolved["datamodels"]["n_subset_models"],
+                              base_dir)
+            elif spec["kind"] == "subpopulation":
+                if not coarse:
+                    raise ForgetSetError(
+                        f"forget_sets.{name}.kind: subpopulation needs dataset cifar100 with "
+                        f"dataset.labels: coarse (superclass labels, fine subclasses)")
+                if labels_read:
+                    make_forget_set(name, spec, labels, base_dir,
+                                    train_subclasses=subclasses(resolved, base_dir))
+            else:
+                make_forget_set(name, spec, labels, base_dir, source=source)
+        except ForgetSetError as error:
+            raise ConfigError(str(error)) from None
+    settings = method_settings(resolved, methods)
+    if methods is None:
+        from klomflow.unlearning.methods.registry import REGISTRY as methods
+    for setting in settings:
+        method = methods[setting.implementation]
+        if method.class_only:
+            for name in setting.forget_sets:
+                if resolved["forget_sets"][name]["kind"] != "class":
+                    raise ConfigError(
+                        f"methods.{setting.entry}: {setting.implementation} forgets whole "
+                        f"classes only, but forget set {name!r} is of kind "
+                        f"{resolved['forget_sets'][name]['kind']!r}; restrict the entry with "
+                        f"`forget_sets: [...]`"
+                    )
+    return resolved
+
+
+def check_source(resolved: dict, base_dir=".") -> Source | None:
+    """Check `models.source` and the files it names (existence and counts; no file is read).
+
+    A published layout holds CIFAR-10 ResNet-9s; its oracles cover published forget
+    sets only, so any other forget set needs `train_missing_oracles: true`, which
+    trains them here (with a warning: the recipe must then be the published one).
+    """
+    source_config = resolved["models"].get("source")
+    if source_config is None or source_config["layout"] == "train":
+        for name, spec in resolved["forget_sets"].items():
+            if spec["kind"] == "published":
+                raise ConfigError(f"forget_sets.{name}.kind: a published forget set needs "
+                                  f"models.source.layout klom_models or easydub (and its path)")
+        return None
+    resolved["models"]["source"] = {"train_missing_oracles": False} | source_config
+    source = Source.from_config(resolved, base_dir)
+    if not source.root.is_dir():
+        raise ConfigError(f"models.source.path: folder {str(source.root)!r} does not exist")
+    if resolved["dataset"]["name"] != "cifar10":
+        raise ConfigError(f"dataset.name: the published {source.layout} models are CIFAR-10 "
+                          f"models; set dataset.name: cifar10")
+    if resolved["model"]["name"] != "resnet9":
+        raise ConfigError(f"model.name: the published {source.layout} models are ResNet-9s; set "
+                          f"model.name: resnet9")
+    models = resolved["models"]
+    n_oracles = models["n_oracles"] + models["n_holdout_oracles"]
+    try:
+        check_files(source.original_files(models["n_originals"]), "original models",
+                    models["n_originals"])
+        for name, spec in resolved["forget_sets"].items():
+            if spec["kind"] == "published":
+                check_files(source.oracle_files(spec["id"], n_oracles),
+                            f"oracles for forget_set_{spec['id']}", n_oracles)
+            elif not resolved["models"]["source"]["train_missing_oracles"]:
+                raise ConfigError(
+                    f"forget_sets.{name}: the {source.layout} folder has oracles for published "
+                    f"forget sets only; use kind: published, or set "
+                    f"models.source.train_missing_oracles: true to train its oracles here")
+            else:
+                print(f"klomflow: WARNING: forget set {name!r}: its oracles are trained here "
+                      f"against {source.layout} originals; the train section must be the "
+                      f"published recipe (see config/{source.layout}_cifar10.yaml) or KLOM "
+                      f"measures the recipe difference", file=sys.stderr)
+    except PublishedError as error:
+        raise ConfigError(f"models.source: {error}") from None
+    return source
+
+
+def load(path, base_dir=None) -> dict:
+    """Read and validate a config file."""
+    path = Path(path)
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    return validate(config, base_dir if base_dir is not None else path.parent)
