@@ -9,19 +9,13 @@ from scipy.optimize import brentq
 from workflow import tiny_config
 
 from klomflow.config import validate
-from klomflow.forget_sets import bilevel, derived
+from klomflow.forget_sets import bilevel, principal_components, proxies
 from klomflow.forget_sets.bilevel import bilevel_worst_case, project_capped_simplex
-from klomflow.forget_sets.derived import (
-    datamodel_group,
-    inout_klom_scores,
-    nearest_neighbors,
-    pc_scores,
-    rank_order,
-    select_by_side,
-    self_influence_scores,
-    subpopulation,
-    training_rows,
-)
+from klomflow.forget_sets.neighbours import nearest_neighbors, training_rows
+from klomflow.forget_sets.principal_components import pc_scores, select_by_side
+from klomflow.forget_sets.proxies import datamodel_group, inout_klom_scores, self_influence_scores
+from klomflow.forget_sets.ranking import rank_order
+from klomflow.forget_sets.subpopulation import subpopulation
 from klomflow.io import save_torch
 from klomflow.jobs.forget_sets import Job, _last_linear_inputs, derive, penultimate_features
 from klomflow.jobs.runs import dataset_for
@@ -139,7 +133,7 @@ def test_randomized_operator_is_the_exact_matrix(monkeypatch, rows, center, norm
                                                   zero_diagonal):
     # Blocks of 7 rows (the last one short): the blockwise products, row norms, means and
     # zeroed diagonal must add up to the matrix the exact solver builds.
-    monkeypatch.setattr(derived, "BLOCK_ELEMENTS", 7 * 120)
+    monkeypatch.setattr(principal_components, "BLOCK_ELEMENTS", 7 * 120)
     theta = low_rank_theta()
     options = dict(rows=rows, center=center, normalize=normalize, zero_diagonal=zero_diagonal)
     for component in (1, 2):
@@ -157,7 +151,7 @@ def test_randomized_operator_is_the_exact_matrix(monkeypatch, rows, center, norm
 
 
 def test_randomized_reads_a_memmap_from_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr(derived, "BLOCK_ELEMENTS", 9 * 150)
+    monkeypatch.setattr(principal_components, "BLOCK_ELEMENTS", 9 * 150)
     theta = planted_theta(n=150, seed=4)
     np.save(tmp_path / "margin_train.npy", theta)
     on_disk = np.load(tmp_path / "margin_train.npy", mmap_mode="r")  # read-only
@@ -488,7 +482,7 @@ def subset_models(n_models=40, n_points=25, seed=0):
 @pytest.mark.parametrize("direction", ["unlearned_to_oracle", "oracle_to_unlearned"])
 @pytest.mark.parametrize("bins, clip", [(20, 100.0), (7, 1.5)])
 def test_inout_klom_is_the_reference_per_point(monkeypatch, binning, direction, bins, clip):
-    monkeypatch.setattr(derived, "KLOM_CHUNK_ELEMENTS", 40 * 6)  # chunks of 6 points
+    monkeypatch.setattr(proxies, "KLOM_CHUNK_ELEMENTS", 40 * 6)  # chunks of 6 points
     margins, masks = subset_models()
     # Point 4: samples on the bin edges and one float64 step either side of them, where a
     # bin computed from the width alone can be off by one.

@@ -13,6 +13,7 @@ from workflow import tiny_config
 from klomflow.config import validate
 from klomflow.jobs.provenance import provenance
 from klomflow.metrics.klom import KlomOptions, klom_per_point
+from klomflow.reporting.names import NOISE_FLOOR
 from klomflow.reporting.render import klom_latex, klom_markdown
 from klomflow.reporting.selection import (
     SELECTED_BY_HOLDOUT,
@@ -26,7 +27,6 @@ from klomflow.reporting.selection import (
     select_config_id,
     split_statistics,
 )
-from klomflow.reporting.names import NOISE_FLOOR
 from klomflow.reporting.tables import klom_table, point_splits
 
 REPOSITORY = Path(__file__).resolve().parents[1]

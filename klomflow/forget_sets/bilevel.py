@@ -84,7 +84,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from klomflow.forget_sets.derived import _check_size, rank_order
+from klomflow.forget_sets.ranking import check_size, rank_order
 from klomflow.training.loop import batches
 
 # Halvings of the bracket on mu; float64 resolution is reached in about 60.
@@ -217,7 +217,7 @@ def bilevel_worst_case(model, x, y, size: int, *, outer_steps: int = 10, inner_e
     x = x.to(device)
     y = torch.as_tensor(y).to(device=device, dtype=torch.long)
     n = len(y)
-    size = _check_size(size, n)
+    size = check_size(size, n)
     lower = copy.deepcopy(model).to(device)
     if lower_level == "retrain":
         start = reinitialised_state(model, seed)

@@ -224,7 +224,7 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
         except PublishedError as error:
             raise ForgetSetError(f"{key}: {error}") from None
     elif kind == "subpopulation":
-        from klomflow.forget_sets.derived import subpopulation
+        from klomflow.forget_sets.subpopulation import subpopulation
 
         if train_subclasses is None:
             raise ForgetSetError(f"{key}.kind: subpopulation needs dataset cifar100 with "

@@ -12,7 +12,7 @@ indices) and a sidecar `results/forget_sets/{name}.json`:
   surrogate of do-nothing forget KLOM (or, `bilevel`, Fan et al.'s forget loss);
   a method's KLOM on them bounds nothing.
 
-The algorithms are in klomflow/forget_sets/derived.py (numpy) and
+The algorithms are in klomflow/forget_sets/ (numpy; ranking.py says how) and
 klomflow/forget_sets/bilevel.py (torch); this module reads their inputs from the
 workflow's files. torch is imported only by the kinds that run models.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from klomflow.data.published.layout import file_sha256
-from klomflow.forget_sets import derived
+from klomflow.forget_sets import neighbours, principal_components, proxies, ranking
 from klomflow.forget_sets.kinds import derived_error
 from klomflow.io import load_array, save_array, write_text
 from klomflow.metrics.margins import margins_from_logits
@@ -139,8 +139,8 @@ def _datamodel_pc(job: Job):
     theta = np.load(inputs["margin_datamodel"], mmap_mode="r")
     keys = {k: spec[k] for k in ("component", "rows", "center", "normalize", "zero_diagonal",
                                  "solver", "seed")}
-    result = derived.pc_scores(theta, **keys)
-    members, cut = derived.select_by_side(result["scores"], spec["size"], spec["side"])
+    result = principal_components.pc_scores(theta, **keys)
+    members, cut = principal_components.select_by_side(result["scores"], spec["size"], spec["side"])
     log(f"{name}: component {spec['component']} ({result['solver']} SVD), side {spec['side']}")
     details = {k: result[k] for k in ("singular_values", "relative_gaps", "skewness", "solver")}
     return members, {"scores": _member_scores(result["scores"], members), "cut_score": cut,
@@ -152,7 +152,7 @@ def _nearest_neighbors(job: Job):
     n_train = len(job.train_labels)
     if spec["embedding"] == "file":
         embedding = np.load(inputs["embedding"], mmap_mode="r", allow_pickle=False)
-        embeddings = [np.asarray(derived.training_rows(embedding, n_train, job.n_points),
+        embeddings = [np.asarray(neighbours.training_rows(embedding, n_train, job.n_points),
                                  dtype=np.float64)]
     elif spec["embedding"] == "datamodel":
         # Row x of Θᵀ: how every training point moves x's margin (x's datamodel).
@@ -160,9 +160,9 @@ def _nearest_neighbors(job: Job):
     else:
         embeddings = penultimate_features(job.config, inputs["originals"], spec["models"],
                                           job.base_dir, job.log)
-    members, similarity = derived.nearest_neighbors(embeddings, spec["anchor"], spec["size"],
+    members, similarity = neighbours.nearest_neighbors(embeddings, spec["anchor"], spec["size"],
                                                     spec["metric"], spec["include_anchor"])
-    order = derived.rank_order(similarity)
+    order = ranking.rank_order(similarity)
     left_out = order[~np.isin(order, members)]
     cut = float(similarity[left_out[0]]) if left_out.size else None
     return members, {"scores": _member_scores(similarity, members), "cut_score": cut}
@@ -180,15 +180,15 @@ def _worst_case(job: Job):
     if proxy == "inout_klom":
         from klomflow.options import KlomOptions
 
-        scores = derived.inout_klom_scores(margins, masks, KlomOptions(**job.config["klom"]))
+        scores = proxies.inout_klom_scores(margins, masks, KlomOptions(**job.config["klom"]))
     elif proxy == "self_influence":
-        scores = derived.self_influence_scores(np.load(inputs["margin_datamodel"], mmap_mode="r"),
+        scores = proxies.self_influence_scores(np.load(inputs["margin_datamodel"], mmap_mode="r"),
                                                margins)
     else:  # datamodel_group: greedy, its gains are the scores
         theta = np.load(inputs["margin_datamodel"], mmap_mode="r")
-        picked, gains = derived.datamodel_group(theta, margins.std(axis=0), spec["size"])
+        picked, gains = proxies.datamodel_group(theta, margins.std(axis=0), spec["size"])
         return picked, {"scores": [float(g) for g in gains], "cut_score": None}
-    members, cut = derived.select_by_side(scores, spec["size"], "top")
+    members, cut = principal_components.select_by_side(scores, spec["size"], "top")
     log(f"{name}: proxy {proxy}, scores of the set {float(np.min(scores[members])):.3g} to "
         f"{float(np.max(scores[members])):.3g}")
     return members, {"scores": _member_scores(scores, members), "cut_score": cut}
