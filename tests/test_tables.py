@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from klomflow.metrics.klom import KlomOptions, klom_per_point
-from klomflow.reporting.render import klom_latex, klom_markdown, summary_markdown
+from klomflow.reporting.names import NOISE_FLOOR
+from klomflow.reporting.render import klom_latex, klom_markdown
 from klomflow.reporting.selection import klom_table_frame
+from klomflow.reporting.summary import summary_markdown
 from klomflow.reporting.tables import (
-    NOISE_FLOOR,
     klom_points,
     klom_table,
     point_splits,

@@ -7,7 +7,7 @@ import pandas as pd
 from klomflow.io import read_parquet_metadata, save_parquet, write_text
 from klomflow.jobs.provenance import provenance
 from klomflow.jobs.published import easydub_check_report
-from klomflow.reporting.render import summary_markdown
+from klomflow.reporting.summary import summary_markdown
 from klomflow.reporting.tables import klom_table, with_forget_set_kinds, with_unchanged_weights
 
 log, config = script_context(snakemake)

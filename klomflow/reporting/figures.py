@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from klomflow.metrics.klom import SPLITS, KlomOptions, binned_margins  # noqa: E402
+from klomflow.reporting.markup import STATISTIC_LABELS  # noqa: E402
 from klomflow.reporting.names import NOISE_FLOOR  # noqa: E402
-from klomflow.reporting.render import STATISTIC_LABELS  # noqa: E402
 
 SPLIT_COLOURS = {"forget": "tab:red", "retain": "tab:blue", "val": "tab:green"}
 UNLEARNED_COLOUR, ORACLE_COLOUR, FLOOR_COLOUR = "tab:purple", "tab:orange", "0.4"
