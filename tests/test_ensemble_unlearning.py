@@ -1,4 +1,4 @@
-"""Unlearning jobs run SGD and Adam methods as one ensemble (klomflow/unlearning/twins.py)."""
+"""Unlearning jobs run SGD and Adam methods as one ensemble (klomflow/unlearning/twins/)."""
 
 import copy
 

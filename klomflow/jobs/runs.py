@@ -264,7 +264,7 @@ def _run_method(config, method, setting, prepared, device, log):
     whether those seconds are amortised).
 
     With `train.ensemble` and a method that has an ensemble twin
-    (klomflow/unlearning/twins.py), all models run together and each is
+    (klomflow/unlearning/twins/), all models run together and each is
     charged its share of the time (amortised: the ensemble's wall time over its
     models, not one model's wall time alone); otherwise one model after another,
     each timed alone.

@@ -26,7 +26,7 @@ UNLEARNED_COLOUR, ORACLE_COLOUR, FLOOR_COLOUR = "tab:purple", "tab:orange", "0.4
 MIN_COST_FRACTION = 1e-6
 # How a setting's unlearning_seconds were measured (setting_summary's unlearning_timing),
 # and its marker on the cost axis: a model's share of an ensemble's wall time (the
-# ensemble's time over its models, klomflow/unlearning/twins.py) is not one model's
+# ensemble's time over its models, klomflow/unlearning/twins/) is not one model's
 # wall time alone, so the two are told apart wherever they share an axis.
 TIMING_MARKERS = {"alone": "o", "amortised": "s", "mixed": "D", "unrecorded": "X"}
 TIMING_SYMBOLS = {"alone": "circles", "amortised": "squares", "mixed": "diamonds",
