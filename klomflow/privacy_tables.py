@@ -1,12 +1,15 @@
 """Privacy files and tables: per-point Parquet, privacy.parquet, the paper table and the figure.
 
 The metrics themselves are in klomflow/privacy.py (numpy and scipy only). Here:
-- `accuracies`: the competition's utility ratios need top-1 accuracy (argmax of
-  the logits == label). Margins alone cannot give it for more than two classes:
-  margin > 0 implies a correct argmax, not the converse (logits (2, 1.5, 1.5)
-  with label 0). The workflow passes the logit shards, so the accuracy is exact
-  top-1 (`accuracy_definition = "top1"`); without logits the margin-based lower
-  bound is used and named (`"margin_positive"`).
+- `utility_accuracies`: the competition's utility ratios need top-1 accuracy
+  (argmax of the logits == label). Margins alone cannot give it for more than two
+  classes: margin > 0 implies a correct argmax, not the converse (logits
+  (2, 1.5, 1.5) with label 0). The workflow passes the logit shards, so the
+  accuracy is exact top-1 (`accuracy_definition = "top1"`); when either side has
+  no logits (published oracles), both sides use the margin-based lower bound,
+  named `"margin_positive"`, so that a ratio never divides one definition by the
+  other.
+- `equal_count_reference`: the reference row at the methods' number of models.
 - the paper privacy table shows, for the settings the KLOM tables selected (by
   held-out KLOM; never by these metrics), KLOM p95 on the forget split next to
   forgetting quality, the competition score and the U-LiRA and LiRA AUCs.
@@ -65,6 +68,47 @@ def accuracies(logit_paths, margins, labels, splits, rows=None) -> tuple[dict, s
     logits_top1 = logits_top1[finite]
     return ({split: float(logits_top1[:, splits == split].mean()) if (splits == split).any()
              else np.nan for split in SPLITS}, "top1")
+
+
+def utility_accuracies(tested_logits, tested, oracle_logits, oracle, labels, splits,
+                       tested_rows=None, oracle_rows=None) -> tuple[dict, dict, str]:
+    """(accuracy of the models under test, of the scored oracles, definition) for the
+    competition's ratios, one definition on both sides.
+
+    Top-1 from the logit shards when both sides have them; when either lacks them, the
+    margin-based lower bound on both, since top-1 over a lower bound is no accuracy ratio.
+    *_rows: the slices of the concatenated shards that belong to each side.
+    """
+    if tested_logits and oracle_logits:
+        accuracy_tested, definition = accuracies(tested_logits, tested, labels, splits,
+                                                 rows=tested_rows)
+        accuracy_oracle, _ = accuracies(oracle_logits, oracle, labels, splits, rows=oracle_rows)
+        return accuracy_tested, accuracy_oracle, definition
+    accuracy_tested, definition = accuracies(None, tested, labels, splits)
+    accuracy_oracle, _ = accuracies(None, oracle, labels, splits)
+    return accuracy_tested, accuracy_oracle, definition
+
+
+def equal_count_reference(holdout, n_methods: int) -> tuple[np.ndarray, str | None]:
+    """(the held-out oracles' margins the reference row uses, a warning or None).
+
+    The reference row is only comparable with the method rows at their number of models,
+    n_originals (unlearned model k started from original k): the competition's buckets end
+    at ceil(ln(N - 1)) for N models under test, and its epsilon and the attacks' AUCs under the
+    null move with N (../shared/PRIVACY.md A.6, B.3). So with more held-out oracles than that
+    the first n_methods are used; with fewer, all are, and the warning says the reference row
+    is on another scale.
+    """
+    holdout = np.asarray(holdout)
+    if len(holdout) >= n_methods:
+        return holdout[:n_methods], None
+    return holdout, (
+        f"WARNING: {len(holdout)} held-out oracles against {n_methods} models per method "
+        f"(models.n_holdout_oracles < n_originals): the reference row's privacy metrics are at "
+        f"another number of models (its competition buckets end at max_epsilon "
+        f"{privacy.max_epsilon(len(holdout)):g}, a method's at "
+        f"{privacy.max_epsilon(n_methods):g}); compare methods with it only roughly, or set "
+        f"n_holdout_oracles >= n_originals")
 
 
 def evaluate_setting(tested, oracle, original, splits, options: PrivacyOptions, identity: dict,
