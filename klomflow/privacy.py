@@ -13,9 +13,12 @@ accuracy ratios. Differences from the released scorer, all deliberate:
 - its `assert thr_eps` raises whenever more than one threshold survives (a
   numpy array has no truth value); we implement the intent, "some threshold
   survived", and give eps = 0 when none does;
-- rates and epsilons are float64 (the scorer's rates are float32 means), and the
-  single-threshold grid is numpy.linspace (the scorer uses torch.linspace), so a
-  result can differ only where a statistic equals a grid value to the last bit;
+- grids, rates and epsilons are float64; the scorer's rates are float32 means,
+  its epsilons are computed from them in float32, and its single-threshold grid
+  is torch.linspace in torch's default float32. So epsilons agree to about 4e-7
+  (float32 precision), not to the last bit, and can differ by a whole count
+  where a statistic lies between a float64 grid value and its float32 rounding
+  (tests/test_privacy_reference.py re-states the scorer's float32 rules);
 - unlearned and retrained samples may differ in size (the scorer's np.where
   needs equal sizes), and diverged rows (NaN/inf) are dropped first.
 The statistic is the logit-scaled confidence, which equals the margin up to the
