@@ -11,9 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import logsumexp
+from workflow import tiny_config
 
+from klomflow import privacy_tables
+from klomflow.config import with_defaults
 from klomflow.io import read_parquet_metadata, save_array
 from klomflow.job_server import SOCKET_VARIABLE
+from klomflow.tables import with_forget_set_kinds
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow_scripts"
 N_TRAIN, N_VAL, N_CLASSES = 12, 6, 3
@@ -136,3 +140,111 @@ def test_reference_row_uses_the_methods_number_of_models(tmp_path, monkeypatch, 
     assert forget["competition_retain_accuracy_ratio"] == 1.0  # top-1 of the rows used
     assert forget["ulira_n_positive"] == used * len(FORGET)
     assert ("WARNING: 4 held-out oracles against 6 models per method" in log) == (n_holdout < 6)
+
+
+# --- the worst-case proxy flag ------------------------------------------------------------------
+
+FORGET_SETS = {"random_a": {"kind": "random", "size": 10, "seed": 0},
+               "worst": {"kind": "worst_case", "size": 10, "proxy": "inout_klom"}}
+
+
+def privacy_entries():
+    """Per-point files' metadata of two forget sets: the reference and one method each."""
+    entries = []
+    for forget_set in FORGET_SETS:
+        for method, config_id in (("oracle_holdout", "reference"), ("ssd", "abc")):
+            rows = [{"dataset": "digits", "model": "mlp", "forget_set": forget_set,
+                     "method": method, "config_id": config_id, "diagnostic": False,
+                     "split": split, "n_oracle": 10, "competition_forget_quality": 0.2,
+                     "competition_score": 0.2, "ulira_auc": 0.5, "lira_auc": 0.5,
+                     "ulira_folds": 5}
+                    for split in ("forget", "retain", "val")]
+            entries.append({"rows": rows, "options": {"metrics": ["competition", "ulira",
+                                                                  "lira"]}})
+    return entries
+
+
+def klom_selection(with_kinds=False):
+    rows = [{"forget_set": f, "method": m, "config_id": c, "diagnostic": False,
+             "split": "forget", "selected": True, "klom_p95": 1.0}
+            for f in FORGET_SETS for m, c in (("oracle_holdout", "reference"), ("ssd", "abc"))]
+    table = pd.DataFrame(rows)
+    if with_kinds:
+        table = with_forget_set_kinds(table, FORGET_SETS)
+    return table
+
+
+def test_every_privacy_row_of_a_worst_case_set_says_proxy():
+    table = privacy_tables.privacy_table(privacy_entries(), FORGET_SETS)
+    worst = table[table["forget_set"] == "worst"]
+    assert len(worst) == 6 and (worst["forget_set_proxy"] == "inout_klom").all()
+    assert (worst["forget_set_kind"] == "worst_case").all()
+    other = table[table["forget_set"] == "random_a"]
+    assert other["forget_set_proxy"].isna().all() and (other["forget_set_kind"] == "random").all()
+    # The paper table keeps the flag, from privacy.parquet or (older files) from klom.parquet.
+    for privacy_frame, klom in ((table, klom_selection()),
+                                (table.drop(columns=["forget_set_kind", "forget_set_proxy"]),
+                                 klom_selection(with_kinds=True))):
+        frame = privacy_tables.paper_privacy_frame(privacy_frame, klom)
+        flags = dict(zip(frame["forget_set"], frame["forget_set_proxy"]))
+        assert flags["worst"] == "inout_klom" and pd.isna(flags["random_a"])
+        assert (frame.loc[frame["forget_set"] == "worst", "forget_set_proxy"]
+                == "inout_klom").all()
+
+
+def test_paper_privacy_table_and_figure_name_the_proxy():
+    table = privacy_tables.privacy_table(privacy_entries(), FORGET_SETS)
+    frame = privacy_tables.paper_privacy_frame(table, klom_selection())
+    markdown = privacy_tables.privacy_markdown(frame)
+    assert "Worst-case proxy forget sets: worst (inout_klom)." in markdown
+    assert "| worst (proxy) F |" in markdown and "| random_a F |" in markdown
+    latex = privacy_tables.privacy_latex(frame)
+    assert "{worst (proxy)}" in latex and "{random\\_a}" in latex
+    assert "% Worst-case proxy forget sets: worst (inout\\_klom)." in latex
+    title = privacy_tables.privacy_figure(frame, "worst")._suptitle.get_text()
+    assert "worst-case proxy set (inout_klom)" in title
+    assert "proxy" not in privacy_tables.privacy_figure(frame, "random_a")._suptitle.get_text()
+
+
+class Namespace(dict):
+    """Snakemake's named lists: items by attribute and by get()."""
+
+    __getattr__ = dict.__getitem__
+
+
+def test_klom_interval_rows_of_a_worst_case_set_say_proxy(tmp_path, monkeypatch):
+    """results/intervals/{forget_set}/{method}.parquet (and so paper_klom.parquet) carry
+    forget_set_kind and forget_set_proxy on every row, as klom.parquet does."""
+    config = with_defaults(tiny_config())
+    config["forget_sets"]["worst"] = FORGET_SETS["worst"]
+    rng = np.random.default_rng(3)
+    n_points = N_TRAIN + N_VAL
+    splits = np.array(["retain"] * N_TRAIN + ["val"] * N_VAL, dtype=object)
+    splits[FORGET] = "forget"
+    pd.DataFrame({"split": ["train"] * N_TRAIN + ["val"] * N_VAL}).to_parquet(
+        tmp_path / "points.parquet")
+    save_array(tmp_path / "forget.npy", FORGET)
+    pd.DataFrame({"point": np.arange(n_points), "split": splits,
+                  "klom": rng.random(n_points)}).to_parquet(tmp_path / "scored.parquet")
+    save_array(tmp_path / "unlearned.npy", rng.normal(size=(6, n_points)))
+    save_array(tmp_path / "oracle.npy", rng.normal(size=(6, n_points)))
+    snakemake = SimpleNamespace(
+        input=Namespace(scored=[str(tmp_path / "scored.parquet")],
+                        unlearned=[str(tmp_path / "unlearned.npy")],
+                        oracle=str(tmp_path / "oracle.npy"),
+                        forget_set=str(tmp_path / "forget.npy"),
+                        points=str(tmp_path / "points.parquet")),
+        output=SimpleNamespace(intervals=str(tmp_path / "intervals.parquet")),
+        params=SimpleNamespace(resampling={
+            "config_ids": ["reference"], "diagnostic": False, "klom_options": config["klom"],
+            "resampling": {"n_resamples": 4, "delete_fraction": 0.5, "interval": "jackknife",
+                           "seed": 0}}),
+        wildcards=Namespace(forget_set="worst"), rule="resample_noise_floor", threads=1,
+        log=[str(tmp_path / "job.log")], config=config)
+    monkeypatch.setenv(SOCKET_VARIABLE, "off")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    runpy.run_path(str(SCRIPTS / "resample_klom.py"), init_globals={"snakemake": snakemake})
+    intervals = pd.read_parquet(tmp_path / "intervals.parquet")
+    assert len(intervals) > 1
+    assert (intervals["forget_set_proxy"] == "inout_klom").all()
+    assert (intervals["forget_set_kind"] == "worst_case").all()
