@@ -133,7 +133,7 @@ class PrivacyOptions:
     thresholds_per_unit: int = 100
     buffer: float = 2.0
     folds: int = 5
-    variance: Literal["per_example", "global"] = "per_example"
+    variance: Literal["per_example", "fixed", "pooled", "global"] = "per_example"  # global: pooled
     max_points: int = 1000
     subset_seed: int = 0
 

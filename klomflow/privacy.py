@@ -13,9 +13,12 @@ accuracy ratios. Differences from the released scorer, all deliberate:
 - its `assert thr_eps` raises whenever more than one threshold survives (a
   numpy array has no truth value); we implement the intent, "some threshold
   survived", and give eps = 0 when none does;
-- rates and epsilons are float64 (the scorer's rates are float32 means), and the
-  single-threshold grid is numpy.linspace (the scorer uses torch.linspace), so a
-  result can differ only where a statistic equals a grid value to the last bit;
+- grids, rates and epsilons are float64; the scorer's rates are float32 means,
+  its epsilons are computed from them in float32, and its single-threshold grid
+  is torch.linspace in torch's default float32. So epsilons agree to about 4e-7
+  (float32 precision), not to the last bit, and can differ by a whole count
+  where a statistic lies between a float64 grid value and its float32 rounding
+  (tests/test_privacy_reference.py re-states the scorer's float32 rules);
 - unlearned and retrained samples may differ in size (the scorer's np.where
   needs equal sizes), and diverged rows (NaN/inf) are dropped first.
 The statistic is the logit-scaled confidence, which equals the margin up to the
@@ -38,6 +41,10 @@ each target model's statistic. U-LiRA's IN shadows are the sample under test
 shadows are the scored oracles. K-fold cross-fitting on the model index
 (fold(k) = k mod K, the same k in every set because unlearned model k started
 from original k) keeps every model from being both a shadow and a target.
+`variance`: per_example (plot.py's default); fixed (plot.py's fix_variance: one
+sigma, np.std over every IN-shadow value, for both sides); pooled (not in
+plot.py: one sigma per side, the root mean square of that side's per-point
+sigmas; called `global` before, a name still read).
 
 This module imports numpy and scipy only, never torch.
 """
@@ -59,7 +66,12 @@ VERSION = PRIVACY_VERSION
 
 METRICS = ("competition", "ulira", "lira")
 SPLITS = ("forget", "retain", "val")
-VARIANCES = ("per_example", "global")
+# LiRA's Gaussians: per_example (a sigma per point and side, plot.py's default); fixed (plot.py's
+# fix_variance: one sigma, np.std over every IN-shadow entry of the split, for both sides);
+# pooled (one sigma per side, the root mean square of its per-point sigmas).
+VARIANCES = ("per_example", "fixed", "pooled")
+# Former names, still read: `global` was the pooled variance.
+FORMER_VARIANCES = {"global": "pooled"}
 # metric.py: DELTA, EPSILON_CAP, NUM_THRESHOLDS_PER_UNIT; the double-threshold buffer.
 DELTA = 1e-5
 EPSILON_CAP = 50.0
@@ -94,8 +106,10 @@ class PrivacyOptions:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"privacy.metrics: unknown {unknown}; choose from {METRICS}")
-        if self.variance not in VARIANCES:
+        variance = FORMER_VARIANCES.get(self.variance, self.variance)
+        if variance not in VARIANCES:
             raise ValueError(f"privacy.variance must be one of {VARIANCES}, got {self.variance!r}")
+        object.__setattr__(self, "variance", variance)
         if self.folds < 2:
             raise ValueError("privacy.folds must be at least 2")
 
@@ -464,6 +478,9 @@ def lira_scores(targets, target_index, in_shadows, in_index, out_shadows, out_in
     rows in f (higher: "looks like the IN side"). Returns (positive scores
     [n_targets, n_points], negative scores [n_out, n_points], zero_std_points).
     """
+    variance = FORMER_VARIANCES.get(variance, variance)
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     positive = np.empty(targets.shape)
     negative = np.empty(out_shadows.shape)
     zero_std = np.zeros(targets.shape[1], dtype=bool)
@@ -473,7 +490,10 @@ def lira_scores(targets, target_index, in_shadows, in_index, out_shadows, out_in
         # All shadows equal (sigma 0 but for rounding: numpy's std of a constant need not be 0).
         zero_std |= _constant_shadows(in_shadows, in_index, fold, n_folds)
         zero_std |= _constant_shadows(out_shadows, out_index, fold, n_folds)
-        if variance == "global":  # Carlini's fixed variance, one value per side over the split
+        if variance == "fixed":  # plot.py: std_in = std_out = np.std(dat_in), over all entries
+            fixed = in_shadows[np.asarray(in_index) % n_folds != fold].std()
+            std_in = std_out = np.full_like(std_in, fixed)
+        elif variance == "pooled":  # one sigma per side: the root mean square over the points
             std_in = np.full_like(std_in, np.sqrt(np.mean(std_in ** 2)))
             std_out = np.full_like(std_out, np.sqrt(np.mean(std_out ** 2)))
         sigma_in, sigma_out = std_in + SIGMA_FLOOR, std_out + SIGMA_FLOOR

@@ -1,12 +1,19 @@
 """Privacy files and tables: per-point Parquet, privacy.parquet, the paper table and the figure.
 
 The metrics themselves are in klomflow/privacy.py (numpy and scipy only). Here:
-- `accuracies`: the competition's utility ratios need top-1 accuracy (argmax of
-  the logits == label). Margins alone cannot give it for more than two classes:
-  margin > 0 implies a correct argmax, not the converse (logits (2, 1.5, 1.5)
-  with label 0). The workflow passes the logit shards, so the accuracy is exact
-  top-1 (`accuracy_definition = "top1"`); without logits the margin-based lower
-  bound is used and named (`"margin_positive"`).
+- `utility_accuracies`: the competition's utility ratios need top-1 accuracy
+  (argmax of the logits == label). Margins alone cannot give it for more than two
+  classes: margin > 0 implies a correct argmax, not the converse (logits
+  (2, 1.5, 1.5) with label 0). The workflow passes the logit shards, so the
+  accuracy is exact top-1 (`accuracy_definition = "top1"`); when either side has
+  no logits (published oracles), both sides use the margin-based lower bound,
+  named `"margin_positive"`, so that a ratio never divides one definition by the
+  other.
+- `equal_count_reference`: the reference row at the methods' number of models.
+- every row of a `worst_case` forget set says it is a proxy, as in klom.parquet
+  and the KLOM paper tables: `forget_set_kind` and `forget_set_proxy` in
+  privacy.parquet and paper_privacy.parquet, the proxy sentence and a marked
+  column group in paper_privacy.{md,tex}, and the figure's title.
 - the paper privacy table shows, for the settings the KLOM tables selected (by
   held-out KLOM; never by these metrics), KLOM p95 on the forget split next to
   forgetting quality, the competition score and the U-LiRA and LiRA AUCs.
@@ -19,8 +26,12 @@ import pandas as pd
 
 from klomflow import privacy
 from klomflow.privacy import SPLITS, PrivacyOptions
+from klomflow.render import proxy_note
+from klomflow.tables import with_forget_set_kinds
 
 NOISE_FLOOR = "oracle_holdout"
+# Added after forget_set by klomflow.tables.with_forget_set_kinds.
+KIND_COLUMNS = ["forget_set_kind", "forget_set_proxy"]
 KEYS = ["dataset", "model", "forget_set", "method", "config_id", "implementation", "params",
         "diagnostic", "split", "n_points", "n_unlearned", "n_oracle", "n_diverged", "reason"]
 COMPETITION_COLUMNS = ["competition_delta", "competition_max_epsilon", "competition_epsilon_mean",
@@ -67,6 +78,47 @@ def accuracies(logit_paths, margins, labels, splits, rows=None) -> tuple[dict, s
              else np.nan for split in SPLITS}, "top1")
 
 
+def utility_accuracies(tested_logits, tested, oracle_logits, oracle, labels, splits,
+                       tested_rows=None, oracle_rows=None) -> tuple[dict, dict, str]:
+    """(accuracy of the models under test, of the scored oracles, definition) for the
+    competition's ratios, one definition on both sides.
+
+    Top-1 from the logit shards when both sides have them; when either lacks them, the
+    margin-based lower bound on both, since top-1 over a lower bound is no accuracy ratio.
+    *_rows: the slices of the concatenated shards that belong to each side.
+    """
+    if tested_logits and oracle_logits:
+        accuracy_tested, definition = accuracies(tested_logits, tested, labels, splits,
+                                                 rows=tested_rows)
+        accuracy_oracle, _ = accuracies(oracle_logits, oracle, labels, splits, rows=oracle_rows)
+        return accuracy_tested, accuracy_oracle, definition
+    accuracy_tested, definition = accuracies(None, tested, labels, splits)
+    accuracy_oracle, _ = accuracies(None, oracle, labels, splits)
+    return accuracy_tested, accuracy_oracle, definition
+
+
+def equal_count_reference(holdout, n_methods: int) -> tuple[np.ndarray, str | None]:
+    """(the held-out oracles' margins the reference row uses, a warning or None).
+
+    The reference row is only comparable with the method rows at their number of models,
+    n_originals (unlearned model k started from original k): the competition's buckets end
+    at ceil(ln(N - 1)) for N models under test, and its epsilon and the attacks' AUCs under the
+    null move with N (../shared/PRIVACY.md A.6, B.3). So with more held-out oracles than that
+    the first n_methods are used; with fewer, all are, and the warning says the reference row
+    is on another scale.
+    """
+    holdout = np.asarray(holdout)
+    if len(holdout) >= n_methods:
+        return holdout[:n_methods], None
+    return holdout, (
+        f"WARNING: {len(holdout)} held-out oracles against {n_methods} models per method "
+        f"(models.n_holdout_oracles < n_originals): the reference row's privacy metrics are at "
+        f"another number of models (its competition buckets end at max_epsilon "
+        f"{privacy.max_epsilon(len(holdout)):g}, a method's at "
+        f"{privacy.max_epsilon(n_methods):g}); compare methods with it only roughly, or set "
+        f"n_holdout_oracles >= n_originals")
+
+
 def evaluate_setting(tested, oracle, original, splits, options: PrivacyOptions, identity: dict,
                      accuracy_tested: dict, accuracy_oracle: dict, definition: str,
                      threads: int = 1):
@@ -81,8 +133,9 @@ def evaluate_setting(tested, oracle, original, splits, options: PrivacyOptions, 
     return frame, rows
 
 
-def privacy_table(metadata_entries) -> pd.DataFrame:
-    """privacy.parquet from the per-point files' metadata (their `rows`), in a fixed order."""
+def privacy_table(metadata_entries, forget_sets: dict) -> pd.DataFrame:
+    """privacy.parquet from the per-point files' metadata (their `rows`), in a fixed order,
+    with each forget set's kind and worst-case proxy (`forget_sets`: the config's section)."""
     rows, metrics = [], set()
     for metadata in metadata_entries:
         rows += metadata["rows"]
@@ -97,7 +150,8 @@ def privacy_table(metadata_entries) -> pd.DataFrame:
     frame["reference_first"] = frame["method"] != NOISE_FLOOR
     frame = frame.sort_values(["forget_set", "reference_first", "method", "config_id",
                                "split_order"])
-    return frame.drop(columns=["split_order", "reference_first"]).reset_index(drop=True)
+    frame = frame.drop(columns=["split_order", "reference_first"]).reset_index(drop=True)
+    return with_forget_set_kinds(frame, forget_sets)
 
 
 # --- the paper table ------------------------------------------------------------------------
@@ -108,12 +162,31 @@ def paper_privacy_frame(privacy_frame: pd.DataFrame, klom_table: pd.DataFrame) -
     with their KLOM p95; one row per (forget set, method)."""
     chosen = klom_table[klom_table["selected"] & (klom_table["split"] == "forget")]
     chosen = chosen[["forget_set", "method", "config_id", "diagnostic", "klom_p95"]]
-    forget = privacy_frame[privacy_frame["split"] == "forget"].drop(columns="diagnostic")
+    forget = privacy_frame[privacy_frame["split"] == "forget"]
+    forget = forget.drop(columns=["diagnostic", *KIND_COLUMNS], errors="ignore")
     frame = chosen.merge(forget, on=["forget_set", "method", "config_id"], how="left")
+    # Every row says whether its forget set is a worst-case proxy (from privacy.parquet, or
+    # klom.parquet for a privacy table written before the columns).
+    kinds = next((t for t in (privacy_frame, klom_table) if set(KIND_COLUMNS) <= set(t)), None)
+    if kinds is not None:
+        kinds = kinds.drop_duplicates("forget_set").set_index("forget_set")
+        for at, column in enumerate(KIND_COLUMNS, start=1):
+            frame.insert(at, column, frame["forget_set"].map(kinds[column]))
     for column, _, _ in PAPER_COLUMNS:
         if column not in frame:
             frame[column] = np.nan
     return frame.sort_values(["forget_set", "method"]).reset_index(drop=True)
+
+
+def _is_proxy(frame: pd.DataFrame, forget_set: str) -> bool:
+    if "forget_set_proxy" not in frame:
+        return False
+    return any(isinstance(p, str) for p in frame.loc[frame["forget_set"] == forget_set,
+                                                      "forget_set_proxy"])
+
+
+def _forget_set_label(frame: pd.DataFrame, forget_set: str) -> str:
+    return f"{forget_set} (proxy)" if _is_proxy(frame, forget_set) else forget_set
 
 
 def _number(value, digits=3) -> str:
@@ -146,7 +219,7 @@ def _notes(frame: pd.DataFrame) -> list:
         f"number of models: it scores F far below 1 (about 0.18 for exchangeable samples{floor}) "
         "and AUCs near, not at, 0.5; judge methods against this row.",
         "† diagnostic: uses oracles; an upper bound, not a competitor.",
-    ]
+    ] + ([proxy_note(frame)] if proxy_note(frame) else [])
 
 
 def _cells(frame: pd.DataFrame):
@@ -164,7 +237,8 @@ def privacy_markdown(frame: pd.DataFrame) -> str:
     forget_sets = sorted(frame["forget_set"].unique())
     lines = ["# Privacy attacks on each method's selected setting (forget split)", ""]
     lines += [note for note in _notes(frame)] + [""]
-    header = ["method"] + [f"{f} {label}" for f in forget_sets for _, label, _ in PAPER_COLUMNS]
+    header = ["method"] + [f"{_forget_set_label(frame, f)} {label}" for f in forget_sets
+                           for _, label, _ in PAPER_COLUMNS]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---|" + "---:|" * (len(header) - 1))
     for method, diagnostic, cells in _cells(frame):
@@ -186,7 +260,8 @@ def privacy_latex(frame: pd.DataFrame) -> str:
     lines = ["% " + _latex(note).replace("†", "$^\\dagger$") for note in _notes(frame)]
     lines += ["% Needs \\usepackage{booktabs}.",
               "\\begin{tabular}{l" + "r" * (width * len(forget_sets)) + "}", "\\toprule",
-              " & " + " & ".join(f"\\multicolumn{{{width}}}{{c}}{{{_latex(f)}}}"
+              " & " + " & ".join(f"\\multicolumn{{{width}}}{{c}}"
+                                 f"{{{_latex(_forget_set_label(frame, f))}}}"
                                  for f in forget_sets) + " \\\\",
               " ".join(f"\\cmidrule(lr){{{2 + k * width}-{1 + (k + 1) * width}}}"
                        for k in range(len(forget_sets))),
@@ -229,7 +304,12 @@ def privacy_figure(frame: pd.DataFrame, forget_set: str):
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.tick_params(axis="x", labelrotation=30)
-    figure.suptitle(f"{forget_set}: KLOM against the privacy attacks (selected settings; "
-                    "star = held-out oracles)")
+    title = (f"{forget_set}: KLOM against the privacy attacks (selected settings; "
+             "star = held-out oracles)")
+    if _is_proxy(rows, forget_set):
+        proxy = next(p for p in rows["forget_set_proxy"] if isinstance(p, str))
+        title += (f"\nworst-case proxy set ({proxy}): chosen to be hard to forget by a cheap "
+                  "surrogate; it bounds nothing")
+    figure.suptitle(title)
     figure.tight_layout()
     return figure

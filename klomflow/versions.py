@@ -20,4 +20,6 @@ FORGET_SETS = "1"
 
 # Bump when a change can change a privacy file (klomflow/privacy.py, klomflow/privacy_tables.py):
 # it enters the privacy rules' params. Kept here so that provenance need not import scipy.
-PRIVACY = "1"
+# 2: the accuracy ratios use margins on both sides when either lacks logits; the reference row
+#    uses the methods' number of held-out oracles (n_originals) when there are more.
+PRIVACY = "2"

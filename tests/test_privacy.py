@@ -253,16 +253,76 @@ def test_method_and_reference_rows_sit_at_chance_under_the_null():
         assert row["lira_auc"] == pytest.approx(0.5, abs=0.02)
 
 
-def test_global_variance_and_zero_std_are_finite():
-    """B.3: a saturated point (std 0) keeps finite scores; the global variance runs."""
+def test_every_variance_keeps_zero_std_points_finite():
+    """B.3: a saturated point (std 0) keeps finite scores, whatever the variance."""
     rng = np.random.default_rng(13)
     tested, oracle = rng.normal(size=(10, 6)), rng.normal(size=(10, 6))
     tested[:, 0] = oracle[:, 0] = 200.0  # phi saturates: both stds are 0
-    for variance in ("per_example", "global"):
+    for variance in privacy.VARIANCES:
         row, points = attack_row(tested, oracle, variance=variance)
         assert row["ulira_zero_std_points"] == 1
         assert np.isfinite(points["ulira_point_auc"]).all()
         assert points["ulira_point_auc"][0] == 0.5
+
+
+def cross_fitted_scores(targets, in_shadows, out_shadows, n_folds, sigma):
+    """LiRA scores restated from plot.py's generate_ours, per fold: medians of the shadows
+    outside the fold, sigma(in_rows, out_rows) -> (sigma_in, sigma_out), scipy's logpdf."""
+    index = np.arange(len(targets))
+    positive, negative = np.empty(targets.shape), np.empty(out_shadows.shape)
+    for fold in range(n_folds):
+        dat_in, dat_out = in_shadows[index % n_folds != fold], out_shadows[index % n_folds != fold]
+        std_in, std_out = sigma(dat_in, dat_out)
+        for rows, result in ((targets, positive), (out_shadows, negative)):
+            x = rows[index % n_folds == fold]
+            result[index % n_folds == fold] = (
+                norm.logpdf(x, np.median(dat_in, 0), std_in + 1e-30)
+                - norm.logpdf(x, np.median(dat_out, 0), std_out + 1e-30))
+    return positive, negative
+
+
+def variance_case():
+    """IN and OUT shadows whose spreads differ per point and between the sides, so that every
+    variance choice gives other scores."""
+    rng = np.random.default_rng(16)
+    tested = rng.normal(0.5, 1, (10, 6)) * np.array([0.5, 1, 2, 1, 3, 1])
+    oracle = rng.normal(0, 3, (10, 6)) + np.array([0, 1, 0, 2, 0, 5])
+    return tested, oracle
+
+
+def test_fixed_variance_is_plot_pys():
+    """B.2: `fixed` is plot.py's fix_variance: std_in = std_out = np.std(dat_in), one value
+    over every IN-shadow entry (all points of the split), used for both sides."""
+    tested, oracle = variance_case()
+    index = np.arange(10)
+    expected = cross_fitted_scores(tested, tested, oracle, 5,
+                                   lambda dat_in, dat_out: (np.std(dat_in), np.std(dat_in)))
+    positive, negative, _ = privacy.lira_scores(tested, index, tested, index, oracle, index, 5,
+                                                variance="fixed")
+    np.testing.assert_allclose(positive, expected[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(negative, expected[1], rtol=1e-12, atol=1e-12)
+
+
+def test_pooled_variance_and_its_former_name():
+    """`pooled`: one sigma per side, the root mean square of the per-point stds; `global`, its
+    former name, is still read and recorded as `pooled`."""
+    tested, oracle = variance_case()
+    index = np.arange(10)
+
+    def pooled(dat_in, dat_out):
+        return (np.sqrt(np.mean(np.std(dat_in, 0) ** 2)), np.sqrt(np.mean(np.std(dat_out, 0) ** 2)))
+
+    expected = cross_fitted_scores(tested, tested, oracle, 5, pooled)
+    for name in ("pooled", "global"):
+        positive, negative, _ = privacy.lira_scores(tested, index, tested, index, oracle, index,
+                                                    5, variance=name)
+        np.testing.assert_allclose(positive, expected[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(negative, expected[1], rtol=1e-12, atol=1e-12)
+    assert PrivacyOptions(variance="global").variance == "pooled"
+    row, _ = attack_row(tested, oracle, variance="global")
+    assert row["ulira_variance"] == "pooled"
+    with pytest.raises(ValueError, match="variance"):
+        privacy.lira_scores(tested, index, tested, index, oracle, index, 5, variance="fix")
 
 
 def test_diverged_rows_are_dropped_and_counted():

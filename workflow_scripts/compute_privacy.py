@@ -5,7 +5,8 @@ from klomflow.tables import point_splits
 
 from klomflow.io import load_array, save_parquet
 from klomflow.privacy import FEW_MODELS, PrivacyOptions
-from klomflow.privacy_tables import accuracies, evaluate_setting
+from klomflow.privacy_tables import equal_count_reference, evaluate_setting, utility_accuracies
+from klomflow.tables import point_splits
 
 log, config = script_context(snakemake)
 params = snakemake.params.privacy
@@ -14,18 +15,27 @@ labels = points["label"].to_numpy()
 splits = point_splits(int((points["split"] == "train").sum()),
                       int((points["split"] == "val").sum()), load_array(snakemake.input.forget_set))
 tested, oracle = load_array(snakemake.input.tested), load_array(snakemake.input.oracle)
+original = load_array(snakemake.input.original)
 n_scored = params["n_scored"]
-# The held-out oracles (reference row) are the rows after the scored ones in the same shards.
-reference = snakemake.rule == "compute_privacy_reference"
-accuracy_tested, definition = accuracies(
-    snakemake.input.tested_logits, tested, labels, splits,
-    rows=slice(n_scored, None) if reference else None)
-accuracy_oracle, _ = accuracies(snakemake.input.oracle_logits, oracle, labels, splits,
-                                rows=slice(0, n_scored))
+tested_rows = None
+if snakemake.rule == "compute_privacy_reference":
+    # The held-out oracles (reference row), at the methods' number of models (one per
+    # original); they are the rows after the scored ones in the oracle shards.
+    tested, warning = equal_count_reference(tested, len(original))
+    tested_rows = slice(n_scored, n_scored + len(tested))
+    if warning:
+        log(warning)
+accuracy_tested, accuracy_oracle, definition = utility_accuracies(
+    snakemake.input.tested_logits, tested, snakemake.input.oracle_logits, oracle, labels, splits,
+    tested_rows=tested_rows, oracle_rows=slice(0, n_scored))
+if definition != "top1":
+    log("accuracy ratios from margin > 0 on both sides (a lower bound of top-1): "
+        f"{'the oracles' if snakemake.input.tested_logits else 'the models under test'} "
+        "have no logits")
 options = PrivacyOptions(**params["options"])
-frame, rows = evaluate_setting(tested, oracle, load_array(snakemake.input.original), splits,
-                               options, params["identity"], accuracy_tested, accuracy_oracle,
-                               definition, threads=snakemake.threads)
+frame, rows = evaluate_setting(tested, oracle, original, splits, options, params["identity"],
+                               accuracy_tested, accuracy_oracle, definition,
+                               threads=snakemake.threads)
 save_parquet(snakemake.output.points, frame,
              params | {"rows": rows, "accuracy": {"tested": accuracy_tested,
                                                   "oracle": accuracy_oracle}})

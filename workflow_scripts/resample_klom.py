@@ -7,7 +7,7 @@ from klomflow.jobs.provenance import provenance
 from klomflow.metrics.klom import KlomOptions
 from klomflow.reporting.names import NOISE_FLOOR
 from klomflow.reporting.selection import interval_entry
-from klomflow.reporting.tables import point_splits
+from klomflow.reporting.tables import point_splits, with_forget_set_kinds
 
 log, config = script_context(snakemake)
 params = snakemake.params.resampling
@@ -31,6 +31,8 @@ table = interval_entry(
     delete_fraction=resampling["delete_fraction"], base_seed=resampling["seed"],
     scheme=resampling["interval"],
 )
+# Every row of a worst-case forget set says it is a proxy (as klom.parquet's).
+table = with_forget_set_kinds(table, config["forget_sets"])
 save_parquet(snakemake.output.intervals, table, provenance(config))
 log(f"{snakemake.wildcards.forget_set}/{method}: selected {table['config_id'].iloc[0]} of "
     f"{len(candidates)} settings by {table['selected_by'].iloc[0]}; "
