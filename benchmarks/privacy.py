@@ -1,4 +1,4 @@
-"""Benchmark: the privacy metrics (klomflow/privacy.py) on synthetic margins.
+"""Benchmark: the privacy metrics (klomflow/metrics/privacy/) on synthetic margins.
 
 Run by hand on an idle machine: `python benchmarks/privacy.py [--threads 2] [--skip-large]`.
 Prints the wall time of
@@ -50,7 +50,7 @@ def main():
     import numpy as np
     from privacy_grid import grid_search
 
-    from klomflow import privacy
+    from klomflow.metrics import privacy
 
     threads = arguments.threads
     rng = np.random.default_rng(0)

@@ -18,8 +18,9 @@ TRAINING = "3"
 # klomflow/jobs/forget_sets.py, the margin datamodel): it enters their rules' params.
 FORGET_SETS = "1"
 
-# Bump when a change can change a privacy file (klomflow/privacy.py, klomflow/privacy_tables.py):
-# it enters the privacy rules' params. Kept here so that provenance need not import scipy.
+# Bump when a change can change a privacy file (klomflow/metrics/privacy/,
+# klomflow/reporting/privacy_tables.py): it enters the privacy rules' params. Kept here so
+# that provenance need not import scipy.
 # 2: the accuracy ratios use margins on both sides when either lacks logits; the reference row
 #    uses the methods' number of held-out oracles (n_originals) when there are more.
 PRIVACY = "2"

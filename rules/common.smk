@@ -130,7 +130,7 @@ def oracle_logit_shards(wildcards):
 ORIGINAL_CHECKPOINT = "results/models/original/shard_{shard}.pt"
 
 
-# --- Published sources (models.source; klomflow/published.py) ---
+# --- Published sources (models.source; klomflow/data/published/) ---
 
 
 def existing(paths):
@@ -628,7 +628,7 @@ UNLEARNED_CHECKPOINT = {
 # --- Privacy metrics (rules/privacy.smk) ---
 
 
-from klomflow import privacy as privacy_module
+from klomflow.metrics import privacy as privacy_module
 
 
 def privacy_enabled():

@@ -1,4 +1,4 @@
-# Privacy-attack metrics from the margins already computed (klomflow/privacy.py): per point
+# Privacy-attack metrics from the margins already computed (klomflow/metrics/privacy/): per point
 # for every method setting and for the held-out oracles (the reference row), then
 # results/tables/privacy.parquet, the paper privacy table and one report figure per forget
 # set. Nothing here runs unless `privacy.metrics` lists a metric.

@@ -1,4 +1,4 @@
-"""The competition's epsilon families as klomflow/privacy.py computed them before it searched
+"""The competition's epsilon families as klomflow/metrics/privacy/ computed them before it searched
 only the candidate count pairs (the reference of tests/test_privacy_speed.py and of
 benchmarks/privacy.py).
 
@@ -13,8 +13,8 @@ from unittest import mock
 
 import numpy as np
 
-from klomflow import privacy
-from klomflow.privacy import _grid_position, _grid_value
+from klomflow.metrics import privacy
+from klomflow.metrics.privacy.competition import _grid_position, _grid_value
 
 
 def double_threshold_epsilon_grid(u, o, q_is_u, table, n_u, n_o, per_unit, buffer):
@@ -66,7 +66,7 @@ def double_threshold_epsilon_grid(u, o, q_is_u, table, n_u, n_o, per_unit, buffe
 
 def single_threshold_epsilon_pairwise(u, o, u_positive, table, n_u, n_o, per_unit):
     """Best eps of the single-threshold family, each candidate's counts by comparing it with
-    every sample's grid position (as klomflow/privacy.py computed it before it searched)."""
+    every sample's grid position (as klomflow/metrics/privacy/ computed it before it searched)."""
     low = np.minimum(u[:, 0], o[:, 0])
     high = np.maximum(u[:, -1], o[:, -1])
     num = np.ceil((high - low) * per_unit).astype(np.int64)

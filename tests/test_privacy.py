@@ -1,4 +1,4 @@
-"""Privacy metrics (klomflow/privacy.py): the cases of ../shared/PRIVACY.md A.8 and B.5."""
+"""Privacy metrics (klomflow/metrics/privacy/): the cases of ../shared/PRIVACY.md A.8 and B.5."""
 
 import math
 import subprocess
@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from klomflow import privacy
-from klomflow.privacy import (
-    PrivacyOptions,
+from klomflow.metrics import privacy
+from klomflow.metrics.privacy.competition import (
     bucket_points,
     competition_epsilon,
     epsilon_one_point_reference,
-    fold_parameters,
-    privacy_points,
-    summary_rows,
-    utility_columns,
 )
+from klomflow.metrics.privacy.lira import fold_parameters
+from klomflow.metrics.privacy.options import PrivacyOptions
+from klomflow.metrics.privacy.points import privacy_points, summary_rows, utility_columns
 
 
 def one_point(u, o):

@@ -3,7 +3,7 @@
 The re-statement below follows google-deepmind/unlearning_evaluation@ffae0ff `metric.py`
 (`_get_epsilons`, `_get_double_threshold_rates`, `_get_single_threshold_rates`,
 `compute_forget_score_from_confs`) rule by rule, written from the code and ../shared/PRIVACY.md
-and kept apart from klomflow/privacy.py, which it never calls. Like the scorer it computes the
+and kept apart from klomflow/metrics/privacy/, which it never calls. Like the scorer it computes the
 rates as float32 means of float32 indicators (torch.mean), the single-threshold grid with
 torch.linspace (float32, torch's default dtype), and the epsilons from those float32 rates; it
 loops over points and thresholds without the tricks klomflow uses for speed. Two departures,
@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from klomflow.privacy import PrivacyOptions, bucket_points, competition_epsilon, privacy_points
+from klomflow.metrics.privacy.competition import bucket_points, competition_epsilon
+from klomflow.metrics.privacy.options import PrivacyOptions
+from klomflow.metrics.privacy.points import privacy_points
 
 DELTA = 1e-5
 EPSILON_CAP = 50

@@ -1,6 +1,6 @@
-"""The competition epsilon's searches (klomflow/privacy.py) against the computations they replaced
-(tests/privacy_grid.py): the double-threshold family's candidate pairs against the full grid
-search, the single-threshold family's sorted counts against pairwise comparison; equal bit for
+"""The competition epsilon's searches (klomflow/metrics/privacy/) against the computations they
+replaced (tests/privacy_grid.py): the double-threshold family's candidate pairs against the full
+grid search, the single-threshold family's sorted counts against pairwise comparison; equal bit for
 bit."""
 
 import numpy as np
@@ -11,8 +11,11 @@ from privacy_grid import (
     single_threshold_epsilon_pairwise,
 )
 
-from klomflow import privacy
-from klomflow.privacy import PrivacyOptions, competition_epsilon, privacy_points
+from klomflow.metrics import privacy
+from klomflow.metrics.privacy import competition
+from klomflow.metrics.privacy.competition import competition_epsilon
+from klomflow.metrics.privacy.options import PrivacyOptions
+from klomflow.metrics.privacy.points import privacy_points
 
 DEFAULT = PrivacyOptions()
 
@@ -28,7 +31,7 @@ def chunk_inputs(u, o, options=DEFAULT):
     range_p = np.where(o_positive, range_o, range_u)
     range_n = np.where(o_positive, range_u, range_o)
     q_is_u = np.where(range_p >= range_n, o_positive, ~o_positive)
-    single = privacy._single_threshold_epsilon(u, o, ~o_positive, table, n_u, n_o,
+    single = competition._single_threshold_epsilon(u, o, ~o_positive, table, n_u, n_o,
                                                options.thresholds_per_unit)
     pairwise = single_threshold_epsilon_pairwise(u, o, ~o_positive, table, n_u, n_o,
                                                  options.thresholds_per_unit)
@@ -44,7 +47,7 @@ def assert_same_double(u, o, options=DEFAULT, floors=None):
     for floor in floors or (np.maximum(single, 0.0), np.full(len(u), -np.inf)):
         # A tiny block size also runs the blocked path.
         for block in (1 << 21, 1):
-            new = privacy._double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o,
+            new = competition._double_threshold_epsilon(u, o, q_is_u, table, n_u, n_o,
                                                     options.thresholds_per_unit, options.buffer,
                                                     floor, pairs_per_block=block)
             expected = np.where(grid > floor, grid, -np.inf)

@@ -13,11 +13,11 @@ import pytest
 from scipy.special import logsumexp
 from workflow import tiny_config
 
-from klomflow import privacy_tables
 from klomflow.config import with_defaults
 from klomflow.io import read_parquet_metadata, save_array
 from klomflow.job_server import SOCKET_VARIABLE
-from klomflow.tables import with_forget_set_kinds
+from klomflow.reporting import privacy_tables
+from klomflow.reporting.tables import with_forget_set_kinds
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow_scripts"
 N_TRAIN, N_VAL, N_CLASSES = 12, 6, 3

@@ -1,12 +1,15 @@
 from workflow_job import script_context
 
 import pandas as pd
-from klomflow.tables import point_splits
 
 from klomflow.io import load_array, save_parquet
-from klomflow.privacy import FEW_MODELS, PrivacyOptions
-from klomflow.privacy_tables import equal_count_reference, evaluate_setting, utility_accuracies
-from klomflow.tables import point_splits
+from klomflow.metrics.privacy.options import FEW_MODELS, PrivacyOptions
+from klomflow.reporting.privacy_tables import (
+    equal_count_reference,
+    evaluate_setting,
+    utility_accuracies,
+)
+from klomflow.reporting.tables import point_splits
 
 log, config = script_context(snakemake)
 params = snakemake.params.privacy

@@ -4,7 +4,7 @@ import pandas as pd
 
 from klomflow.io import save_parquet, write_text
 from klomflow.jobs.provenance import provenance
-from klomflow.privacy_tables import paper_privacy_frame, privacy_latex, privacy_markdown
+from klomflow.reporting.privacy_tables import paper_privacy_frame, privacy_latex, privacy_markdown
 
 log, config = script_context(snakemake)
 frame = paper_privacy_frame(pd.read_parquet(snakemake.input.privacy),

@@ -3,7 +3,7 @@ from workflow_job import script_context
 import pandas as pd
 
 from klomflow import figures
-from klomflow.privacy_tables import privacy_figure
+from klomflow.reporting.privacy_tables import privacy_figure
 
 log, config = script_context(snakemake)
 forget_set = snakemake.wildcards.forget_set

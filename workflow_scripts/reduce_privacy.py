@@ -2,7 +2,7 @@ from workflow_job import script_context
 
 from klomflow.io import read_parquet_metadata, save_parquet
 from klomflow.jobs.provenance import provenance
-from klomflow.privacy_tables import privacy_table
+from klomflow.reporting.privacy_tables import privacy_table
 
 log, config = script_context(snakemake)
 table = privacy_table((read_parquet_metadata(path) for path in snakemake.input.privacy),

@@ -1,6 +1,6 @@
 """Privacy files and tables: per-point Parquet, privacy.parquet, the paper table and the figure.
 
-The metrics themselves are in klomflow/privacy.py (numpy and scipy only). Here:
+The metrics themselves are in klomflow/metrics/privacy/ (numpy and scipy only). Here:
 - `utility_accuracies`: the competition's utility ratios need top-1 accuracy
   (argmax of the logits == label). Margins alone cannot give it for more than two
   classes: margin > 0 implies a correct argmax, not the converse (logits
@@ -24,13 +24,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from klomflow import privacy
-from klomflow.privacy import SPLITS, PrivacyOptions
-from klomflow.render import proxy_note
-from klomflow.tables import with_forget_set_kinds
+from klomflow.metrics import privacy
+from klomflow.metrics.privacy.options import SPLITS, PrivacyOptions
+from klomflow.reporting.render import proxy_note
+from klomflow.reporting.tables import with_forget_set_kinds
 
 NOISE_FLOOR = "oracle_holdout"
-# Added after forget_set by klomflow.tables.with_forget_set_kinds.
+# Added after forget_set by klomflow.reporting.tables.with_forget_set_kinds.
 KIND_COLUMNS = ["forget_set_kind", "forget_set_proxy"]
 KEYS = ["dataset", "model", "forget_set", "method", "config_id", "implementation", "params",
         "diagnostic", "split", "n_points", "n_unlearned", "n_oracle", "n_diverged", "reason"]
@@ -284,7 +284,7 @@ def privacy_latex(frame: pd.DataFrame) -> str:
 def privacy_figure(frame: pd.DataFrame, forget_set: str):
     """KLOM p95 (forget) against U-LiRA AUC and against F, one point per method (selected
     setting), the noise-floor row marked."""
-    from klomflow.figures import plt  # matplotlib set up for files only
+    from klomflow.reporting.figures import plt  # matplotlib set up for files only
 
     rows = frame[frame["forget_set"] == forget_set]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
