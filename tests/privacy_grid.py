@@ -13,7 +13,7 @@ from unittest import mock
 
 import numpy as np
 
-from klomflow.metrics import privacy
+from klomflow.metrics.privacy import competition
 from klomflow.metrics.privacy.competition import _grid_position, _grid_value
 
 
@@ -90,7 +90,7 @@ def grid_search():
     def full(u, o, q_is_u, table, n_u, n_o, per_unit, buffer, floor):
         return double_threshold_epsilon_grid(u, o, q_is_u, table, n_u, n_o, per_unit, buffer)
 
-    with (mock.patch.object(privacy, "_double_threshold_epsilon", full),
-          mock.patch.object(privacy, "_single_threshold_epsilon",
+    with (mock.patch.object(competition, "_double_threshold_epsilon", full),
+          mock.patch.object(competition, "_single_threshold_epsilon",
                             single_threshold_epsilon_pairwise)):
         yield
