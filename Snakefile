@@ -33,7 +33,10 @@ include: "rules/privacy.smk"
 rule all:
     default_target: True
     input:
-        final_tables(),
+        rules.reduce_klom.output,
+        rules.tabulate_accuracy.output,
+        rules.make_paper_tables.output,
+        report_figures(),
         privacy_outputs(),
     localrule: True
 

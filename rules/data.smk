@@ -1,6 +1,10 @@
 # The dataset: the evaluation points, and an explicit download for torchvision datasets.
 
 
+# The input and params functions of the rules below.
+include: "functions/data.smk"
+
+
 rule prepare_data:
     input:
         # With a published source and no dataset files: labels from its model 0.

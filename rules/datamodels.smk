@@ -2,6 +2,10 @@
 # seeds per job, then linear datamodels fitted to their logits (dmm, dm_direct).
 
 
+# The input and params functions of the rules below.
+include: "functions/datamodels.smk"
+
+
 rule train_subset_models:
     input:
         points=rules.prepare_data.output.points,

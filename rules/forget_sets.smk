@@ -2,6 +2,10 @@
 # (.json) that records how the set was made.
 
 
+# The input and params functions of the rules below.
+include: "functions/forget_sets.smk"
+
+
 # Static kinds (random, class, indices, published, subpopulation): from the labels.
 rule make_forget_set:
     input:

@@ -3,6 +3,10 @@
 # oracles against the scored oracles).
 
 
+# The input and params functions of the rules below.
+include: "functions/klom.smk"
+
+
 # One job per setting writes both per-point files, against the scored oracles and against
 # the held-out ones (the selection criterion, klomflow/reporting/selection.py): one process start, not two.
 rule compute_klom:

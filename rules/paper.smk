@@ -1,6 +1,12 @@
 # Paper tables: each method's setting selected on the held-out oracles, intervals
 # from resampling models, class accuracies, and the Markdown/LaTeX tables
 # (klomflow/reporting/selection.py). `snakemake --cores all paper_tables` builds only these.
+
+
+# The input and params functions of the rules below.
+include: "functions/paper.smk"
+
+
 rule resample_klom:
     input:
         unpack(interval_inputs),
@@ -121,5 +127,5 @@ rule make_paper_tables:
 # `snakemake --cores all paper_tables`: the paper tables and what they need, nothing else.
 rule paper_tables:
     input:
-        paper_table_files(),
+        rules.make_paper_tables.output,
     localrule: True

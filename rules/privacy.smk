@@ -4,6 +4,10 @@
 # set. Nothing here runs unless `privacy.metrics` lists a metric.
 
 
+# The input and params functions of the rules below.
+include: "functions/privacy.smk"
+
+
 rule compute_privacy:
     input:
         tested=rules.gather_unlearned_margins.output.margins,

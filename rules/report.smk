@@ -2,6 +2,10 @@
 # (klomflow/reporting/figures.py; captions in report/).
 
 
+# The input and params functions of the rules below.
+include: "functions/report.smk"
+
+
 rule plot_forget_set:
     input:
         unpack(forget_set_setting_files),

@@ -1,6 +1,10 @@
 # The reductions: KLOM and accuracy tables over every forget set and method setting.
 
 
+# The input and params functions of the rules below.
+include: "functions/tables.smk"
+
+
 rule reduce_klom:
     input:
         # The published files' digests (models.source), for the provenance.

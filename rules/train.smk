@@ -2,6 +2,10 @@
 # a shard of seeds per job; then their margins, gathered in seed order.
 
 
+# The input and params functions of the rules below.
+include: "functions/train.smk"
+
+
 rule train_oracles:
     input:
         forget_set=rules.make_forget_set.output.indices,

@@ -1,6 +1,10 @@
 # Unlearning: one method setting applied to a shard of original models.
 
 
+# The input and params functions of the rules below.
+include: "functions/unlearn.smk"
+
+
 rule unlearn:
     input:
         # Inputs only some methods need (Method.needs), e.g. held-out oracle logits.
