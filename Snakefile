@@ -2,7 +2,7 @@
 # Run `snakemake --cores all`; the tables land in results/tables/.
 from snakemake.utils import min_version
 
-from klomflow import job_server
+from klomflow import job_control
 
 min_version("9.0")
 
@@ -45,11 +45,11 @@ rule all:
 # importing them each (about 3 s a job); klomflow/job_server.py. KLOMFLOW_JOB_SERVER=off: not.
 # stop() warns, as the run's last words, when most jobs ran cold anyway.
 onstart:
-    job_server.start(local=workflow.local_exec)
+    job_control.start(local=workflow.local_exec)
 
 
 onerror:
-    job_server.stop()
+    job_control.stop()
 
 
 onsuccess:
@@ -58,4 +58,4 @@ onsuccess:
         "(klom.parquet, accuracy.parquet, klom_summary.md, paper_klom.md, "
         "paper_accuracy.md); the report: snakemake --report results/report.html"
     )
-    job_server.stop()
+    job_control.stop()

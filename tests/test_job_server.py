@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from klomflow import job_server
+from klomflow import job_control, job_server
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # What `source venv/bin/activate` exports into the shell Snakemake starts from.
@@ -217,15 +217,15 @@ def test_the_child_dies_with_the_jobs_process(server, tmp_path):
 
 def test_start_serves_only_local_runs_on_linux(monkeypatch, tmp_path):
     monkeypatch.delenv(job_server.SOCKET_VARIABLE, raising=False)
-    job_server.start(local=False, log_path=tmp_path / "server.log")
+    job_control.start(local=False, log_path=tmp_path / "server.log")
     assert job_server.SOCKET_VARIABLE not in os.environ and not (tmp_path / "server.log").exists()
     monkeypatch.setenv(job_server.SOCKET_VARIABLE, "off")
-    job_server.start(local=True, log_path=tmp_path / "server.log")
+    job_control.start(local=True, log_path=tmp_path / "server.log")
     assert os.environ[job_server.SOCKET_VARIABLE] == "off"
     assert not (tmp_path / "server.log").exists()
     monkeypatch.delenv(job_server.SOCKET_VARIABLE)
     monkeypatch.setattr(sys, "platform", "darwin")  # forking there is unsafe: jobs run cold
-    job_server.start(local=True, log_path=tmp_path / "server.log")
+    job_control.start(local=True, log_path=tmp_path / "server.log")
     assert job_server.SOCKET_VARIABLE not in os.environ and not (tmp_path / "server.log").exists()
 
 
@@ -234,11 +234,11 @@ def test_start_and_stop_around_a_local_run(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv(job_server.SOCKET_VARIABLE, raising=False)
     monkeypatch.delenv(job_server.NVML_CUDA_CHECK, raising=False)
     log = tmp_path / "logs" / "job_server.log"
-    job_server.start(local=True, log_path=log)
+    job_control.start(local=True, log_path=log)
     try:
         socket_path = os.environ[job_server.SOCKET_VARIABLE]
         # The server asks NVML whether CUDA is there, should an import ask; its jobs do not.
-        server_environment = Path(f"/proc/{job_server._running[0].pid}/environ").read_bytes()
+        server_environment = Path(f"/proc/{job_control._running[0].pid}/environ").read_bytes()
         assert f"{job_server.NVML_CUDA_CHECK}=1".encode() in server_environment.split(b"\0")
         assert job_server.NVML_CUDA_CHECK not in os.environ
         # As Snakemake runs a one-thread job: its environment plus the thread variables.
@@ -246,7 +246,7 @@ def test_start_and_stop_around_a_local_run(monkeypatch, tmp_path, capsys):
         ran, stderr, code = report(process)
         assert code == 0 and ran["served"] == "1", stderr + log.read_text()
     finally:
-        job_server.stop()
+        job_control.stop()
     assert job_server.SOCKET_VARIABLE not in os.environ
     assert not Path(socket_path).parent.exists()
     assert "stopped: served 1 jobs; 0 ran cold" in log.read_text()
@@ -257,14 +257,14 @@ def test_start_and_stop_around_a_local_run(monkeypatch, tmp_path, capsys):
 def test_stop_warns_when_most_jobs_ran_cold(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv(job_server.SOCKET_VARIABLE, raising=False)
     log = tmp_path / "logs" / "job_server.log"
-    job_server.start(local=True, log_path=log)
+    job_control.start(local=True, log_path=log)
     try:
         process = run_job(tmp_path, dict(os.environ) | job_server.ONE_THREAD
                           | {"OMP_NUM_THREADS": "2"})
         ran, stderr, code = report(process)
         assert code == 0 and ran["served"] is None, stderr
     finally:
-        job_server.stop()
+        job_control.stop()
     warning = capsys.readouterr().err
     assert "1 of 1 jobs ran cold" in warning
     assert "1 because environment differs in OMP_NUM_THREADS" in warning and str(log) in warning
@@ -274,13 +274,13 @@ def test_the_cold_run_warning_counts_and_orders_the_reasons():
     reasons = {"environment differs in PS1": 5, "another Python (/venv/bin/python)": 2,
                "environment differs in A": 1, "environment differs in B": 1,
                "environment differs in C": 1}
-    warning = job_server.cold_run_warning({"served": 9, "cold": reasons}, "the.log")
+    warning = job_control.cold_run_warning({"served": 9, "cold": reasons}, "the.log")
     assert ("10 of 19 jobs ran cold" in warning
             and "5 because environment differs in PS1; 2 because another Python "
                 "(/venv/bin/python); 1 because environment differs in A; 2 for other reasons"
             in warning)
-    assert job_server.cold_run_warning({"served": 10, "cold": reasons}, "the.log") == ""
-    assert job_server.cold_run_warning({"served": 0, "cold": {}}, "the.log") == ""
+    assert job_control.cold_run_warning({"served": 10, "cold": reasons}, "the.log") == ""
+    assert job_control.cold_run_warning({"served": 0, "cold": {}}, "the.log") == ""
 
 
 def test_a_served_job_imports_klomflow_from_its_own_sys_path(server, tmp_path):
