@@ -21,7 +21,8 @@ def unlearned_run_files(wildcards=None):
 
 def accuracy_logit_groups(forget_sets=None):
     """Logit shards per model group of the accuracy tables (top-1), keyed as
-    klomflow.reporting.tables.group_key; published models have none (margin accuracy)."""
+    klomflow.reporting.tables.group_key; published models have none (margin accuracy).
+    """
     forget_sets = FORGET_SETS if forget_sets is None else forget_sets
     groups = {}
     if SOURCE is None:
