@@ -27,7 +27,9 @@ SETTING_BY_ID = {(s.entry, s.config_id): s for s in SETTINGS}
 FORGET_SETS = list(config["forget_sets"])
 # A published folder (models.source) the originals, and the oracles of published
 # forget sets, are read from instead of trained; None when everything trains here.
-SOURCE = klomflow.data.published.layout.Source.from_config(config)
+SOURCE = klomflow.data.published.layout.Source.from_setting(
+    config["models"].get("source")
+)
 IMPORTED_ORACLES = [
     f for f in FORGET_SETS if klomflow.config.is_imported(config, "oracle", f)
 ]

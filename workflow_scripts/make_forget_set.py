@@ -14,7 +14,7 @@ spec = snakemake.params.spec
 # CIFAR-100 with coarse labels: the fine label of each point, for subpopulation sets.
 subclasses = train["subclass"].to_numpy() if "subclass" in train else None
 indices = make_forget_set(name, spec, train["label"].to_numpy(),
-                          source=Source.from_config(config), log=log,
+                          source=Source.from_setting(config["models"].get("source")), log=log,
                           train_subclasses=subclasses)
 write_forget_set(snakemake.output.indices, snakemake.output.sidecar, indices,
                  sidecar(name, spec, indices, len(train)))

@@ -7,7 +7,7 @@ from klomflow.jobs.published import labels_from_model_zero
 from klomflow.jobs.runs import dataset_for
 
 log, config = script_context(snakemake)
-source = Source.from_config(config)
+source = Source.from_setting(config["models"].get("source"))
 try:
     dataset = dataset_for(config)
 except FileNotFoundError as error:

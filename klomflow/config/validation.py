@@ -224,7 +224,7 @@ def check_source(resolved: dict, base_dir=".") -> Source | None:
                                   f"models.source.layout klom_models or easydub (and its path)")
         return None
     resolved["models"]["source"] = {"train_missing_oracles": False} | source_config
-    source = Source.from_config(resolved, base_dir)
+    source = Source.from_setting(resolved["models"].get("source"), base_dir)
     if not source.root.is_dir():
         raise ConfigError(f"models.source.path: folder {str(source.root)!r} does not exist")
     if resolved["dataset"]["name"] != "cifar10":

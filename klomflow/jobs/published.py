@@ -28,7 +28,7 @@ from klomflow.training.published_models import load_published_model
 
 
 def source_of(config: dict) -> Source:
-    source = Source.from_config(config)
+    source = Source.from_setting(config["models"].get("source"))
     if source is None:
         raise PublishedError("models.source.layout is train: nothing to import")
     return source
@@ -310,7 +310,7 @@ def source_provenance(config: dict, manifest_path=MANIFEST_PATH) -> dict:
     """{"source": layout, folder and the SHA-256 of every published file read}; {} when training."""
     import json
 
-    source = Source.from_config(config)
+    source = Source.from_setting(config["models"].get("source"))
     if source is None:
         return {}
     path = Path(manifest_path)

@@ -69,9 +69,10 @@ class Source:
     root: Path
 
     @classmethod
-    def from_config(cls, config: dict, base_dir=".") -> Source | None:
-        """The config's published source, or None when models are trained here."""
-        source = config["models"].get("source") or {"layout": "train"}
+    def from_setting(cls, source: dict | None, base_dir=".") -> Source | None:
+        """The published source of a config's `models.source`, or None when models are
+        trained here."""
+        source = source or {"layout": "train"}
         if source["layout"] == "train":
             return None
         root = Path(source["path"])
