@@ -18,7 +18,8 @@ from published_files import (
 
 from klomflow.config import ConfigError, validate
 from klomflow.data.datasets import load_dataset
-from klomflow.data.published import layout, reading
+from klomflow.data.published import layout as published_layout
+from klomflow.data.published import reading
 from klomflow.jobs import published as published_jobs
 from klomflow.metrics.margins import margins_from_logits
 from klomflow.training import published_models
@@ -98,7 +99,7 @@ def test_a_checkpoint_of_the_authors_resnet9_loads_through_the_importer(wrapped,
 @pytest.mark.parametrize("layout", ["klom_models", "easydub"])
 def test_imported_checkpoint_reproduces_the_logits_and_margins_written_beside_it(
         layout, folders, fixture):
-    source = layout.Source(layout, folders[layout])
+    source = published_layout.Source(layout, folders[layout])
     dataset = load_dataset({"name": "cifar10", "data_dir": str(fixture.data_dir),
                             "verify_checksums": False})
     for model_id in (0, 3):
@@ -133,22 +134,22 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, fixture):
     state = published_state_dict(fixture.models[0])
     state["model.9.bias"] = torch.zeros(10)  # the published head has no bias
     torch.save(state, tmp_path / "sd_0____epoch_23.pt")
-    with pytest.raises(layout.PublishedError, match="not a ResNet-9 state dict"):
+    with pytest.raises(published_layout.PublishedError, match="not a ResNet-9 state dict"):
         published_models.load_published_model(tmp_path / "sd_0____epoch_23.pt")
 
 
 def test_wrong_normalisation_fails_the_margin_check(folders, fixture):
-    source = layout.Source("klom_models", folders["klom_models"])
+    source = published_layout.Source("klom_models", folders["klom_models"])
     model = published_models.load_published_model(source.original_checkpoint(0))
     dataset = load_dataset({"name": "cifar10", "data_dir": str(fixture.data_dir),
                             "verify_checksums": False})
     # Inputs normalised with the pixel std (0.247, ...) instead of the published 0.2023, ...
-    std_published = torch.tensor(layout.CIFAR10_STD).view(1, 3, 1, 1)
+    std_published = torch.tensor(published_layout.CIFAR10_STD).view(1, 3, 1, 1)
     std_pixels = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
     wrong_x = dataset.eval_x * std_published / std_pixels
     published_jobs.check_checkpoint_margins(model, dataset.eval_x, fixture.original_margins[0],
                                        fixture.labels, torch.device("cpu"), "model 0")
-    with pytest.raises(layout.PublishedError, match="normalisation"):
+    with pytest.raises(published_layout.PublishedError, match="normalisation"):
         published_jobs.check_checkpoint_margins(model, wrong_x, fixture.original_margins[0],
                                            fixture.labels, torch.device("cpu"), "model 0")
 
@@ -160,8 +161,8 @@ def test_cifar10_uses_the_published_normalisation(fixture):
         import pickle
 
         raw = pickle.load(handle, encoding="latin1")["data"][0].reshape(3, 32, 32) / 255.0
-    expected = (raw - np.array(layout.CIFAR10_MEAN)[:, None, None]) / np.array(
-        layout.CIFAR10_STD)[:, None, None]
+    expected = (raw - np.array(published_layout.CIFAR10_MEAN)[:, None, None]) / np.array(
+        published_layout.CIFAR10_STD)[:, None, None]
     np.testing.assert_allclose(dataset.train_x[0].numpy(), expected, atol=1e-5)
 
 
@@ -170,7 +171,7 @@ def test_cifar10_uses_the_published_normalisation(fixture):
 
 @pytest.mark.parametrize("layout", ["klom_models", "easydub"])
 def test_oracle_margins_come_back_in_training_index_order(layout, folders, fixture):
-    source = layout.Source(layout, folders[layout])
+    source = published_layout.Source(layout, folders[layout])
     for forget_id, forget in fixture.forget_sets.items():
         margins = reading.oracle_margins(source, forget_id, forget, fixture.labels,
                                            fixture.n_train, 5)
@@ -199,26 +200,26 @@ def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folder
                                                                          tmp_path):
     forget = fixture.forget_sets[10]
     assert not np.all(np.diff(forget) > 0)
-    source = layout.Source("easydub", folders["easydub"])
+    source = published_layout.Source("easydub", folders["easydub"])
     train_margins = fixture.original_margins[:, :fixture.n_train]
     np.testing.assert_array_equal(reading.forget_order(source, 10, forget), forget)
     # Forget files written in sorted order are recognised from the originals' forget file.
     root = copy_folder(folders, "easydub", tmp_path)
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[0, np.sort(forget)])
-    sorted_source = layout.Source("easydub", root)
+    sorted_source = published_layout.Source("easydub", root)
     np.testing.assert_array_equal(
         reading.forget_order(sorted_source, 10, forget), np.sort(forget))
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[1, forget])
-    with pytest.raises(layout.PublishedError, match="do not tell the order of forget set 10"):
+    with pytest.raises(published_layout.PublishedError, match="do not tell the order of forget set 10"):
         reading.forget_order(sorted_source, 10, forget)
 
 
 def test_oracle_root_may_be_named_oracle_models(folders, fixture, tmp_path):
     root = copy_folder(folders, "klom_models", tmp_path)
     (root / "oracles").rename(root / "oracle_models")
-    source = layout.Source("klom_models", root)
+    source = published_layout.Source("klom_models", root)
     margins = reading.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
                                        fixture.n_train, 5)
     np.testing.assert_array_equal(margins, fixture.oracle_margins[2])
@@ -250,9 +251,9 @@ def test_oracle_models_is_preferred_per_forget_set_and_both_folders_are_named(
     assert "reading oracle_models/" in warnings[0]
     for folder in ("oracle_models", "oracles"):
         path = root / folder / "CIFAR10/only_margins/forget_set_2/train_margins_all.pt"
-        assert f"({path}, SHA-256 {layout.file_sha256(path)})" in warnings[0]
+        assert f"({path}, SHA-256 {published_layout.file_sha256(path)})" in warnings[0]
     assert "different files" in warnings[0]
-    source = layout.Source("klom_models", root)
+    source = published_layout.Source("klom_models", root)
     assert source.oracle_root(2) == root / "oracle_models"
     assert source.oracle_root(10) == root / "oracles"
     # The held-out logits come from the same folder as the margins.
@@ -266,7 +267,7 @@ def test_oracle_models_is_preferred_per_forget_set_and_both_folders_are_named(
 def test_klom_models_margins_fall_back_to_per_model_logits(folders, fixture, tmp_path):
     root = copy_folder(folders, "klom_models", tmp_path)
     shutil.rmtree(root / "oracles/CIFAR10/only_margins")
-    source = layout.Source("klom_models", root)
+    source = published_layout.Source("klom_models", root)
     margins = reading.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
                                        fixture.n_train, 5)
     np.testing.assert_allclose(margins, fixture.oracle_margins[2], atol=1e-6)
@@ -283,8 +284,8 @@ def test_too_few_oracles_names_the_count_and_the_forget_set(folders, fixture):
     config = config_for("klom_models", folders["klom_models"], fixture, n_oracles=3,
                         n_holdout_oracles=3)
     validate(config)  # `*_all.pt` files are counted when read:
-    source = layout.Source("klom_models", folders["klom_models"])
-    with pytest.raises(layout.PublishedError, match="holds 5 oracles for forget_set_2"):
+    source = published_layout.Source("klom_models", folders["klom_models"])
+    with pytest.raises(published_layout.PublishedError, match="holds 5 oracles for forget_set_2"):
         reading.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
                                  fixture.n_train, 6)
 
@@ -301,8 +302,8 @@ def test_wrong_point_count_is_an_error(folders, fixture, tmp_path):
     root = copy_folder(folders, "klom_models", tmp_path)
     train = torch.load(root / "full_models/CIFAR10/train_margins_all.pt")
     torch.save(train[:, :-1].clone(), root / "full_models/CIFAR10/train_margins_all.pt")
-    source = layout.Source("klom_models", root)
-    with pytest.raises(layout.PublishedError, match=r"expected shape \[n_models, 40\]"):
+    source = published_layout.Source("klom_models", root)
+    with pytest.raises(published_layout.PublishedError, match=r"expected shape \[n_models, 40\]"):
         reading.original_margins(source, fixture.labels, fixture.n_train, 4)
 
 
@@ -311,7 +312,7 @@ def test_nan_is_an_error_and_float16_is_upcast_with_a_warning(folders, fixture, 
     path = root / "margins/cifar10/pretrain/retain/resnet9/id_1_epoch_23.npy"
     values = np.load(path)
     np.save(path, values.astype(np.float16))
-    source = layout.Source("easydub", root)
+    source = published_layout.Source("easydub", root)
     messages = []
     margins = reading.original_margins(source, fixture.labels, fixture.n_train, 4,
                                          log=messages.append)
@@ -319,7 +320,7 @@ def test_nan_is_an_error_and_float16_is_upcast_with_a_warning(folders, fixture, 
     assert any("float16" in m and "id_1_epoch_23.npy" in m for m in messages)
     values[3] = np.nan
     np.save(path, values)
-    with pytest.raises(layout.PublishedError, match="1 NaN or infinite"):
+    with pytest.raises(published_layout.PublishedError, match="1 NaN or infinite"):
         reading.original_margins(source, fixture.labels, fixture.n_train, 4)
 
 
@@ -330,18 +331,18 @@ def test_labels_are_recovered_from_logits_and_margins(fixture):
 
 def test_margins_of_other_points_than_the_logits_fail_label_recovery(fixture):
     shuffled = fixture.original_margins[1][::-1].copy()
-    with pytest.raises(layout.PublishedError, match="do not follow from the logits"):
+    with pytest.raises(published_layout.PublishedError, match="do not follow from the logits"):
         reading.recover_labels(fixture.original_logits[1], shuffled, "model 1")
 
 
 def test_labels_that_disagree_with_the_dataset_are_an_error(folders, fixture):
-    source = layout.Source("easydub", folders["easydub"])
+    source = published_layout.Source("easydub", folders["easydub"])
     margins = reading.original_margins(source, fixture.labels, fixture.n_train, 4)
     assert published_jobs.check_original_labels(source, margins, fixture.labels, fixture.n_train,
                                            4) == 4
     other = fixture.labels.copy()
     other[5] = (other[5] + 1) % 10
-    with pytest.raises(layout.PublishedError,
+    with pytest.raises(published_layout.PublishedError,
                        match="original model 0 .* at the dataset's labels at 1 of 50 points "
                              r"\(first: point 5,"):
         published_jobs.check_original_labels(source, margins, other, fixture.n_train, 4)
@@ -352,9 +353,9 @@ def test_a_model_whose_margins_are_of_another_point_order_is_an_error(folders, f
     root = copy_folder(folders, "easydub", tmp_path)
     path = root / "margins/cifar10/pretrain/retain/resnet9/id_2_epoch_23.npy"
     np.save(path, np.load(path)[::-1].copy())
-    source = layout.Source("easydub", root)
+    source = published_layout.Source("easydub", root)
     margins = reading.original_margins(source, fixture.labels, fixture.n_train, 4)
-    with pytest.raises(layout.PublishedError, match="original model 2 "):
+    with pytest.raises(published_layout.PublishedError, match="original model 2 "):
         published_jobs.check_original_labels(source, margins, fixture.labels, fixture.n_train, 4)
 
 
@@ -364,7 +365,7 @@ def test_margins_computed_in_bfloat16_beside_float32_logits_import(forget_order,
     # EasyDUB computed each split in its own bfloat16 pass: stored margins differ from the
     # stored logits' by about 1e-2 on correct files, and every check must accept them.
     root = write_easydub(fixture, tmp_path / "easydub", forget_order, margins="bfloat16")
-    source = layout.Source("easydub", root)
+    source = published_layout.Source("easydub", root)
     margins = reading.original_margins(source, fixture.labels, fixture.n_train, 4)
     assert np.abs(margins - fixture.original_margins).max() > 5e-3
     assert published_jobs.check_original_labels(source, margins, fixture.labels, fixture.n_train,
@@ -383,7 +384,7 @@ def test_margins_computed_in_bfloat16_beside_float32_logits_import(forget_order,
 def test_easydub_oracle_retain_files_out_of_index_order_are_an_error(folders, fixture,
                                                                      tmp_path):
     root = copy_folder(folders, "easydub", tmp_path)
-    source = layout.Source("easydub", root)
+    source = published_layout.Source("easydub", root)
     forget = fixture.forget_sets[2]
     messages = []
     reading.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5,
@@ -394,7 +395,7 @@ def test_easydub_oracle_retain_files_out_of_index_order_are_an_error(folders, fi
     for kind in ("margins", "logits"):
         for path in (root / kind / "cifar10/oracle/forget_2/retain/resnet9").glob("*.npy"):
             np.save(path, np.load(path)[::-1].copy())
-    with pytest.raises(layout.PublishedError,
+    with pytest.raises(published_layout.PublishedError,
                        match="oracle 0 of forget_set_2 .*ascending training index order"):
         reading.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5)
     # Without oracle logits the order cannot be checked: a warning says so.
@@ -414,8 +415,8 @@ def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture,
     retain[forget] = 1.0 + 0.01 * np.arange(len(forget))  # both orders fit within 0.05
     np.save(retain_file, retain)
     np.save(forget_file, retain[forget])
-    source = layout.Source("easydub", root)
-    with pytest.raises(layout.PublishedError, match="do not tell the order of forget set 10"):
+    source = published_layout.Source("easydub", root)
+    with pytest.raises(published_layout.PublishedError, match="do not tell the order of forget set 10"):
         reading.forget_order(source, 10, forget)
     # A sorted forget file leaves nothing to decide: its forget files are not compared.
     np.save(forget_file.parent.parent.parent / "forget_2/resnet9/id_0_epoch_23.npy",
@@ -426,22 +427,22 @@ def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture,
 
 def test_labels_without_the_images_need_model_zeros_logits(folders, fixture, tmp_path):
     root = copy_folder(folders, "easydub", tmp_path)
-    source = layout.Source("easydub", root)
+    source = published_layout.Source("easydub", root)
     labels, n_train = published_jobs.labels_from_model_zero(source)
     np.testing.assert_array_equal(labels, fixture.labels)
     assert n_train == fixture.n_train
     path = root / "logits/cifar10/pretrain/retain/resnet9/id_0_epoch_23.npy"
     logits = np.load(path)
     np.save(path, logits[:, :1])  # one column: not logits of 10 classes
-    with pytest.raises(layout.PublishedError,
+    with pytest.raises(published_layout.PublishedError,
                        match=r"id_0_epoch_23.npy: found float32 of shape \[40, 1\], expected "
                              r"\[40, n_classes\].*CIFAR-10 images"):
         published_jobs.labels_from_model_zero(source)
     np.save(path, logits[:-1])  # a point fewer than the margins
-    with pytest.raises(layout.PublishedError, match=r"shape \[39, 10\], expected \[40, "):
+    with pytest.raises(published_layout.PublishedError, match=r"shape \[39, 10\], expected \[40, "):
         published_jobs.labels_from_model_zero(source)
     path.unlink()
-    with pytest.raises(layout.PublishedError,
+    with pytest.raises(published_layout.PublishedError,
                        match=r"id_0_epoch_23.npy is missing; without the CIFAR-10 images"):
         published_jobs.labels_from_model_zero(source)
 
@@ -450,7 +451,7 @@ def test_oracles_that_saw_the_forget_set_are_an_error(fixture):
     forget = fixture.forget_sets[2]
     reading.check_oracles_forgot(fixture.oracle_margins[2], fixture.original_margins, forget, 2)
     saw_it = fixture.original_margins + 1.0  # margins as high as the originals' on F
-    with pytest.raises(layout.PublishedError, match="not below the originals'"):
+    with pytest.raises(published_layout.PublishedError, match="not below the originals'"):
         reading.check_oracles_forgot(saw_it, fixture.original_margins, forget, 2)
 
 
@@ -460,7 +461,7 @@ def test_forget_set_checksums_match_the_published_files(tmp_path):
     folder = tmp_path / "forget_set_indices/CIFAR10"
     folder.mkdir(parents=True)
     np.save(folder / "forget_set_1.npy", set_1)
-    source = layout.Source("klom_models", tmp_path)
+    source = published_layout.Source("klom_models", tmp_path)
     messages = []
     indices = reading.read_forget_set(source, 1, 50_000, log=messages.append)
     np.testing.assert_array_equal(indices, set_1)
@@ -473,21 +474,21 @@ def test_forget_set_checksums_match_the_published_files(tmp_path):
 def test_forget_set_checks(tmp_path):
     folder = tmp_path / "forget_sets/cifar10"
     folder.mkdir(parents=True)
-    source = layout.Source("easydub", tmp_path)
-    with pytest.raises(layout.PublishedError, match="missing file"):
+    source = published_layout.Source("easydub", tmp_path)
+    with pytest.raises(published_layout.PublishedError, match="missing file"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([4, 9, 4]))
-    with pytest.raises(layout.PublishedError, match="1 duplicate"):
+    with pytest.raises(published_layout.PublishedError, match="1 duplicate"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([4, 9, 140]))
-    with pytest.raises(layout.PublishedError, match="index 140 is outside"):
+    with pytest.raises(published_layout.PublishedError, match="index 140 is outside"):
         reading.read_forget_set(source, 3, 100)
 
 
 def test_forget_set_of_whole_numbers_stored_as_floats_is_cast_with_a_warning(tmp_path):
     folder = tmp_path / "forget_sets/cifar10"
     folder.mkdir(parents=True)
-    source = layout.Source("easydub", tmp_path)
+    source = published_layout.Source("easydub", tmp_path)
     # 2**53 + 1 is not a float64: stay far below it, where the cast is exact.
     np.save(folder / "forget_set_3.npy", np.array([40.0, 9.0, 17.0, 3.0]))
     messages = []
@@ -496,11 +497,11 @@ def test_forget_set_of_whole_numbers_stored_as_floats_is_cast_with_a_warning(tmp
     np.testing.assert_array_equal(indices, [40, 9, 17, 3])  # the file's order is kept
     assert any("as float64; cast to int64" in m for m in messages)
     np.save(folder / "forget_set_3.npy", np.array([40.0, 9.5], dtype=np.float32))
-    with pytest.raises(layout.PublishedError, match=r"1 of 2 values are not whole numbers "
+    with pytest.raises(published_layout.PublishedError, match=r"1 of 2 values are not whole numbers "
                                                        r"\(first: .*9\.5.* at position 1\)"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([40.0, np.nan]))
-    with pytest.raises(layout.PublishedError, match="not whole numbers"):
+    with pytest.raises(published_layout.PublishedError, match="not whole numbers"):
         reading.read_forget_set(source, 3, 100)
 
 
@@ -510,7 +511,7 @@ def test_forget_set_file_digest_is_of_the_file_bytes():
     buffer = io.BytesIO()
     np.save(buffer, set_2)
     assert hashlib.sha256(buffer.getvalue()).hexdigest()[:16] == \
-        layout.PUBLISHED_FORGET_SETS[2][2]
+        published_layout.PUBLISHED_FORGET_SETS[2][2]
 
 
 # --- EasyDUB's check: the result beside both published triples ---

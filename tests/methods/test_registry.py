@@ -51,7 +51,7 @@ def imported_modules(path: Path) -> set:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from the klomflow.unlearning.methods package
-                base = ".".join(["klomflow", "methods"][: 3 - node.level] +
+                base = ".".join(["klomflow", "unlearning", "methods"][: 4 - node.level] +
                                 ([node.module] if node.module else []))
             else:
                 base = node.module or ""
@@ -61,8 +61,8 @@ def imported_modules(path: Path) -> set:
 
 
 def method_modules_imported(path: Path) -> set:
-    return {name.split(".")[2] for name in imported_modules(path)
-            if name.startswith("klomflow.unlearning.methods.") and name.split(".")[2] in REGISTRY}
+    return {name.split(".")[3] for name in imported_modules(path)
+            if name.startswith("klomflow.unlearning.methods.") and name.split(".")[3] in REGISTRY}
 
 
 @pytest.mark.parametrize("path", sorted(METHODS_DIR.glob("*.py")), ids=lambda path: path.stem)
