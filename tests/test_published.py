@@ -20,6 +20,7 @@ from klomflow.config import ConfigError, validate
 from klomflow.data.datasets import load_dataset
 from klomflow.data.published import layout as published_layout
 from klomflow.data.published import reading
+from klomflow.data.published.layout import PublishedError
 from klomflow.jobs import published as published_jobs
 from klomflow.metrics.margins import margins_from_logits
 from klomflow.training import published_models
@@ -134,7 +135,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, fixture):
     state = published_state_dict(fixture.models[0])
     state["model.9.bias"] = torch.zeros(10)  # the published head has no bias
     torch.save(state, tmp_path / "sd_0____epoch_23.pt")
-    with pytest.raises(published_layout.PublishedError, match="not a ResNet-9 state dict"):
+    with pytest.raises(PublishedError, match="not a ResNet-9 state dict"):
         published_models.load_published_model(tmp_path / "sd_0____epoch_23.pt")
 
 
@@ -149,7 +150,7 @@ def test_wrong_normalisation_fails_the_margin_check(folders, fixture):
     wrong_x = dataset.eval_x * std_published / std_pixels
     published_jobs.check_checkpoint_margins(model, dataset.eval_x, fixture.original_margins[0],
                                        fixture.labels, torch.device("cpu"), "model 0")
-    with pytest.raises(published_layout.PublishedError, match="normalisation"):
+    with pytest.raises(PublishedError, match="normalisation"):
         published_jobs.check_checkpoint_margins(model, wrong_x, fixture.original_margins[0],
                                            fixture.labels, torch.device("cpu"), "model 0")
 
@@ -212,7 +213,7 @@ def test_easydub_forget_order_follows_the_forget_file_for_an_unsorted_set(folder
         reading.forget_order(sorted_source, 10, forget), np.sort(forget))
     np.save(root / "margins/cifar10/pretrain/forget_10/resnet9/id_0_epoch_23.npy",
             train_margins[1, forget])
-    with pytest.raises(published_layout.PublishedError, match="do not tell the order of forget set 10"):
+    with pytest.raises(PublishedError, match="do not tell the order of forget set 10"):
         reading.forget_order(sorted_source, 10, forget)
 
 
@@ -285,7 +286,7 @@ def test_too_few_oracles_names_the_count_and_the_forget_set(folders, fixture):
                         n_holdout_oracles=3)
     validate(config)  # `*_all.pt` files are counted when read:
     source = published_layout.Source("klom_models", folders["klom_models"])
-    with pytest.raises(published_layout.PublishedError, match="holds 5 oracles for forget_set_2"):
+    with pytest.raises(PublishedError, match="holds 5 oracles for forget_set_2"):
         reading.oracle_margins(source, 2, fixture.forget_sets[2], fixture.labels,
                                  fixture.n_train, 6)
 
@@ -303,7 +304,7 @@ def test_wrong_point_count_is_an_error(folders, fixture, tmp_path):
     train = torch.load(root / "full_models/CIFAR10/train_margins_all.pt")
     torch.save(train[:, :-1].clone(), root / "full_models/CIFAR10/train_margins_all.pt")
     source = published_layout.Source("klom_models", root)
-    with pytest.raises(published_layout.PublishedError, match=r"expected shape \[n_models, 40\]"):
+    with pytest.raises(PublishedError, match=r"expected shape \[n_models, 40\]"):
         reading.original_margins(source, fixture.labels, fixture.n_train, 4)
 
 
@@ -320,7 +321,7 @@ def test_nan_is_an_error_and_float16_is_upcast_with_a_warning(folders, fixture, 
     assert any("float16" in m and "id_1_epoch_23.npy" in m for m in messages)
     values[3] = np.nan
     np.save(path, values)
-    with pytest.raises(published_layout.PublishedError, match="1 NaN or infinite"):
+    with pytest.raises(PublishedError, match="1 NaN or infinite"):
         reading.original_margins(source, fixture.labels, fixture.n_train, 4)
 
 
@@ -331,7 +332,7 @@ def test_labels_are_recovered_from_logits_and_margins(fixture):
 
 def test_margins_of_other_points_than_the_logits_fail_label_recovery(fixture):
     shuffled = fixture.original_margins[1][::-1].copy()
-    with pytest.raises(published_layout.PublishedError, match="do not follow from the logits"):
+    with pytest.raises(PublishedError, match="do not follow from the logits"):
         reading.recover_labels(fixture.original_logits[1], shuffled, "model 1")
 
 
@@ -342,7 +343,7 @@ def test_labels_that_disagree_with_the_dataset_are_an_error(folders, fixture):
                                            4) == 4
     other = fixture.labels.copy()
     other[5] = (other[5] + 1) % 10
-    with pytest.raises(published_layout.PublishedError,
+    with pytest.raises(PublishedError,
                        match="original model 0 .* at the dataset's labels at 1 of 50 points "
                              r"\(first: point 5,"):
         published_jobs.check_original_labels(source, margins, other, fixture.n_train, 4)
@@ -355,7 +356,7 @@ def test_a_model_whose_margins_are_of_another_point_order_is_an_error(folders, f
     np.save(path, np.load(path)[::-1].copy())
     source = published_layout.Source("easydub", root)
     margins = reading.original_margins(source, fixture.labels, fixture.n_train, 4)
-    with pytest.raises(published_layout.PublishedError, match="original model 2 "):
+    with pytest.raises(PublishedError, match="original model 2 "):
         published_jobs.check_original_labels(source, margins, fixture.labels, fixture.n_train, 4)
 
 
@@ -395,7 +396,7 @@ def test_easydub_oracle_retain_files_out_of_index_order_are_an_error(folders, fi
     for kind in ("margins", "logits"):
         for path in (root / kind / "cifar10/oracle/forget_2/retain/resnet9").glob("*.npy"):
             np.save(path, np.load(path)[::-1].copy())
-    with pytest.raises(published_layout.PublishedError,
+    with pytest.raises(PublishedError,
                        match="oracle 0 of forget_set_2 .*ascending training index order"):
         reading.oracle_margins(source, 2, forget, fixture.labels, fixture.n_train, 5)
     # Without oracle logits the order cannot be checked: a warning says so.
@@ -416,7 +417,7 @@ def test_forget_order_needs_a_clear_gap_between_the_two_orders(folders, fixture,
     np.save(retain_file, retain)
     np.save(forget_file, retain[forget])
     source = published_layout.Source("easydub", root)
-    with pytest.raises(published_layout.PublishedError, match="do not tell the order of forget set 10"):
+    with pytest.raises(PublishedError, match="do not tell the order of forget set 10"):
         reading.forget_order(source, 10, forget)
     # A sorted forget file leaves nothing to decide: its forget files are not compared.
     np.save(forget_file.parent.parent.parent / "forget_2/resnet9/id_0_epoch_23.npy",
@@ -434,15 +435,15 @@ def test_labels_without_the_images_need_model_zeros_logits(folders, fixture, tmp
     path = root / "logits/cifar10/pretrain/retain/resnet9/id_0_epoch_23.npy"
     logits = np.load(path)
     np.save(path, logits[:, :1])  # one column: not logits of 10 classes
-    with pytest.raises(published_layout.PublishedError,
+    with pytest.raises(PublishedError,
                        match=r"id_0_epoch_23.npy: found float32 of shape \[40, 1\], expected "
                              r"\[40, n_classes\].*CIFAR-10 images"):
         published_jobs.labels_from_model_zero(source)
     np.save(path, logits[:-1])  # a point fewer than the margins
-    with pytest.raises(published_layout.PublishedError, match=r"shape \[39, 10\], expected \[40, "):
+    with pytest.raises(PublishedError, match=r"shape \[39, 10\], expected \[40, "):
         published_jobs.labels_from_model_zero(source)
     path.unlink()
-    with pytest.raises(published_layout.PublishedError,
+    with pytest.raises(PublishedError,
                        match=r"id_0_epoch_23.npy is missing; without the CIFAR-10 images"):
         published_jobs.labels_from_model_zero(source)
 
@@ -451,7 +452,7 @@ def test_oracles_that_saw_the_forget_set_are_an_error(fixture):
     forget = fixture.forget_sets[2]
     reading.check_oracles_forgot(fixture.oracle_margins[2], fixture.original_margins, forget, 2)
     saw_it = fixture.original_margins + 1.0  # margins as high as the originals' on F
-    with pytest.raises(published_layout.PublishedError, match="not below the originals'"):
+    with pytest.raises(PublishedError, match="not below the originals'"):
         reading.check_oracles_forgot(saw_it, fixture.original_margins, forget, 2)
 
 
@@ -475,13 +476,13 @@ def test_forget_set_checks(tmp_path):
     folder = tmp_path / "forget_sets/cifar10"
     folder.mkdir(parents=True)
     source = published_layout.Source("easydub", tmp_path)
-    with pytest.raises(published_layout.PublishedError, match="missing file"):
+    with pytest.raises(PublishedError, match="missing file"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([4, 9, 4]))
-    with pytest.raises(published_layout.PublishedError, match="1 duplicate"):
+    with pytest.raises(PublishedError, match="1 duplicate"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([4, 9, 140]))
-    with pytest.raises(published_layout.PublishedError, match="index 140 is outside"):
+    with pytest.raises(PublishedError, match="index 140 is outside"):
         reading.read_forget_set(source, 3, 100)
 
 
@@ -497,11 +498,11 @@ def test_forget_set_of_whole_numbers_stored_as_floats_is_cast_with_a_warning(tmp
     np.testing.assert_array_equal(indices, [40, 9, 17, 3])  # the file's order is kept
     assert any("as float64; cast to int64" in m for m in messages)
     np.save(folder / "forget_set_3.npy", np.array([40.0, 9.5], dtype=np.float32))
-    with pytest.raises(published_layout.PublishedError, match=r"1 of 2 values are not whole numbers "
+    with pytest.raises(PublishedError, match=r"1 of 2 values are not whole numbers "
                                                        r"\(first: .*9\.5.* at position 1\)"):
         reading.read_forget_set(source, 3, 100)
     np.save(folder / "forget_set_3.npy", np.array([40.0, np.nan]))
-    with pytest.raises(published_layout.PublishedError, match="not whole numbers"):
+    with pytest.raises(PublishedError, match="not whole numbers"):
         reading.read_forget_set(source, 3, 100)
 
 
