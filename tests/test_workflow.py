@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from workflow import parse_job_stats, planned_jobs, snakemake, tiny_config, write_config
+from workflow import (
+    REPOSITORY,
+    parse_job_stats,
+    planned_jobs,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
 from klomflow.config import method_settings, training_seed, validate
 from klomflow.data.datasets import load_dataset
@@ -239,6 +246,21 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
     # Snakemake's own verdict, not only the absence of a job table we could misparse.
     assert "Nothing to be done (all requested files are present and up to date)." in output
     assert parse_job_stats(output) == {}
+
+
+def test_a_newer_workflow_script_reruns_nothing(tiny_run):
+    """A checkout gives every script a new file date; only versions in params rerun jobs
+    (profiles/default: no `code` trigger), or a pull would retrain every model."""
+    script = REPOSITORY / "workflow_scripts" / "prepare_data.py"
+    before = script.stat()
+    later = before.st_mtime + 3600
+    os.utime(script, (later, later))
+    try:
+        result = snakemake(tiny_run, "--dry-run", "--quiet", "rules")
+    finally:
+        os.utime(script, (before.st_atime, before.st_mtime))
+    output = result.stdout + result.stderr
+    assert "Nothing to be done (all requested files are present and up to date)." in output
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
