@@ -7,7 +7,7 @@
 #   cluster/slurm_local.sh status   # what runs, sinfo, squeue
 #   cluster/slurm_local.sh stop     # (as root) stop only the daemons this script started
 #
-# Assumptions (see shared/SLURM-LOCAL.md): Debian 12, run as root, no systemd
+# Assumptions (see docs/cluster.md): Debian 12, run as root, no systemd
 # (daemons are plain background processes), slurm-wlm 22.05 from Debian.
 #
 # Environment knobs:

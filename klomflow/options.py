@@ -124,7 +124,7 @@ class PaperOptions:
 
 @dataclass(frozen=True)
 class PrivacyOptions:
-    """`privacy`: the attack metrics (klomflow/metrics/privacy/, ../shared/PRIVACY.md); none unless
+    """`privacy`: the attack metrics (klomflow/metrics/privacy/, docs/privacy.md); none unless
     `metrics` lists them."""
 
     metrics: tuple = ()  # any of competition, ulira, lira

@@ -1,4 +1,4 @@
-"""Code versions that enter the rules' params (README, "Code versions").
+"""Code versions that enter the rules' params (docs/reruns.md, "Code versions").
 
 Snakemake reruns a job when its params change, not when a module of the
 package does; so a fix that can change results bumps the version covering it.
@@ -14,8 +14,8 @@ torch.
 TRAINING = "3"
 
 # Bump when a change can change which points a derived forget set holds
-# (klomflow/forget_sets/derived.py, klomflow/forget_sets/bilevel.py,
-# klomflow/jobs/forget_sets.py, the margin datamodel): it enters their rules' params.
+# (klomflow/forget_sets/, klomflow/jobs/forget_sets.py, the margin datamodel): it enters
+# their rules' params.
 FORGET_SETS = "1"
 
 # Bump when a change can change a privacy file (klomflow/metrics/privacy/,

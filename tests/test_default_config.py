@@ -3,7 +3,7 @@
 Runs the default config (100 models per side) with do_nothing and
 oracle_matching only, the settings these claims are about: the noise floor,
 a do_nothing far above it on the forget split only, and a method in between.
-The expected figures are the README's ("Measured on the default dataset");
+The expected figures are docs/methods.md's ("Measured on the default dataset");
 the tolerances catch a regression of them, not only of the shape.
 """
 
@@ -22,7 +22,7 @@ RANDOM_SET = "random_60"
 # whose models differed only in float summation order (sequential and ensemble training).
 FLOOR, FLOOR_TOLERANCE = 0.66, 0.1
 RANDOM_FORGET_FLOOR, RANDOM_FORGET_TOLERANCE = 0.66, 0.2
-# The README's figures for random_60, KLOM p95 on the forget split.
+# docs/methods.md's figures for random_60, KLOM p95 on the forget split.
 EXPECTED_DO_NOTHING_FORGET = 4.78
 EXPECTED_ORACLE_MATCHING_FORGET = 1.42
 
@@ -61,7 +61,7 @@ def test_the_random_set_has_the_published_shape(default_tables):
     assert nothing["val"] <= 2 * floor["val"]
     matching = p95[RANDOM_SET, "oracle_matching", "forget"]
     assert floor["forget"] < matching < nothing["forget"]
-    # The README's figures.
+    # docs/methods.md's figures.
     assert nothing["forget"] == pytest.approx(EXPECTED_DO_NOTHING_FORGET, rel=0.15)
     assert matching == pytest.approx(EXPECTED_ORACLE_MATCHING_FORGET, rel=0.25)
 

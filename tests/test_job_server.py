@@ -318,7 +318,7 @@ def test_a_served_job_ends_after_its_threads(server, tmp_path):
 
 
 def test_a_served_jobs_work_is_not_in_its_process_tree(server, tmp_path):
-    """Why Snakemake's `benchmark:` would measure only the waiting process (README)."""
+    """Why Snakemake's `benchmark:` would measure only the waiting process (docs/performance.md)."""
     process = run_job(tmp_path, served_environment(server), "work")
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)

@@ -3,7 +3,7 @@
 Fan et al., "Challenging Forgets: Unveiling the Worst-Case Forget Sets in
 Machine Unlearning" (ECCV 2024, arXiv 2403.07362), data-wise code
 OPTML-Group/Unlearn-WorstCase @ fc727ce, folder data-wise/ (file:line below
-refer to it). ../shared/FORGET-SETS.md section 6 summarises it.
+refer to it). docs/forget_sets.md section 6 summarises it.
 
 Relaxed selection w in [0, 1]^n with sum w = size. Each outer step:
 1. restart the lower level's model from one fixed starting point: with
@@ -40,8 +40,8 @@ after the last step changes nothing, and with at most 20 steps none happens.
 
 Where this module differs from the reference, and why:
 - Default lower level `fine_tune`, where the reference's argparse default is
-  `w_retrain`: its README's example runs `w_FT`, and section 6 of
-  FORGET-SETS.md specifies the proxy with the pilot-based lower level (the
+  `w_retrain`: its README's example runs `w_FT`, and the proxy was
+  first specified with the pilot-based lower level (the
   default before `retrain` was added, so existing sets stay as they were).
 - Default steps: 10 outer, 2 inner epochs, rates 0.01, which match neither of
   the reference's configurations (argparse: 10 outer, 10 inner, theta_lr 0.01;
@@ -72,7 +72,7 @@ Where this module differs from the reference, and why:
 - float32 throughout, also on CUDA (klomflow trains in bfloat16 there):
   sign(grad) of near-zero gradients is what the lower level follows.
 On a GPU, sign(grad) of near-zero gradients can still differ between runs;
-compare runs by Jaccard overlap, not bytes (section 6, "Determinism").
+compare runs by Jaccard overlap, not bytes (docs/forget_sets.md, section 6).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def bilevel_worst_case(model, x, y, size: int, *, outer_steps: int = 10, inner_e
     weights float64 [n], warnings): a warning when the set is still the random
     initial subset, as at the default w_lr on digits, where a step moves a
     weight by w_lr times a loss, far less than the 1 between members and the
-    rest (README, "Forget sets beyond random").
+    rest (docs/forget_sets.md, section 6).
     """
     if lower_level not in LOWER_LEVELS:
         raise ValueError(f"lower_level: {lower_level!r} is not one of {list(LOWER_LEVELS)}")

@@ -8,7 +8,7 @@ points drawn with a seed), `class` (every training point of one label),
 with `dataset.labels: coarse`).
 
 Derived kinds, made by a job from trained models (klomflow/jobs/forget_sets.py,
-algorithms in klomflow/forget_sets/derived.py): `datamodel_pc`,
+algorithms in the other modules of klomflow/forget_sets/): `datamodel_pc`,
 `nearest_neighbors` and `worst_case`. Here only their keys are checked and
 their defaults filled (`resolved_spec`), and `inputs_needed` says which files
 their job reads, so the rules make those first.
@@ -58,7 +58,7 @@ def read_index_file(path) -> np.ndarray:
 
 DERIVED_KINDS = ("datamodel_pc", "nearest_neighbors", "worst_case")
 
-# Defaults of the optional keys of the kinds FORGET-SETS.md adds; all are choices
+# Defaults of the optional keys of the derived kinds (docs/forget_sets.md); all are choices
 # of this tool (the paper's recipe for its PC sets is not published), recorded in
 # each set's sidecar.
 KIND_DEFAULTS = {

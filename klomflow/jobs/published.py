@@ -233,9 +233,10 @@ def source_manifest(paths, root) -> dict:
 
 
 # EasyDUB's check: do_nothing on forget set 2, originals 0-99 against oracles 0-99, p95 KLOM
-# per split (PUBLISHED.md 2.3). Its README and its regenerated figure disagree on retain and
-# val; the check says which one a run reproduces. (name, {split: p95}, tolerance): the README
-# prints 4 decimals; the figure's values are read off its dashed lines.
+# per split (docs/published.md, "EasyDUB's published check"). Its README and its regenerated
+# figure disagree on retain and val; the check says which one a run reproduces.
+# (name, {split: p95}, tolerance): the README prints 4 decimals; the figure's values are
+# read off its dashed lines.
 EASYDUB_CHECK_FORGET_SET = 2
 EASYDUB_CHECK_MODELS = 100
 EASYDUB_CHECK_REFERENCES = (

@@ -1,6 +1,6 @@
 """KLOM: per-point binned KL divergence between unlearned and oracle margins.
 
-Follows ../shared/KLOM.md (Georgiev et al. 2024, appendix E.1, and the
+Follows docs/klom.md (Georgiev et al. 2024, appendix E.1, and the
 authors' evaluation code) so that numbers are comparable with published ones.
 `klom_per_point` is the vectorised implementation used by the workflow;
 `klom_one_point_reference` is a literal, one-point-at-a-time transcription kept
@@ -15,7 +15,7 @@ import numpy as np
 from klomflow.options import KlomOptions
 
 # Bump when a change to this module can change KLOM values: it enters the KLOM
-# rules' params, so Snakemake recomputes every KLOM file (README, "Code versions").
+# rules' params, so Snakemake recomputes every KLOM file (docs/reruns.md, "Code versions").
 # 2: per-point files also hold shift_over_std.
 VERSION = "2"
 
@@ -98,7 +98,7 @@ def _klom_chunk(unlearned, oracle, options: KlomOptions):
 
 
 def klom_one_point_reference(u, o, options: KlomOptions = DEFAULT_OPTIONS) -> float:
-    """KLOM of one point, written as KLOM.md states it, with numpy's own binning."""
+    """KLOM of one point, written as docs/klom.md states it, with numpy's own binning."""
     u = np.clip(np.asarray(u, dtype=np.float64), -options.clip, options.clip)
     o = np.clip(np.asarray(o, dtype=np.float64), -options.clip, options.clip)
     low = min(u.min(), o.min())

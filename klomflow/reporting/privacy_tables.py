@@ -103,7 +103,7 @@ def equal_count_reference(holdout, n_methods: int) -> tuple[np.ndarray, str | No
     The reference row is only comparable with the method rows at their number of models,
     n_originals (unlearned model k started from original k): the competition's buckets end
     at ceil(ln(N - 1)) for N models under test, and its epsilon and the attacks' AUCs under the
-    null move with N (../shared/PRIVACY.md A.6, B.3). So with more held-out oracles than that
+    null move with N (docs/privacy.md, "The reference row"). So with more held-out oracles than that
     the first n_methods are used; with fewer, all are, and the warning says the reference row
     is on another scale.
     """

@@ -7,7 +7,7 @@ path: DIR}` makes the workflow read originals and oracles from such a folder
 instead of training them (rules/train.smk); docs/published.md
 describes both layouts, which layout.py follows.
 
-Decisions where the sources leave a point open (each also in the README):
+Decisions where the sources leave a point open (each also in docs/published.md):
 - KLOM-models' oracle root is `oracles/` on the dataset card and
   `oracle_models/` in the code that downloads it: both are accepted, chosen per
   forget set (the one that holds its files; `oracle_models/`, the newer, when

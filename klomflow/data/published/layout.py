@@ -17,7 +17,7 @@ LAYOUTS = ("klom_models", "easydub")
 ORACLE_ROOTS = ("oracle_models", "oracles")
 # The published checkpoints are after epoch index 23 (0-based) of 24 epochs.
 EPOCH = 23
-# Published forget sets (PUBLISHED.md 1.3): id -> (size, sum of indices, sha256[:16] of the file).
+# Published forget sets (docs/published.md): id -> (size, sum of indices, sha256[:16] of the file).
 PUBLISHED_FORGET_SETS = {
     1: (10, 278580, "343e9a739404209b"),
     2: (100, 2285851, "243c897f9120f354"),

@@ -187,7 +187,7 @@ def forget_order(source: Source, forget_id: int, forget_file_order: np.ndarray,
     margins and the held-out oracles' logits). A forget file in ascending order
     leaves nothing to decide. Otherwise the originals' `forget` file of model 0
     is compared with model 0's `retain` margins at the forget file's order and
-    at the sorted order (PUBLISHED.md 3, check 4): the closer order is taken if
+    at the sorted order (docs/published.md, "Checks on import"): the closer order is taken if
     it reproduces every point and the other order fails at most of the places
     where the two orders differ (a clear gap).
     """

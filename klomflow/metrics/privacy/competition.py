@@ -278,7 +278,7 @@ def competition_epsilon(unlearned, oracle, options: PrivacyOptions = DEFAULT_OPT
 
 
 def epsilon_one_point_reference(u, o, options: PrivacyOptions = DEFAULT_OPTIONS) -> float:
-    """eps of one point, transcribed threshold by threshold from PRIVACY.md A.2 (for the tests)."""
+    """eps of one point, transcribed threshold by threshold from docs/privacy.md (for the tests)."""
     u, o = np.asarray(u, dtype=np.float64), np.asarray(o, dtype=np.float64)
     if np.median(o) > np.median(u):
         positive, negative = o, u

@@ -1,6 +1,6 @@
 """Fine-tuning towards target logits, shared by oracle_matching and dmm, and the check of
 the datamodels that dmm and dm_direct read (Georgiev et al. 2024, "Attribute-to-Delete:
-Machine Unlearning via Datamodel Matching", arXiv 2410.23232; the recipe in KLOM.md).
+Machine Unlearning via Datamodel Matching", arXiv 2410.23232; the recipe in docs/methods.md).
 """
 
 from __future__ import annotations

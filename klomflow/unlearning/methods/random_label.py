@@ -19,7 +19,7 @@ SalUn's CIFAR-10 branch (its CIFAR-100 branch shuffles the two sets
 together). No learning-rate warm-up. 5 epochs at batch 64 instead of
 SalUn's 10 at batch 256: on the 1,437-point digits training set batch 64
 already gives 4x the steps per epoch, and the class is gone (forget
-accuracy 0.0, README) within 5.
+accuracy 0.0, docs/methods.md) within 5.
 """
 
 from klomflow.unlearning.methods.base import implement, random_label_epoch, sgd

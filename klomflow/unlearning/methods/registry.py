@@ -49,7 +49,7 @@ class MethodSpec:
         return importlib.import_module(self.module).METHOD
 
 
-# The recipe of the Datamodel Matching paper (KLOM.md), shared by oracle_matching and dmm.
+# The recipe of the Datamodel Matching paper (docs/methods.md), shared by oracle_matching and dmm.
 MATCHING_DEFAULTS = {"forget_mult": 1.0, "retain_mult": 3.0, "lr": 5e-4, "lr_decay": 0.95,
                      "epochs": 5, "batch_size": 512}
 

@@ -27,7 +27,7 @@ Classification/generate_mask.py and unlearn/RL.py):
 - 5 epochs at batch 64 and no learning-rate warm-up, as random_label.py
   (the authors: 10 epochs, batch 256, warm-up): batch 64 on the digits
   training set gives 4x the steps per epoch, and the class is gone (forget
-  accuracy 0.0, README) within 5.
+  accuracy 0.0, docs/methods.md) within 5.
 """
 
 import torch
