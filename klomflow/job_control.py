@@ -97,4 +97,4 @@ def cold_run_warning(summary: dict, log_path: str) -> str:
     return (f"klomflow: warning: {cold} of {total} jobs ran cold, each importing torch and "
             f"pandas itself (about 3 s a job), not in the warm job server: {shown}. A job is "
             "served only when it runs on one thread, in Snakemake's own Python and environment "
-            f"(section \"Local runs: warm job starts\" of the README; {log_path}).")
+            f"(docs/performance.md, \"Warm job starts\"; {log_path}).")
