@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "klomflow"
 # Bottom up; a module belongs to the first entry its dotted name starts with.
 LAYERS = [
     ("foundations", ("klomflow.io", "klomflow.logs", "klomflow.versions", "klomflow.options",
+                     "klomflow.fingerprints",
                      "klomflow.seeds")),
     ("metrics", ("klomflow.metrics",)),
     ("data", ("klomflow.data",)),

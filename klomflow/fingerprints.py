@@ -1,0 +1,106 @@
+"""Fingerprints of Python code: what reruns follow when a method's code changes.
+
+A fingerprint hashes each module's syntax tree with its docstrings removed, never its
+text: comments, blank lines, layout and docstrings leave it as it was, and any change to
+what runs moves it. `local_imports` finds, without importing anything, the modules of one
+folder tree that a module imports, directly or through each other, so that a fingerprint
+covers a method's helpers without anyone listing them.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+
+def _is_docstring(statement) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str))
+
+
+def code_of(source: str, filename: str = "<source>") -> str:
+    """The code of a module: its syntax tree without docstrings, positions or comments."""
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.body and _is_docstring(node.body[0]):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _module_files(root: Path, dotted: str) -> list[Path]:
+    """The files under `root` that importing `dotted` runs: each package's __init__.py on the
+    way, then the module's own file (later parts are attributes); none when the first part
+    is not under `root`."""
+    files, folder = [], root
+    for part in dotted.split("."):
+        if (folder / part / "__init__.py").is_file():
+            folder = folder / part
+            files.append(folder / "__init__.py")
+        elif (folder / f"{part}.py").is_file():
+            files.append(folder / f"{part}.py")
+            break
+        else:
+            break
+    return files
+
+
+def _imported_names(path: Path, package: str | None) -> list[str]:
+    """Dotted names the module at `path` imports (for `from a import b`: a and a.b), with
+    relative imports resolved against `package` (the module's own package, None at top)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if package is None:
+                    continue  # a relative import outside a package fails when it runs
+                parts = package.split(".")
+                base_parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [name for name in names if name]
+
+
+def _package_of(path: Path, root: Path) -> str | None:
+    relative = path.relative_to(root).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        return ".".join(parts[:-1]) or None
+    return ".".join(parts[:-1]) or None
+
+
+def local_imports(path, root) -> list[Path]:
+    """Every file under `root` that the module at `path` imports, directly or through the
+    modules it reaches there (`root` is where its imports are looked up: the method file's
+    folder, or the folder holding its top-level package). Sorted; `path` itself excluded."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    seen, queue = set(), [path]
+    while queue:
+        current = queue.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        inside = current.is_relative_to(root)
+        package = _package_of(current, root) if inside else None
+        for name in _imported_names(current, package):
+            for file in _module_files(root, name):
+                if file.resolve() not in seen:
+                    queue.append(file.resolve())
+    return sorted(seen - {path})
+
+
+def fingerprint(paths, root) -> str:
+    """SHA-256 (16 hex digits) of the code of `paths`, each named relative to `root`."""
+    digest = hashlib.sha256()
+    root = Path(root).resolve()
+    for file in sorted(Path(p).resolve() for p in paths):
+        name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
+        digest.update(name.encode() + b"\0" + code_of(file.read_text(), str(file)).encode()
+                      + b"\0")
+    return digest.hexdigest()[:16]
