@@ -228,3 +228,29 @@ def test_the_resolved_config_has_one_key_order_whatever_the_files(tmp_path):
 
 def settings_params(config):
     return sorted((s.entry, s.config_id, repr(s.params)) for s in method_settings(config))
+
+
+def test_a_short_config_takes_the_sections_it_leaves_out_from_the_default():
+    """A user's config states only what differs: every required section it omits is the
+    default config's, whole; a section it gives is used as written."""
+    import yaml
+
+    from klomflow.config import DEFAULT_CONFIG_PATH, validate
+
+    default = validate(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
+    short = {"train": {"epochs": 2}, "methods": {"do_nothing": None}}
+    resolved = validate(short)
+    for section in ("dataset", "model", "models", "forget_sets", "klom"):
+        assert resolved[section] == default[section], section
+    # Given sections are not merged with the default's: train.lr is the typed default
+    # (0.05), not the default config's 0.1, and only do_nothing is scored.
+    assert resolved["train"]["epochs"] == 2 and resolved["train"]["lr"] == 0.05
+    assert default["train"]["lr"] == 0.1
+    assert list(resolved["methods"]) == ["do_nothing"]
+
+
+def test_a_short_config_is_still_checked_key_by_key():
+    from klomflow.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="train: Additional properties .*'epoch'"):
+        validate({"train": {"epoch": 2}})

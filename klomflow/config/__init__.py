@@ -20,6 +20,7 @@ from klomflow.config.settings import (
     training_seed,
 )
 from klomflow.config.validation import (
+    DEFAULT_CONFIG_PATH,
     DEFAULTS,
     NOMINAL_SIZES,
     RESERVED_METHOD_KEYS,
@@ -31,11 +32,13 @@ from klomflow.config.validation import (
     subclasses,
     training_labels,
     validate,
+    with_default_sections,
     with_defaults,
 )
 from klomflow.seeds import model_seed, stable_hash
 
 __all__ = [
+    "DEFAULT_CONFIG_PATH", "with_default_sections",
     "DEFAULTS", "NOMINAL_SIZES", "RESERVED_ENTRY_NAMES", "RESERVED_METHOD_KEYS", "SCHEMA_PATH",
     "ConfigError", "MethodSetting", "check_schema", "check_source", "in_schema_order",
     "is_imported", "load", "method_settings", "model_seed", "model_seeds", "n_models",

@@ -30,6 +30,9 @@ from klomflow.forget_sets.kinds import (
 from klomflow.options import SECTIONS, section_defaults
 
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+# The default config (config.yaml at the top of a checkout is a link to it): what a short
+# config leaves out comes from here.
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
 # Defaults for optional keys, from the typed sections (klomflow/options.py); the schema says
 # which keys exist at all.
@@ -147,11 +150,30 @@ def subclasses(config: dict, base_dir=".") -> np.ndarray:
     return read_labels(_dataset_under(config, base_dir), fine=True)
 
 
+def with_default_sections(config: dict) -> dict:
+    """`config` with every required section it leaves out taken whole from the default
+    config, so that a user's config states only what differs.
+
+    Whole sections only: a section the config gives is used as written (its optional keys
+    take the typed defaults, as always), so a config that names every section means what
+    it meant before; `methods` and `forget_sets` given in the config replace the default's
+    entries rather than adding to them.
+    """
+    required = yaml.safe_load(SCHEMA_PATH.read_text())["required"]
+    missing = [section for section in required if section not in (config or {})]
+    if not missing:
+        return config
+    defaults = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    return dict(config or {}) | {section: defaults[section] for section in missing}
+
+
 def validate(config: dict, base_dir=".", methods=None) -> dict:
     """Check `config` completely and return it with defaults filled in.
 
-    Raises ConfigError naming the key at fault.
+    Raises ConfigError naming the key at fault. Required sections the config leaves out
+    come from the default config (with_default_sections).
     """
+    config = with_default_sections(config)
     check_schema(config)
     # Every later step keeps key order, so the resolved config (and every job's params) is in
     # one order whatever the order of the file.
