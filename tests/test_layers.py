@@ -21,7 +21,7 @@ LAYERS = [
     ("forget_sets", ("klomflow.forget_sets",)),
     ("reporting", ("klomflow.reporting",)),
     ("config", ("klomflow.config",)),
-    ("jobs", ("klomflow.jobs", "klomflow.job_server", "klomflow.job_control")),
+    ("jobs", ("klomflow.jobs", "klomflow.job_server", "klomflow.job_control", "klomflow.cli")),
 ]
 
 
