@@ -10,7 +10,7 @@ from klomflow.config import MethodSetting, validate
 from klomflow.jobs import runs
 from klomflow.jobs.runs import train_shard, unlearn_shard
 from klomflow.training.datamodels import fit_datamodels, masks_from_records, predicted_logits
-from klomflow.unlearning.methods import do_nothing
+from klomflow.unlearning.methods import dm_direct, do_nothing
 
 CPU = torch.device("cpu")  # exact comparisons: no mixed precision
 
@@ -47,7 +47,8 @@ def test_seeds_per_job_falls_back_to_the_models_section(config):
     assert runs.seeds_per_job(fallback, "subset") == config["models"]["seeds_per_job"]
 
 
-def test_a_method_returning_logits_is_scored_on_them(config, tmp_path):
+def test_a_method_returning_logits_is_scored_on_them(config, tmp_path, monkeypatch):
+    monkeypatch.setitem(runs.METHODS, "dm_direct", dm_direct.METHOD)
     original, original_logits = train_shard(config, "original", 0, tmp_path / "resume",
                                              log=lambda message: None, device=CPU)
     n_train, n_points = len(runs.dataset_for(config).train_y), original_logits.shape[1]
