@@ -334,3 +334,26 @@ def test_an_edit_reruns_exactly_that_methods_unlearning_jobs_and_planning_import
         assert jobs.keys() == written.keys(), name
         changed = {job for job in written if jobs[job] != written[job]}
         assert changed == (set() if name == "comments_edited" else mine), name
+
+
+def test_the_tables_read_a_user_methods_defaults_and_flags(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from klomflow.reporting.summary import setting_hyperparameters
+    from klomflow.reporting.tables import unchanged_weights_counts
+
+    method_folder(tmp_path, PLAIN_METHOD)
+    specs = method_specs(user_config({"mine": {"path": "mine.py"}}), tmp_path)
+    defaults = {"scale": 0.5, "mode": "all", "steps": [1, 2]}
+    params = [json.dumps(defaults), json.dumps(defaults | {"mode": "none"})]
+    table = pd.DataFrame({"forget_set": "f", "method": ["mine", "gentle"],
+                          "config_id": ["a", "b"], "implementation": "mine", "params": params})
+    # Named by what differs from the SPEC's defaults, as a built-in's setting is.
+    assert setting_hyperparameters(table, specs) == {("mine", "a"): "defaults",
+                                                      ("gentle", "b"): "mode=none"}
+    # Its models that kept every weight are counted (a user method changes weights).
+    runs = pd.DataFrame({"forget_set": "f", "method": ["mine", "mine", "gentle"],
+                         "config_id": ["a", "a", "b"], "changed_weights": [0, 5, 0]})
+    assert unchanged_weights_counts(table, [runs], specs) == [1, 1]
