@@ -357,3 +357,26 @@ def test_the_tables_read_a_user_methods_defaults_and_flags(tmp_path):
     runs = pd.DataFrame({"forget_set": "f", "method": ["mine", "mine", "gentle"],
                          "config_id": ["a", "a", "b"], "changed_weights": [0, 5, 0]})
     assert unchanged_weights_counts(table, [runs], specs) == [1, 1]
+
+
+def test_loading_imports_the_method_and_its_helpers_from_its_own_folder(tmp_path):
+    import torch
+
+    # Two methods whose helpers share a name, in one process: each runs its own.
+    for name, factor in (("first", "2.0"), ("second", "3.0")):
+        method_folder(tmp_path / name, PLAIN_METHOD,
+                      HELPER.replace("mul_(factor)", f"mul_(factor * {factor})"))
+    # And a package in the working folder, named as a module (not installed anywhere).
+    write(tmp_path, "local_methods/__init__.py", "")
+    write(tmp_path, "local_methods/helpers.py", HELPER.replace("mul_(factor)", "mul_(-factor)"))
+    write(tmp_path, "local_methods/scaling.py",
+          PLAIN_METHOD.replace("from helpers import", "from local_methods.helpers import"))
+    specs = method_specs(user_config({"first": {"path": "first/mine.py"},
+                                      "second": {"path": "second/mine.py"},
+                                      "local": {"module": "local_methods.scaling"}}), tmp_path)
+    for name, expected in (("first", 2.0), ("second", 3.0), ("first", 2.0), ("local", -1.0)):
+        weight = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.ones_(weight.weight)
+        method = specs[name].load()
+        assert method.name == name and method.version == specs[name].version
+        assert method.unlearn(weight, None, {"scale": 1.0}).weight.item() == expected, name

@@ -41,6 +41,8 @@ SPEC_TYPES = {"defaults": (dict, "a dict {hyperparameter: default}"),
               "needs": ((list, tuple), "a list of names"),
               "choices": (dict, "a dict {hyperparameter: [allowed texts]}")}
 _SCALARS = (bool, int, float, str)
+# Set on the modules `UserSource.load_method` loads by path.
+_LOADED_MARK = "__klomflow_user_method__"
 
 
 class UserMethodError(ValueError):
@@ -88,13 +90,20 @@ class UserSource:
             if str(self.root) not in sys.path:  # a package in the working folder
                 sys.path.append(str(self.root))
             return importlib.import_module(self.module)
-        if str(self.file.parent) not in sys.path:
-            sys.path.insert(0, str(self.file.parent))
+        # Its folder first, and its helpers imported afresh from there: a process that loaded
+        # another folder's `helpers` (or this one's before an edit) must not hand that over.
+        if str(self.file.parent) in sys.path:
+            sys.path.remove(str(self.file.parent))
+        sys.path.insert(0, str(self.file.parent))
+        for helper in self.own_files()[1:]:
+            parts = helper.relative_to(self.root).with_suffix("").parts
+            sys.modules.pop(".".join(parts[:-1] if parts[-1] == "__init__" else parts), None)
         # Named after its file, as `import name` from a helper would name it; run afresh
         # each time, so a test that edits the file runs the edit.
         name = self.file.stem
         loader = importlib.util.spec_from_file_location(name, self.file)
         module = importlib.util.module_from_spec(loader)
+        setattr(module, _LOADED_MARK, True)
         previous = sys.modules.get(name)
         sys.modules[name] = module
         try:
@@ -127,9 +136,11 @@ def locate_path(path: str, base_dir=".") -> UserSource:
         raise UserMethodError(f"no file {path!r} (looked for {file})")
     if file.suffix != ".py":
         raise UserMethodError(f"{file}: a method is a Python file ending in .py")
-    if file.stem.isidentifier():
+    loaded = sys.modules.get(file.stem)
+    if file.stem.isidentifier() and not getattr(loaded, _LOADED_MARK, False):
         # Its folder goes first on sys.path when it runs: a file named like a module the job
-        # imports (random.py, torch.py) would replace that module.
+        # imports (random.py, torch.py) would replace that module. (A user method this
+        # process loaded before, from another folder, is no such module.)
         other = _find_top_level(file.stem)
         origin = getattr(other, "origin", None)
         if other is not None and (origin is None or Path(origin).resolve() != file):
