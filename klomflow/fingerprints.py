@@ -75,10 +75,14 @@ def _package_of(path: Path, root: Path) -> str | None:
     return ".".join(parts[:-1]) or None
 
 
-def local_imports(path, root) -> list[Path]:
+def local_imports(path, root, packages=None) -> list[Path]:
     """Every file under `root` that the module at `path` imports, directly or through the
     modules it reaches there (`root` is where its imports are looked up: the method file's
-    folder, or the folder holding its top-level package). Sorted; `path` itself excluded."""
+    folder, or the folder holding its top-level package). Sorted; `path` itself excluded.
+
+    `packages`, when given, are the only top-level names followed: where `root` is shared
+    with other distributions (site-packages), the method's own, not torch's thousand files.
+    """
     path, root = Path(path).resolve(), Path(root).resolve()
     seen, queue = set(), [path]
     while queue:
@@ -89,6 +93,8 @@ def local_imports(path, root) -> list[Path]:
         inside = current.is_relative_to(root)
         package = _package_of(current, root) if inside else None
         for name in _imported_names(current, package):
+            if packages is not None and name.split(".")[0] not in packages:
+                continue
             for file in _module_files(root, name):
                 if file.resolve() not in seen:
                     queue.append(file.resolve())

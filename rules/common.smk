@@ -17,12 +17,15 @@ CONFIG_FILES = ", ".join(
 # Validate everything before any job is planned; the message names the file and key.
 try:
     RESOLVED = klomflow.config.validate(config, base_dir=".")
+    # Every method the config can name, the user's (user_methods) read without importing
+    # them: their defaults, flags and versions (a user method's: its code's fingerprint).
+    METHOD_SPECS = klomflow.config.method_specs(RESOLVED, base_dir=".")
 except klomflow.config.ConfigError as error:
     raise WorkflowError(f"{CONFIG_FILES}: {error}") from None
 # Scripts read the resolved config (defaults filled in) through snakemake.config.
 config.update(RESOLVED)
 
-SETTINGS = klomflow.config.method_settings(config)
+SETTINGS = klomflow.config.method_settings(config, METHOD_SPECS)
 SETTING_BY_ID = {(s.entry, s.config_id): s for s in SETTINGS}
 FORGET_SETS = list(config["forget_sets"])
 # A published folder (models.source) the originals, and the oracles of published

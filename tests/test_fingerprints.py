@@ -53,3 +53,14 @@ def test_a_helper_edit_moves_the_fingerprint_and_a_comment_does_not(tmp_path):
     assert current() == first
     helper.write_text("def step(model):\n    return None\n")
     assert current() != first
+
+
+def test_local_imports_can_be_kept_to_named_packages(tmp_path):
+    # A shared root such as site-packages: only the method's own package is followed.
+    method = write(tmp_path, "mine/method.py", "import heavy\nfrom mine import helper\n")
+    write(tmp_path, "mine/__init__.py", "")
+    helper = write(tmp_path, "mine/helper.py", "x = 1\n")
+    heavy = write(tmp_path, "heavy.py", "x = 2\n")
+    assert heavy in local_imports(method, tmp_path)
+    assert local_imports(method, tmp_path, packages={"mine"}) == sorted(
+        [tmp_path / "mine" / "__init__.py", helper])

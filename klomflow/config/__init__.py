@@ -9,10 +9,13 @@ settings.py (typed values).
 
 from klomflow.config.settings import (
     RESERVED_ENTRY_NAMES,
+    RESERVED_METHOD_KEYS,
+    USER_METHOD_SOURCES,
     ConfigError,
     MethodSetting,
     is_imported,
     method_settings,
+    method_specs,
     model_seeds,
     n_models,
     seeds_per_job,
@@ -23,7 +26,6 @@ from klomflow.config.validation import (
     DEFAULT_CONFIG_PATH,
     DEFAULTS,
     NOMINAL_SIZES,
-    RESERVED_METHOD_KEYS,
     SCHEMA_PATH,
     check_schema,
     check_source,
@@ -40,8 +42,9 @@ from klomflow.seeds import model_seed, stable_hash
 __all__ = [
     "DEFAULT_CONFIG_PATH", "with_default_sections",
     "DEFAULTS", "NOMINAL_SIZES", "RESERVED_ENTRY_NAMES", "RESERVED_METHOD_KEYS", "SCHEMA_PATH",
-    "ConfigError", "MethodSetting", "check_schema", "check_source", "in_schema_order",
-    "is_imported", "load", "method_settings", "model_seed", "model_seeds", "n_models",
+    "USER_METHOD_SOURCES", "ConfigError", "MethodSetting", "check_schema", "check_source",
+    "in_schema_order", "is_imported", "load", "method_settings", "method_specs", "model_seed",
+    "model_seeds", "n_models",
     "seeds_per_job", "shard_indices", "stable_hash", "subclasses", "training_labels",
     "training_seed", "validate", "with_defaults",
 ]

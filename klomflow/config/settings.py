@@ -11,13 +11,66 @@ from dataclasses import dataclass
 
 from klomflow.reporting.names import NOISE_FLOOR
 from klomflow.seeds import model_seed, stable_hash
+from klomflow.unlearning.methods.registry import REGISTRY, MethodSpec
+from klomflow.unlearning.methods.user import (
+    UserMethodError,
+    locate_entry_point,
+    locate_module,
+    locate_path,
+    read_user_method,
+)
 
 # Row names of the tables that no method entry may take.
 RESERVED_ENTRY_NAMES = (NOISE_FLOOR, "original", "oracle")
+# Method-entry keys that are not hyperparameters.
+RESERVED_METHOD_KEYS = ("method", "forget_sets")
+# How a user method names its code: exactly one of these (klomflow/unlearning/methods/user.py).
+USER_METHOD_SOURCES = ("path", "module", "entry_point")
 
 
 class ConfigError(ValueError):
     pass
+
+
+def method_specs(config: dict, base_dir=".") -> dict[str, MethodSpec]:
+    """Every method the config can name: the built-ins, then its `user_methods`, each read
+    from its source without importing it (its version a fingerprint of its code).
+
+    `base_dir` is the working folder, against which `path`s are read and where `module`s
+    are looked for when not installed. Planning calls this once and every job that runs or
+    reports a method once, so both see the same specs. Errors name the key and the file.
+    """
+    specs = dict(REGISTRY)
+    for name, where in (config.get("user_methods") or {}).items():
+        key = f"user_methods.{name}"
+        given = [kind for kind in USER_METHOD_SOURCES if kind in (where or {})]
+        if len(given) != 1:
+            raise ConfigError(f"{key}: give exactly one of {', '.join(USER_METHOD_SOURCES)}; "
+                              f"got {where!r}")
+        kind, value = given[0], where[given[0]]
+        if name in REGISTRY:
+            raise ConfigError(f"{key}: {name!r} ({kind} {value!r}) is the name of a built-in "
+                              f"method; choose another name")
+        if name in RESERVED_ENTRY_NAMES:
+            raise ConfigError(f"{key}: {name!r} ({kind} {value!r}) is reserved for a reference "
+                              f"row of the tables; choose another name")
+        key = f"{key}.{kind}"
+        try:
+            if kind == "path":
+                source = locate_path(value, base_dir)
+            elif kind == "module":
+                source = locate_module(value, search=[base_dir])
+            else:
+                source = locate_entry_point(value, search=[base_dir])
+            spec = read_user_method(name, source)
+        except UserMethodError as error:
+            raise ConfigError(f"{key}: {error}") from None
+        reserved = [param for param in spec.defaults if param in RESERVED_METHOD_KEYS]
+        if reserved:
+            raise ConfigError(f"{key}: {source.file}: SPEC['defaults'] uses {reserved[0]!r}, "
+                              f"a key of every method entry; rename the hyperparameter")
+        specs[name] = spec
+    return specs
 
 
 def training_seed(config: dict, role: str, forget_set: str | None, index: int) -> int:
@@ -72,7 +125,7 @@ class MethodSetting:
     """One grid point of one method entry."""
 
     entry: str  # the entry's name in config.yaml; results are filed under it
-    implementation: str  # a name in klomflow.unlearning.methods.registry.REGISTRY
+    implementation: str  # a built-in method's name or a user method's (method_specs)
     params: dict  # every hyperparameter, defaults filled in
     config_id: str  # short hash of method + params: stable across runs and configs
     forget_sets: tuple  # the forget sets this setting runs on
@@ -132,14 +185,20 @@ def _check_range(key: str, value):
     return value
 
 
-def method_settings(config: dict, methods=None) -> list[MethodSetting]:
+def _defined_in(method) -> str:
+    """Where a user method's hyperparameters are declared, for messages; "" for a built-in."""
+    source = getattr(method, "source", None)
+    return "" if source is None else f" (its SPEC is in {source.file})"
+
+
+def method_settings(config: dict, methods=None, base_dir=".") -> list[MethodSetting]:
     """Expand every method entry's grid into MethodSettings (list values are grids).
 
     `methods` maps names to objects with `defaults` (and `choices`); the default is
-    the torch-free registry.
+    `method_specs(config, base_dir)`, the built-ins and the config's user methods.
     """
     if methods is None:
-        from klomflow.unlearning.methods.registry import REGISTRY as methods
+        methods = method_specs(config, base_dir)
     settings = []
     all_forget_sets = tuple(config["forget_sets"])
     for entry, raw in config["methods"].items():
@@ -160,18 +219,21 @@ def method_settings(config: dict, methods=None) -> list[MethodSetting]:
         unknown = sorted(set(raw) - set(method.defaults))
         if unknown:
             raise ConfigError(
-                f"methods.{entry}.{unknown[0]}: unknown hyperparameter of {method_name}; "
-                f"known: {sorted(method.defaults)}"
+                f"methods.{entry}.{unknown[0]}: unknown hyperparameter of {method_name}"
+                f"{_defined_in(method)}; known: {sorted(method.defaults)}"
             )
         grid = {}
         choices = getattr(method, "choices", {})
         for name, default in method.defaults.items():
             values = _grid(raw.get(name, default), default)
-            if not values:
-                raise ConfigError(f"methods.{entry}.{name}: an empty grid")
             key = f"methods.{entry}.{name}"
-            grid[name] = [_check_range(key, _check_param(key, v, default, choices.get(name)))
-                          for v in values]
+            try:
+                if not values:
+                    raise ConfigError(f"{key}: an empty grid")
+                grid[name] = [_check_range(key, _check_param(key, v, default, choices.get(name)))
+                              for v in values]
+            except ConfigError as error:
+                raise ConfigError(f"{error}{_defined_in(method)}") from None
         for combination in itertools.product(*grid.values()):
             params = dict(zip(grid, combination))
             config_id = stable_hash({"method": method_name, "params": params})

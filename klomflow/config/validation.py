@@ -17,6 +17,7 @@ import yaml
 from klomflow.config.settings import (
     ConfigError,
     method_settings,
+    method_specs,
 )
 from klomflow.data.published.layout import PublishedError, Source
 from klomflow.data.published.reading import check_files
@@ -37,8 +38,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 # Defaults for optional keys, from the typed sections (klomflow/options.py); the schema says
 # which keys exist at all.
 DEFAULTS = {section: section_defaults(cls) for section, cls in SECTIONS.items()}
-# Method-entry keys that are not hyperparameters.
-RESERVED_METHOD_KEYS = ("method", "forget_sets")
 # Nominal training-set sizes, used to check forget sets before a dataset is downloaded.
 NOMINAL_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "mnist": (60000, 10),
                  "fashion_mnist": (60000, 10)}
@@ -214,9 +213,9 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                 make_forget_set(name, spec, labels, base_dir, source=source)
         except ForgetSetError as error:
             raise ConfigError(str(error)) from None
+    if methods is None:  # the built-ins and the config's user methods
+        methods = method_specs(resolved, base_dir)
     settings = method_settings(resolved, methods)
-    if methods is None:
-        from klomflow.unlearning.methods.registry import REGISTRY as methods
     for setting in settings:
         method = methods[setting.implementation]
         if method.class_only:

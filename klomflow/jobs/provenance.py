@@ -9,7 +9,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 
 import klomflow
-from klomflow.config import model_seeds, stable_hash
+from klomflow.config import method_specs, model_seeds, stable_hash
 from klomflow.jobs.published import source_provenance
 
 # Packages whose versions every results table records.
@@ -39,16 +39,20 @@ def git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def code_versions() -> dict:
+def code_versions(specs: dict | None = None) -> dict:
+    """klomflow's version and commit, and the versions of its code: training, KLOM, privacy
+    and each method of `specs` (default: the built-ins; a user method's is its code's
+    fingerprint)."""
     # From the torch- and scipy-free modules: a table job pays no second of imports for these.
     from klomflow import versions
     from klomflow.metrics import klom
     from klomflow.unlearning.methods.registry import REGISTRY
 
+    specs = REGISTRY if specs is None else specs
     return {"klomflow": klomflow.__version__, "git_commit": git_commit(),
             "training_version": versions.TRAINING, "klom_version": klom.VERSION,
             "privacy_version": versions.PRIVACY,
-            "method_versions": {name: REGISTRY[name].version for name in sorted(REGISTRY)}}
+            "method_versions": {name: specs[name].version for name in sorted(specs)}}
 
 
 def device_description() -> dict:
@@ -86,8 +90,11 @@ def seeds_of(config: dict) -> dict:
     }
 
 
-def provenance(config: dict) -> dict:
-    """Metadata every Parquet file of the paper tables carries (deterministic on one machine)."""
+def provenance(config: dict, base_dir=".") -> dict:
+    """Metadata every Parquet file of the paper tables carries (deterministic on one machine).
+
+    `base_dir`: the working folder, where the config's user methods are read."""
     return {"config": config, "config_hash": stable_hash(config, length=16),
-            "code_version": code_versions(), "packages": package_versions(),
+            "code_version": code_versions(method_specs(config, base_dir)),
+            "packages": package_versions(),
             "device": device_description(), "seeds": seeds_of(config)} | source_provenance(config)

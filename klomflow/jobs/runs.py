@@ -23,6 +23,7 @@ import torch
 import klomflow
 from klomflow.config import (
     MethodSetting,
+    method_specs,
     model_seed,
     n_models,  # noqa: F401 (part of this module's interface)
     seeds_per_job,  # noqa: F401
@@ -38,7 +39,7 @@ from klomflow.training.ensemble import max_members, train_ensemble
 from klomflow.training.loop import Recipe, TrainingState, pick_device, predict_logits, train_model
 from klomflow.training.models import build_model
 from klomflow.unlearning import twins
-from klomflow.unlearning.methods import METHODS, UnlearningData
+from klomflow.unlearning.methods import METHODS, Method, UnlearningData
 
 # Subset models train on random subsets of the training set, for datamodels.
 ROLES = ("original", "oracle", "subset")
@@ -293,6 +294,13 @@ def _run_method(config, method, setting, prepared, device, log):
     return outcomes
 
 
+def implementation(config: dict, name: str, base_dir=".") -> Method:
+    """The Method named `name` among the config's specs, as planning read them: a built-in's
+    from METHODS (where a test may stand one in), a user method's imported from its source."""
+    spec = method_specs(config, base_dir)[name]
+    return METHODS[name] if spec.source is None else spec.load()
+
+
 def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_indices,
                   original_checkpoint: dict, log=print, base_dir=".", device=None, extras=None):
     """Apply one method setting to every original model of a shard.
@@ -301,7 +309,7 @@ def unlearn_shard(config: dict, setting: MethodSetting, forget_set: str, forget_
     (logits [n_models_in_shard, n_points, n_classes], runs table, unlearned state dicts).
     """
     device = device or pick_device()
-    method = METHODS[setting.implementation]
+    method = implementation(config, setting.implementation, base_dir)
     dataset = dataset_for(config, base_dir).to(device)
     forget = torch.as_tensor(np.asarray(forget_indices), device=device)
     retain = torch.as_tensor(training_indices(dataset.n_train, forget_indices), device=device)

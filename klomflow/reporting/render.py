@@ -59,8 +59,11 @@ def proxy_note(klom_table: pd.DataFrame) -> str | None:
             "loss); a method's KLOM on them bounds nothing.")
 
 
-def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
-    """paper_klom.md: methods (selected settings) x forget sets x (forget, retain, val, avg)."""
+def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame, specs: dict | None = None
+                  ) -> str:
+    """paper_klom.md: methods (selected settings) x forget sets x (forget, retain, val, avg).
+
+    `specs`: the config's method specs, whose defaults the notes leave out."""
     context = _klom_context(klom_table, frame)
     forget_sets = sorted(frame["forget_set"].unique())
     cells = {(r.forget_set, r.method, r.statistic): r for r in frame.itertuples()}
@@ -109,12 +112,12 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
                      f"{number(r.holdout_average_95)} | {number(average)} | {r.n_settings} | "
                      f"{r.n_unlearned} | `{r.params}` |")
     lines.append("")
-    notes = unchanged_weights_notes(klom_table, selected_only=True)
+    notes = unchanged_weights_notes(klom_table, selected_only=True, specs=specs)
     lines += [f"- **Unchanged:** {note}" for note in notes] + ([""] if notes else [])
     return "\n".join(lines)
 
 
-def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
+def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame, specs: dict | None = None) -> str:
     """paper_klom.tex: the same table as a LaTeX tabular (booktabs)."""
     context = _klom_context(klom_table, frame)
     forget_sets = sorted(frame["forget_set"].unique())
@@ -149,7 +152,7 @@ def klom_latex(frame: pd.DataFrame, klom_table: pd.DataFrame) -> str:
     if proxy_note(klom_table):
         lines.append(f"% {proxy_note(klom_table)}")
     lines += [f"% Unchanged: {latex(note)}"
-              for note in unchanged_weights_notes(klom_table, selected_only=True)]
+              for note in unchanged_weights_notes(klom_table, selected_only=True, specs=specs)]
     lines.append("")
     return "\n".join(lines)
 

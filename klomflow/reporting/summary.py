@@ -26,13 +26,15 @@ def _parameter_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def setting_hyperparameters(table: pd.DataFrame) -> dict:
+def setting_hyperparameters(table: pd.DataFrame, specs: dict | None = None) -> dict:
     """{(method, config_id): the hyperparameters that tell the setting apart}, as `name=value`.
 
     Those in which the method entry's settings differ (its grid), and those set away
-    from the implementation's defaults (klomflow.unlearning.methods.registry); "defaults" when
-    none, "–" for the noise floor. Every value of a setting is in its `params`.
+    from the implementation's defaults (`specs`: the config's method specs,
+    klomflow.config.method_specs; the built-ins when None); "defaults" when none, "–" for
+    the noise floor. Every value of a setting is in its `params`.
     """
+    specs = REGISTRY if specs is None else specs
     settings = table.drop_duplicates(["method", "config_id"])
     params = {(r.method, r.config_id): json.loads(r.params) for r in settings.itertuples()}
     implementations = dict(zip(zip(settings["method"], settings["config_id"]),
@@ -43,7 +45,7 @@ def setting_hyperparameters(table: pd.DataFrame) -> dict:
             texts[method, config_id] = "–"
             continue
         siblings = [other for (name, _), other in params.items() if name == method]
-        spec = REGISTRY.get(implementations[method, config_id])
+        spec = specs.get(implementations[method, config_id])
         defaults = spec.defaults if spec is not None else {}
         shown = [name for name, value in values.items()
                  if any(other.get(name) != value for other in siblings)
@@ -53,18 +55,20 @@ def setting_hyperparameters(table: pd.DataFrame) -> dict:
     return texts
 
 
-def unchanged_weights_notes(table: pd.DataFrame, selected_only: bool = False) -> list[str]:
+def unchanged_weights_notes(table: pd.DataFrame, selected_only: bool = False,
+                            specs: dict | None = None) -> list[str]:
     """One sentence per setting whose method left some models' weights as they were.
 
     From klom.parquet's `n_unchanged` (klomflow.reporting.tables.unchanged_weights_counts); only
     the selected settings when `selected_only`; none for tables written before the column.
+    `specs`: as for setting_hyperparameters.
     """
     if "n_unchanged" not in table:
         return []
     rows = table[table["n_unchanged"].fillna(0) > 0]
     if selected_only:
         rows = rows[rows["selected"]]
-    hyperparameters = setting_hyperparameters(table)
+    hyperparameters = setting_hyperparameters(table, specs)
     notes = []
     for r in rows.drop_duplicates(["forget_set", "method", "config_id"]).sort_values(
             ["forget_set", "method", "config_id"]).itertuples():
@@ -75,12 +79,13 @@ def unchanged_weights_notes(table: pd.DataFrame, selected_only: bool = False) ->
     return notes
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
+def summary_markdown(table: pd.DataFrame, specs: dict | None = None) -> str:
     """p95 per split and average_95, one row per method setting, per forget set.
 
-    Each setting shows the hyperparameters that tell it apart (setting_hyperparameters)
-    and every hyperparameter in a list at the end; diagnostics are marked †, settings
-    that left models unchanged are flagged.
+    Each setting shows the hyperparameters that tell it apart (setting_hyperparameters,
+    against the defaults of `specs`, the config's method specs) and every hyperparameter in
+    a list at the end; diagnostics are marked †, settings that left models unchanged are
+    flagged.
     """
     lines = ["# KLOM summary (95th percentile of per-point KLOM; lower is better)", ""]
     if len(table):
@@ -94,7 +99,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
                      f"few units. `n_unchanged`: models the method left with every weight as "
                      f"it was, the originals, as under do_nothing.")
         lines += ["", DIAGNOSTIC_NOTE, ""]
-    hyperparameters = setting_hyperparameters(table) if len(table) else {}
+    hyperparameters = setting_hyperparameters(table, specs) if len(table) else {}
     diagnostic = (dict(zip(table["method"], table["diagnostic"].astype(bool)))
                   if "diagnostic" in table else {})
     for forget_set, group in table.groupby("forget_set", sort=True):
@@ -125,7 +130,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
                 f"{'–' if pd.isna(unchanged) else int(unchanged)} |"
             )
         lines.append("")
-        notes = unchanged_weights_notes(group)
+        notes = unchanged_weights_notes(group, specs=specs)
         lines += [f"- **Unchanged:** {note}" for note in notes] + ([""] if notes else [])
     if len(table):
         lines += ["## Settings", "",

@@ -111,16 +111,19 @@ def klom_table(entries) -> pd.DataFrame:
     return add_selection_columns(pd.DataFrame(rows), pd.DataFrame(holdout_rows))
 
 
-def unchanged_weights_counts(table: pd.DataFrame, runs_tables) -> list:
+def unchanged_weights_counts(table: pd.DataFrame, runs_tables, specs: dict | None = None) -> list:
     """Per row of a KLOM table: how many of its setting's models kept every weight.
 
     runs_tables: the unlearned runs tables (forget_set, method, config_id,
     changed_weights per model). A count above zero is a finding: those models'
     KLOM is do_nothing's (ssd at a high alpha selects no weight). NaN where it
     says nothing: the noise floor (no runs), do_nothing (unchanged by design)
-    and methods whose answer is logits, not weights (dm_direct).
+    and methods whose answer is logits, not weights (dm_direct). `specs`: the config's
+    method specs (klomflow.config.method_specs; the built-ins when None).
     """
     from klomflow.unlearning.methods.registry import REGISTRY
+
+    specs = REGISTRY if specs is None else specs
 
     counts = {}
     for runs in runs_tables:
@@ -129,20 +132,21 @@ def unchanged_weights_counts(table: pd.DataFrame, runs_tables) -> list:
     values = []
     for row in table[["forget_set", "method", "config_id", "implementation"]].itertuples(
             index=False):
-        spec = REGISTRY.get(row.implementation)
+        spec = specs.get(row.implementation)
         says_nothing = spec is None or spec.name == "do_nothing" or spec.outputs_logits
         key = (row.forget_set, row.method, row.config_id)
         values.append(np.nan if says_nothing or key not in counts else counts[key])
     return values
 
 
-def with_unchanged_weights(table: pd.DataFrame, runs_tables) -> pd.DataFrame:
+def with_unchanged_weights(table: pd.DataFrame, runs_tables, specs: dict | None = None
+                           ) -> pd.DataFrame:
     """`table` with `n_unchanged` (unchanged_weights_counts) after its n_diverged column."""
     if len(table) == 0:
         return table
     table = table.copy()
     table.insert(list(table.columns).index("n_diverged") + 1, "n_unchanged",
-                 unchanged_weights_counts(table, runs_tables))
+                 unchanged_weights_counts(table, runs_tables, specs))
     return table
 
 

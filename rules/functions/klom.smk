@@ -2,7 +2,6 @@
 import json
 
 from klomflow.metrics import klom as klom_module
-from klomflow.unlearning.methods.registry import REGISTRY
 from klomflow.reporting.names import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
 
@@ -22,7 +21,7 @@ def klom_params(wildcards):
         identity |= {
             "implementation": setting.implementation,
             "params": json.dumps(setting.params, sort_keys=True),
-            "diagnostic": REGISTRY[setting.implementation].diagnostic,
+            "diagnostic": METHOD_SPECS[setting.implementation].diagnostic,
         }
     return {
         "identity": identity,

@@ -3,7 +3,6 @@ from snakemake.exceptions import WorkflowError
 
 import klomflow.reporting.selection
 from klomflow.metrics import klom as klom_module
-from klomflow.unlearning.methods.registry import REGISTRY
 from klomflow.reporting.names import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 
 
@@ -44,7 +43,7 @@ def interval_params(wildcards):
     else:
         settings = entry_settings(wildcards)
         config_ids = [s.config_id for s in settings]
-        diagnostic = REGISTRY[settings[0].implementation].diagnostic
+        diagnostic = METHOD_SPECS[settings[0].implementation].diagnostic
     return {
         "config_ids": config_ids,
         "diagnostic": diagnostic,

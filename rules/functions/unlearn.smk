@@ -3,11 +3,11 @@ import dataclasses
 
 from snakemake.exceptions import WorkflowError
 
-from klomflow.unlearning.methods.registry import REGISTRY
-
 
 # Files behind each name a method may list in Method.needs; the unlearn script
-# loads them into UnlearningData.extras under the same name.
+# loads them into UnlearningData.extras under the same name. The names are
+# klomflow.unlearning.methods.registry.EXTRA_INPUTS, which user methods' SPECs are checked
+# against.
 def extra_inputs():
     return {
         "holdout_oracle_logits": rules.gather_holdout_oracle_logits.output.logits,
@@ -17,7 +17,7 @@ def extra_inputs():
 
 def method_extra_inputs(wildcards):
     setting = method_setting(wildcards)
-    needs = REGISTRY[setting.implementation].needs
+    needs = METHOD_SPECS[setting.implementation].needs
     provided = extra_inputs()
     unknown = [name for name in needs if name not in provided]
     if unknown:
@@ -33,7 +33,9 @@ def unlearning_params(wildcards):
     return {
         "method": setting.implementation,
         "params": setting.params,
-        "method_version": REGISTRY[setting.implementation].version,
+        # A built-in's explicit version; a user method's code fingerprint ("code-..."),
+        # so an edit to its file or its helpers reruns exactly its jobs.
+        "method_version": METHOD_SPECS[setting.implementation].version,
         "training": original_training_params(wildcards),
     }
 

@@ -68,7 +68,11 @@ class Method(MethodSpec):
 
 def implement(name: str, unlearn) -> Method:
     """The Method of registry entry `name` with the update rule `unlearn`."""
-    spec = REGISTRY[name]
+    return implement_spec(REGISTRY[name], unlearn)
+
+
+def implement_spec(spec: MethodSpec, unlearn) -> Method:
+    """The Method of `spec` (a built-in's or a user method's) with the update rule `unlearn`."""
     return Method(**{entry.name: getattr(spec, entry.name) for entry in fields(spec)},
                   unlearn=unlearn)
 

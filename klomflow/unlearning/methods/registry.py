@@ -38,6 +38,9 @@ class MethodSpec:
     outputs_logits: bool = False
     # Hyperparameters that take one of a few texts: {name: allowed values}.
     choices: dict = field(default_factory=dict)
+    # A method outside klomflow: where its code is (klomflow.unlearning.methods.user.UserSource);
+    # None for the built-ins below. Its version is then a fingerprint of that code.
+    source: object = None
 
     @property
     def module(self) -> str:
@@ -46,7 +49,14 @@ class MethodSpec:
 
     def load(self):
         """The implementation (`klomflow.unlearning.methods.base.Method`); imports torch."""
+        if self.source is not None:
+            return self.source.load_method(self)
         return importlib.import_module(self.module).METHOD
+
+
+# What the workflow can put in UnlearningData.extras, for a method's `needs`: one rule's
+# output each (rules/functions/unlearn.smk, extra_inputs).
+EXTRA_INPUTS = ("holdout_oracle_logits", "datamodels")
 
 
 # The recipe of the Datamodel Matching paper (docs/methods.md), shared by oracle_matching and dmm.

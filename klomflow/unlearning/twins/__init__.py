@@ -62,6 +62,10 @@ TOGETHER = {
 
 
 def together(method):
-    """The ensemble twin of `method`, or None if it has none for its current version."""
+    """The ensemble twin of `method`, or None if it has none for its current version.
+
+    A user method (one with a `source`) has none: it runs one model at a time."""
+    if getattr(method, "source", None) is not None:
+        return None
     version, function = TOGETHER.get(method.name, (None, None))
     return function if version == method.version else None
