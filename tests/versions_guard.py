@@ -288,12 +288,16 @@ def _module(root: Path, path: Path) -> _Module:
             elif not set(names) <= set(VERSION_NAMES):
                 for name in names:
                     module.bindings.setdefault(name, []).append(statement)
-        else:  # if/try/with/a call: runs on import; the imports inside it bind names too
+        else:  # if/try/with/a call: runs on import; what it defines or imports is its
             module.always.append(statement)
             for node in ast.walk(statement):
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     for name, target in _import_targets(root, node, package).items():
                         module.imports[name] = (statement, target)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    module.bindings.setdefault(node.name, []).append(statement)
+                elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    module.bindings.setdefault(node.id, []).append(statement)
     _CACHE["module", path] = module
     return module
 
