@@ -3,7 +3,8 @@
 Snakemake reruns a job when its params change, not when a module of the
 package does; so a fix that can change results bumps the version covering it.
 Kept apart from the code they version so that planning the DAG never imports
-torch.
+torch. tests/test_versions_guard.py fails when the code a version covers changed while
+the version did not (tests/versions_guard.py finds that code; docs/reruns.md).
 """
 
 # Bump when a change can change trained weights or their logits (klomflow/training/loop.py,
