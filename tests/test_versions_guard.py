@@ -93,8 +93,8 @@ def test_a_shared_helper_reports_every_method_that_uses_it(tree, lock):
     edit(
         tree,
         "klomflow/unlearning/methods/base.py",
-        "spec = REGISTRY[name]",
-        "spec = REGISTRY[name.strip()]",
+        "return implement_spec(REGISTRY[name], unlearn)",
+        "return implement_spec(REGISTRY[name.strip()], unlearn)",
     )
     problems = guard.check(tree, lock)
     assert reported(problems) == EVERY_METHOD
