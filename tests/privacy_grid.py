@@ -83,9 +83,9 @@ def single_threshold_epsilon_pairwise(u, o, u_positive, table, n_u, n_o, per_uni
 
 @contextmanager
 def grid_search():
-    """Within the block, klomflow.privacy computes both families as before: the double-threshold
-    one by the full grid search, the single-threshold one pairwise (single-threaded use only: it
-    patches the module)."""
+    """Within the block, klomflow.metrics.privacy computes both families as before: the
+    double-threshold one by the full grid search, the single-threshold one pairwise
+    (single-threaded use only: it patches the module)."""
 
     def full(u, o, q_is_u, table, n_u, n_o, per_unit, buffer, floor):
         return double_threshold_epsilon_grid(u, o, q_is_u, table, n_u, n_o, per_unit, buffer)
