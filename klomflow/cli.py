@@ -69,13 +69,13 @@ hyperparameters, and scores the model it returns against oracles retrained witho
 forget set.
 """
 
-import torch
-from torch.nn import functional as F
+from klomflow.unlearning.methods.base import cross_entropy_epoch, sgd
 
 # Read by klomflow without importing this file: every hyperparameter with its default (the
 # config may set these and no others) and the method's flags.
 SPEC = {
-    "defaults": {"lr": 0.01, "epochs": 1, "batch_size": 64},
+    "defaults": {"lr": 0.01, "epochs": 1, "batch_size": 64, "momentum": 0.0,
+                 "weight_decay": 0.0},
     "class_only": False,
     "needs": [],
     "diagnostic": False,
@@ -83,17 +83,12 @@ SPEC = {
 
 
 def unlearn(model, data, params):
-    optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"])
+    optimizer = sgd(model, params)
     model.train()
     for _ in range(params["epochs"]):
-        # data.generator is the method's only source of randomness (recorded seeds).
-        order = torch.randperm(len(data.forget_indices), generator=data.generator)
-        for start in range(0, len(order), params["batch_size"]):
-            rows = data.forget_indices[order[start:start + params["batch_size"]]]
-            loss = -F.cross_entropy(model(data.train_x[rows]), data.train_y[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        # Shuffled batches drawn from data.generator, the method's only source of randomness.
+        cross_entropy_epoch(model, optimizer, data, data.forget_indices, params["batch_size"],
+                            sign=-1.0)
     return model
 '''
 
