@@ -2,6 +2,7 @@
 a method with its own passing test, the workflow profile) and that it never overwrites."""
 
 import importlib.util
+import sys
 
 import pytest
 import yaml
@@ -26,8 +27,13 @@ def test_init_writes_a_folder_whose_method_test_passes(tmp_path):
     spec = importlib.util.spec_from_file_location("generated_test",
                                                   folder / "tests" / "test_my_method.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.test_my_method_changes_the_weights()
+    saved_path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)  # puts methods/ on sys.path and imports my_method
+        module.test_my_method_changes_the_weights()
+    finally:
+        sys.path[:] = saved_path
+        sys.modules.pop("my_method", None)
 
 
 def test_init_never_overwrites(tmp_path):
