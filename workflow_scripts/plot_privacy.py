@@ -2,7 +2,7 @@ from workflow_job import script_context
 
 import pandas as pd
 
-from klomflow import figures
+from klomflow.reporting import figures
 from klomflow.reporting.privacy_tables import privacy_figure
 
 log, config = script_context(snakemake)
