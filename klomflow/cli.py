@@ -168,7 +168,8 @@ def main(argv=None) -> None:
     snakefile = arguments.workflow or workflow_snakefile()
     for path in init(arguments.folder, snakefile):
         print(f"wrote {path}")
-    print(f"next: cd {arguments.folder} && pytest tests && snakemake --cores all")
+    print(f"next: cd {arguments.folder} && snakemake --cores all "
+          "(the method's own test: pytest tests, with pytest installed)")
 
 
 if __name__ == "__main__":
