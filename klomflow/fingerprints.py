@@ -46,6 +46,18 @@ def _module_files(root: Path, dotted: str) -> list[Path]:
     return files
 
 
+def from_module(node: ast.ImportFrom, package: str | None) -> str | None:
+    """The absolute name of the module a `from ... import` statement reads, its relative
+    dots resolved against `package` (the importing module's package); None for a relative
+    import outside any package."""
+    if not node.level:
+        return node.module or ""
+    if package is None:
+        return None
+    parts = package.split(".")
+    return ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+
+
 def _imported_names(path: Path, package: str | None) -> list[str]:
     """Dotted names the module at `path` imports (for `from a import b`: a and a.b), with
     relative imports resolved against `package` (the module's own package, None at top)."""
@@ -54,25 +66,17 @@ def _imported_names(path: Path, package: str | None) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                if package is None:
-                    continue  # a relative import outside a package fails when it runs
-                parts = package.split(".")
-                base_parts = parts[: len(parts) - node.level + 1]
-                base = ".".join(base_parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+            base = from_module(node, package)
+            if base is None:
+                continue  # a relative import outside a package fails when it runs
             names.append(base)
             names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
     return [name for name in names if name]
 
 
 def _package_of(path: Path, root: Path) -> str | None:
-    relative = path.relative_to(root).with_suffix("")
-    parts = list(relative.parts)
-    if parts[-1] == "__init__":
-        return ".".join(parts[:-1]) or None
-    return ".".join(parts[:-1]) or None
+    # A module's package is its folder, whether it is the package's __init__ or not.
+    return ".".join(path.relative_to(root).parent.parts) or None
 
 
 def local_imports(path, root, packages=None) -> list[Path]:

@@ -34,7 +34,7 @@ from pathlib import Path
 if __name__ == "__main__":  # run as a script: this checkout's klomflow, not an installed one
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from klomflow.fingerprints import code_of  # noqa: E402
+from klomflow.fingerprints import code_of, from_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = Path(__file__).resolve().with_name("versions.lock.json")
@@ -213,14 +213,6 @@ def _find_module_file(root: Path, dotted: str) -> Path | None:
     return None
 
 
-def _resolve_from(node: ast.ImportFrom, package: str | None) -> str:
-    if not node.level:
-        return node.module or ""
-    parts = (package or "").split(".")
-    base = parts[: len(parts) - node.level + 1]
-    return ".".join(base + ([node.module] if node.module else []))
-
-
 def _import_targets(root: Path, node, package) -> dict:
     """name bound -> (module, attribute or None when the name is the module itself)."""
     targets = {}
@@ -231,7 +223,7 @@ def _import_targets(root: Path, node, package) -> dict:
             else:
                 targets[alias.name.split(".")[0]] = (alias.name.split(".")[0], None)
     else:
-        module = _resolve_from(node, package)
+        module = from_module(node, package) or ""
         if module == "__future__":
             return {}
         for alias in node.names:
