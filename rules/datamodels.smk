@@ -31,7 +31,9 @@ rule fit_datamodels:
         logits=subset_logit_shards,
         masks=subset_mask_shards,
     output:
-        datamodels="results/datamodels/datamodels.npy",
+        # Dual coefficients (or the weights, with as many models as training points):
+        # klomflow/training/datamodels.py, "Storage"; never the whole table beta.
+        coefficients="results/datamodels/coefficients.npy",
         intercept="results/datamodels/intercept.npy",
     log:
         "results/logs/fit_datamodels.log",
@@ -42,6 +44,26 @@ rule fit_datamodels:
         fit=datamodel_fit_params,
     script:
         "../workflow_scripts/fit_datamodels.py"
+
+
+# A forget set's rows of the datamodels, beta[F] (what dmm and dm_direct read), from the
+# stored fit: a forget set added later needs no refit.
+rule compute_datamodel_rows:
+    input:
+        coefficients=rules.fit_datamodels.output.coefficients,
+        masks=subset_mask_shards,
+        forget_set=rules.make_forget_set.output.indices,
+    output:
+        rows="results/datamodels/rows/{forget_set}.npy",
+    log:
+        "results/logs/compute_datamodel_rows/{forget_set}.log",
+    conda:
+        "../envs/klomflow.yaml"
+    threads: 1
+    params:
+        version=datamodel_rows_params,
+    script:
+        "../workflow_scripts/compute_datamodel_rows.py"
 
 
 # The margin datamodel: how each training point moves every training point's

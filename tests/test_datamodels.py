@@ -51,10 +51,11 @@ def linear_problem(n_models, n_train=30, n_points=7, n_classes=3, noise=0.01, se
     return masks, logits.astype(np.float32), beta, intercept
 
 
-@pytest.mark.parametrize("chunk_size", [5, 4096])
-def test_fit_recovers_a_known_linear_model(chunk_size):
+@pytest.mark.parametrize("block_columns", [5, 4096])
+def test_fit_recovers_a_known_linear_model(block_columns):
     masks, logits, beta, intercept = linear_problem(n_models=400)
-    fitted, fitted_intercept = fit_datamodels(masks, logits, ridge=1e-4, chunk_size=chunk_size)
+    fitted, fitted_intercept = fit_datamodels(masks, logits, ridge=1e-4,
+                                              block_columns=block_columns)
     assert fitted.shape == beta.shape and fitted.dtype == np.float32
     assert fitted_intercept.shape == intercept.shape
     assert np.abs(fitted - beta).max() < 0.02
@@ -112,16 +113,6 @@ def test_ridge_shrinks_the_weights():
     assert np.linalg.norm(large) < 0.5 * np.linalg.norm(small)
 
 
-def test_fit_writes_into_a_memory_map(tmp_path):
-    masks, logits, beta, _ = linear_problem(n_models=400)
-    out = np.lib.format.open_memmap(tmp_path / "datamodels.npy", mode="w+", dtype=np.float32,
-                                    shape=beta.shape)
-    fit_datamodels(masks, logits, ridge=1e-4, out=out)
-    out.flush()
-    loaded = np.load(tmp_path / "datamodels.npy", mmap_mode="r")
-    assert np.abs(loaded - beta).max() < 0.02
-
-
 @pytest.mark.parametrize("chunk_elements", [1, 1 << 24])  # a row at a time, all at once
 def test_predicted_logits_subtract_the_forget_rows(chunk_elements, monkeypatch):
     monkeypatch.setattr(datamodels, "PREDICTION_CHUNK_ELEMENTS", chunk_elements)
@@ -130,11 +121,12 @@ def test_predicted_logits_subtract_the_forget_rows(chunk_elements, monkeypatch):
     original = rng.normal(size=(9, 3)).astype(np.float32)
     forget = np.array([4, 1, 5])
     expected = original - beta[1] - beta[4] - beta[5]
-    assert np.allclose(predicted_logits(original, beta, forget), expected, atol=1e-6)
+    rows = beta[forget]  # F's rows, as results/datamodels/rows/{forget_set}.npy holds them
+    assert np.allclose(predicted_logits(original, rows), expected, atol=1e-6)
     points = np.array([0, 5, 7])
-    assert np.allclose(predicted_logits(original[points], beta, forget, points=points),
+    assert np.allclose(predicted_logits(original[points], rows, points=points),
                        expected[points], atol=1e-6)
-    assert np.allclose(predicted_logits(original, beta, forget, multiplier=0.0), original)
+    assert np.allclose(predicted_logits(original, rows, multiplier=0.0), original)
 
 
 def test_masks_from_records():

@@ -49,7 +49,7 @@ def test_dm_direct_predicts_retrained_margins_better_than_the_original():
     subset_logits = np.stack([train_logits(x, y, eval_x, np.flatnonzero(mask), 3000 + index)
                               for index, mask in enumerate(masks)])
     beta, _ = fit_datamodels(masks, subset_logits, RIDGE)
-    predicted = np.stack([predicted_logits(logits, beta, forget) for logits in originals])
+    predicted = np.stack([predicted_logits(logits, beta[forget]) for logits in originals])
 
     oracle_mean = margins_from_logits(oracles, labels)[:, forget].mean(axis=0)
     original = margins_from_logits(originals, labels)[:, forget]  # [n_models, n_forget]

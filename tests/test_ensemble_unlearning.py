@@ -71,15 +71,16 @@ def stringent_params(name):
 FLOAT32_ATOL = {"bad_teaching": (1e-4, 3e-4)}
 
 
-def random_extras(config):
-    """Held-out oracle logits and datamodels of the right shapes, for oracle_matching and dmm."""
+def random_extras(config, n_forget=30):
+    """Held-out oracle logits and the forget set's datamodel rows of the right shapes, for
+    oracle_matching and dmm."""
     dataset = dataset_for(config)
     n_points, n_classes = len(dataset.eval_y), dataset.n_classes
     rng = np.random.default_rng(0)
     return {
         "holdout_oracle_logits": rng.normal(size=(6, n_points, n_classes)).astype(np.float32),
-        "datamodels": (0.05 * rng.normal(size=(dataset.n_train, n_points, n_classes))
-                       ).astype(np.float32),
+        "datamodel_rows": (0.05 * rng.normal(size=(n_forget, n_points, n_classes))
+                           ).astype(np.float32),
     }
 
 
@@ -182,7 +183,8 @@ def unequal_datas(change):
                                     device=CPU, log=lambda message: None,
                                     extras={"holdout_oracle_logits": np.zeros((2, 50, 3),
                                                                               np.float32),
-                                            "datamodels": np.zeros((40, 50, 3), np.float32)}))
+                                            "datamodel_rows": np.zeros((10, 50, 3),
+                                                                       np.float32)}))
     return models, datas
 
 
@@ -240,8 +242,8 @@ def test_in_float64_a_resnet9_twin_is_the_method_to_rounding(name):
     extras = {
         "holdout_oracle_logits": rng.normal(size=(3, n_train + n_val, n_classes)
                                             ).astype(np.float32),
-        "datamodels": (0.05 * rng.normal(size=(n_train, n_train + n_val, n_classes))
-                       ).astype(np.float32),
+        "datamodel_rows": (0.05 * rng.normal(size=(len(forget), n_train + n_val, n_classes))
+                           ).astype(np.float32),
     }
     originals = [build_model({"name": "resnet9"}, (3, 12, 12), n_classes, seed).double()
                  for seed in (0, 1)]

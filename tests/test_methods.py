@@ -22,9 +22,9 @@ def synthetic_extras(method, data, model):
     for name in method.needs:
         if name == "holdout_oracle_logits":
             extras[name] = rng.normal(size=(12, n_points, data.n_classes)).astype(np.float32)
-        elif name == "datamodels":
-            extras[name] = rng.normal(0, 0.05, (len(data.train_y), n_points, data.n_classes)
-                                      ).astype(np.float32)
+        elif name == "datamodel_rows":
+            extras[name] = rng.normal(0, 0.05, (len(data.forget_indices), n_points,
+                                                data.n_classes)).astype(np.float32)
         else:
             raise AssertionError(f"{method.name} needs {name!r}: teach this test to make it")
     return extras

@@ -9,7 +9,7 @@ from workflow import tiny_config
 from klomflow.config import MethodSetting, validate
 from klomflow.jobs import runs
 from klomflow.jobs.runs import train_shard, unlearn_shard
-from klomflow.training.datamodels import fit_datamodels, masks_from_records, predicted_logits
+from klomflow.training.datamodels import fit_datamodels, masks_from_records
 from klomflow.unlearning.methods import dm_direct, do_nothing
 
 CPU = torch.device("cpu")  # exact comparisons: no mixed precision
@@ -60,8 +60,8 @@ def test_a_method_returning_logits_is_scored_on_them(config, tmp_path, monkeypat
                             ("random_30",))
     logits, table, states = unlearn_shard(config, setting, "random_30", forget, original,
                                           log=lambda message: None, device=CPU,
-                                          extras={"datamodels": beta})
-    expected = np.stack([predicted_logits(model_logits, beta, forget)
+                                          extras={"datamodel_rows": beta[forget]})
+    expected = np.stack([model_logits - beta[forget].astype(np.float64).sum(axis=0)
                          for model_logits in original_logits])
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     assert not table["diverged"].any()

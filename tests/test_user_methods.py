@@ -28,7 +28,7 @@ SPEC = {
     "defaults": {"scale": 0.5, "mode": "all", "steps": [1, 2]},
     "choices": {"mode": ["all", "none"]},
     "diagnostic": True,
-    "needs": ["datamodels"],
+    "needs": ["datamodel_rows"],
 }
 
 
@@ -46,7 +46,7 @@ def scaled(model, factor):
     return model
 '''
 # The same without `needs`, for configs without datamodels.
-PLAIN_METHOD = METHOD.replace('"needs": ["datamodels"],', "")
+PLAIN_METHOD = METHOD.replace('"needs": ["datamodel_rows"],', "")
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -76,7 +76,7 @@ def test_a_user_method_is_read_from_its_syntax_tree_without_running_it(tmp_path)
     assert set(REGISTRY) < set(specs)  # the built-ins, and the user's
     spec = specs["mine"]
     assert spec.defaults == {"scale": 0.5, "mode": "all", "steps": [1, 2]}
-    assert spec.choices == {"mode": ("all", "none")} and spec.needs == ("datamodels",)
+    assert spec.choices == {"mode": ("all", "none")} and spec.needs == ("datamodel_rows",)
     assert spec.diagnostic and not spec.class_only and not spec.outputs_logits
     assert spec.version.startswith("code-") and spec.source.file == tmp_path / "methods/mine.py"
     assert "mine" not in sys.modules and "helpers" not in sys.modules

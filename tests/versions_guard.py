@@ -96,12 +96,17 @@ STAGES = (
     Version(
         "paper", "klomflow/reporting/selection.py", "VERSION", (f"{SCRIPTS}/resample_klom.py",)
     ),
-    # fit_datamodels, fit_margin_datamodel: datamodel_fit_params.
+    # fit_datamodels, fit_margin_datamodel: datamodel_fit_params; compute_datamodel_rows:
+    # datamodel_rows_params.
     Version(
         "datamodels",
         "klomflow/training/datamodels.py",
         "VERSION",
-        (f"{SCRIPTS}/fit_datamodels.py", f"{SCRIPTS}/fit_margin_datamodel.py"),
+        (
+            f"{SCRIPTS}/fit_datamodels.py",
+            f"{SCRIPTS}/fit_margin_datamodel.py",
+            f"{SCRIPTS}/compute_datamodel_rows.py",
+        ),
     ),
 )
 

@@ -74,18 +74,11 @@ def fit_margin_datamodel(logit_paths, mask_paths, train_labels, ridge: float, pa
     """Θ [n_train, n_train] float32 at `path`: Θ[i, x] = effect of training point i on
     training point x's margin, the ridge datamodel fitted to the subset models'
     margins (klomflow/training/datamodels.py; the same masks and ridge as the logit
-    datamodels). Written through a memory map: at CIFAR-10 size it is 10 GB."""
-    from klomflow.io import atomic_path
-    from klomflow.training.datamodels import fit_datamodels
+    datamodels). Streamed from the shard files a block of points at a time
+    (klomflow/training/datamodel_files.py): at CIFAR-10 size it is 10 GB."""
+    from klomflow.training.datamodel_files import fit_margin_datamodel_to_file
 
-    margins, masks = subset_margins(logit_paths, mask_paths, train_labels)
-    n_train = margins.shape[1]
-    with atomic_path(path) as temporary:
-        theta = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
-                                          shape=(n_train, n_train))
-        fit_datamodels(masks, margins[:, :, None], ridge, out=theta[:, :, None])
-        theta.flush()
-        del theta
+    fit_margin_datamodel_to_file(logit_paths, mask_paths, train_labels, ridge, path)
 
 
 @dataclass

@@ -43,26 +43,46 @@ margins correlates with the real one (retrained minus original) at about
 0.41, 0.62, 0.78 and 0.85 for M = 300, 600, 1000 and 2000 models, best
 at ridge 0.01-0.1 (0.03 is a good default).
 
-On-disk format (written by the fit_datamodels rule):
-- results/datamodels/datamodels.npy: float32 [n_train, n_points, n_classes],
-  beta[i, x, c] = weight of training point i on logit c of evaluation point
-  x. Evaluation points are the training points in training-index order,
-  then the validation points (results/data/points.parquet). A plain .npy,
-  so `np.load(path, mmap_mode="r")[forget_indices]` reads only F's rows.
+Storage (written by the fit_datamodels rule, klomflow/training/datamodel_files.py):
+the fit never forms beta [n_train, n_points, n_classes] (120 GB at CIFAR-10 scale),
+whose rows the methods read only for a forget set. With M < n_train it stores the
+dual coefficients A = (Xc Xc^T / M + ridge I)^-1 Yc / M, so that beta = Xc^T A and
+F's rows are beta[F] = Xc[:, F]^T A: the masks' columns of F, centred, times A. With
+M >= n_train the weights themselves are the smaller table (n_train rows) and are
+stored as they are. Either way a forget set added later needs no refit.
+- results/datamodels/coefficients.npy: float32 [K, n_points, n_classes], K = M (the
+  dual coefficients, row m = subset model m in seed order) when M < n_train, else
+  K = n_train (beta itself). Evaluation points are the training points in
+  training-index order, then the validation points (results/data/points.parquet).
 - results/datamodels/intercept.npy: float32 [n_points, n_classes].
+- results/datamodels/masks/shard_{k}.npy (the subset models' masks, bool
+  [models of shard k, n_train]): the X that turns coefficients into rows.
+- results/datamodels/rows/{forget_set}.npy (rule compute_datamodel_rows): float32
+  [|F|, n_points, n_classes], row k = beta[F[k]] for the sorted indices F of
+  results/forget_sets/{forget_set}.npy; what dmm and dm_direct read.
+The fit reads the logits in column blocks (datamodel_plan.py states its peak memory).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-from klomflow.io import atomic_path, save_array
+from klomflow.training.datamodel_plan import (
+    BLOCK_BYTES,
+    datamodel_fit_plan,
+    datamodel_rows_plan,
+    kernel_columns,
+)
 
 # Bump when a change to the fit can change fitted datamodels (a rerun trigger
-# of the fit_datamodels rule).
-VERSION = "1"
+# of the fit_datamodels, fit_margin_datamodel and compute_datamodel_rows rules).
+# 2: stored as dual coefficients (or weights when M >= n_train), rows per forget set.
+VERSION = "2"
 
-# predicted_logits reads F's rows of beta this many elements at a time.
+# predicted_logits reads F's rows this many elements at a time.
 PREDICTION_CHUNK_ELEMENTS = 1 << 24
 
 
@@ -84,20 +104,74 @@ def subset_masks(n_train: int, n_models: int, fraction: float = 0.5, seed: int =
     return masks
 
 
-def _projection(masks: np.ndarray, ridge: float) -> np.ndarray:
-    """H [n_train, M] with beta = H @ Yc: the ridge solution's linear map, in float64."""
-    x = masks.astype(np.float64)
-    x -= x.mean(axis=0)
-    n_models, n_train = x.shape
-    if n_models >= n_train:
-        gram = x.T @ x / n_models  # [n_train, n_train]
-        values, vectors = np.linalg.eigh(gram)
-        inverse = _inverse_spectrum(values, ridge)
-        return (vectors * inverse) @ (vectors.T @ x.T) / n_models
-    kernel = x @ x.T / n_models  # [M, M], the dual
+def is_dual(n_models: int, n_train: int) -> bool:
+    """Whether the fit stores dual coefficients (M < n_train) rather than the weights."""
+    return n_models < n_train
+
+
+@dataclass
+class RidgeMap:
+    """The fit as linear maps of the centred outputs Yc [M, b] (module docstring):
+    stored = coefficient_map @ Yc, intercept = mean(Y) - intercept_map @ Yc.
+
+    coefficient_map: float64 [M, M] (the dual: stored are the coefficients A) or
+    [n_train, M] (stored are the weights beta); intercept_map: float64 [M].
+    """
+
+    coefficient_map: np.ndarray
+    intercept_map: np.ndarray
+
+
+def ridge_map(
+    masks, ridge: float, weights: bool = False, block_bytes: int = BLOCK_BYTES
+) -> RidgeMap:
+    """The ridge solve of the module docstring, in float64, centred masks built a block at
+    a time. Dual coefficients when M < n_train unless `weights`; the weights otherwise."""
+    masks = np.asarray(masks, dtype=bool)
+    n_models, n_train = masks.shape
+    mean = masks.mean(axis=0)  # [n_train]
+    if not is_dual(n_models, n_train):
+        return _primal_map(masks, mean, ridge, block_bytes)
+    step = kernel_columns(n_models, block_bytes)
+    kernel = np.zeros((n_models, n_models))  # Xc Xc^T, the dual
+    shift = np.zeros(n_models)  # Xc mean: the intercept's share of every model
+    for start in range(0, n_train, step):
+        centred = masks[:, start : start + step] - mean[start : start + step]  # [M, t]
+        kernel += centred @ centred.T
+        shift += centred @ mean[start : start + step]
+    kernel /= n_models
     values, vectors = np.linalg.eigh(kernel)
-    inverse = _inverse_spectrum(values, ridge)
-    return x.T @ ((vectors * inverse) @ vectors.T) / n_models
+    del kernel
+    dual = (vectors * _inverse_spectrum(values, ridge)) @ vectors.T / n_models  # [M, M]
+    del vectors
+    # intercept = mean(Y) - mean @ Xc^T A = mean(Y) - (Xc mean)^T dual Yc; dual is symmetric.
+    intercept_map = dual @ shift
+    if not weights:
+        return RidgeMap(dual, intercept_map)
+    projection = np.empty((n_train, n_models))  # Xc^T dual: beta = projection @ Yc
+    for start in range(0, n_train, step):
+        centred = masks[:, start : start + step] - mean[start : start + step]
+        projection[start : start + step] = centred.T @ dual
+    return RidgeMap(projection, intercept_map)
+
+
+def _primal_map(masks, mean, ridge: float, block_bytes: int) -> RidgeMap:
+    """M >= n_train: beta = (Xc^T Xc / M + ridge I)^-1 Xc^T Yc / M, Gram matrix n x n."""
+    n_models, n_train = masks.shape
+    step = kernel_columns(n_train, block_bytes)
+    gram = np.zeros((n_train, n_train))
+    for start in range(0, n_models, step):
+        centred = masks[start : start + step] - mean  # [r, n_train]
+        gram += centred.T @ centred
+    gram /= n_models
+    values, vectors = np.linalg.eigh(gram)
+    del gram
+    inverse = (vectors * _inverse_spectrum(values, ridge)) @ vectors.T / n_models
+    del vectors
+    transposed = np.empty((n_models, n_train))  # (Xc inverse): the map, transposed
+    for start in range(0, n_models, step):
+        transposed[start : start + step] = (masks[start : start + step] - mean) @ inverse
+    return RidgeMap(transposed.T, transposed @ mean)
 
 
 def _inverse_spectrum(values: np.ndarray, ridge: float) -> np.ndarray:
@@ -111,68 +185,106 @@ def _inverse_spectrum(values: np.ndarray, ridge: float) -> np.ndarray:
     return np.where(shifted > tolerance, 1.0 / np.where(shifted > tolerance, shifted, 1.0), 0.0)
 
 
-def fit_datamodels(masks, logits, ridge: float, chunk_size: int = 4096, out=None):
-    """Ridge datamodels from subset models (module docstring: the estimator).
+# read(columns) -> float64 [M, b] outputs; write(columns, float32 [K, b]).
+Reader = Callable[[slice], np.ndarray]
+Writer = Callable[[slice, np.ndarray], None]
 
-    masks: bool [M, n_train]; logits: float32 [M, n_points, n_classes] (a
-    memory map works). Outputs are processed `chunk_size` (point, class)
-    columns at a time, so memory stays at about M * chunk_size floats beyond
-    the result. `out` may be a preallocated float32 [n_train, n_points,
-    n_classes] array (e.g. np.lib.format.open_memmap) to write beta into.
-    Returns (beta float32 [n_train, n_points, n_classes], intercept float32
-    [n_points, n_classes]).
-    """
+
+def fit_columns(
+    fit: RidgeMap, read: Reader, n_columns: int, write: Writer, block_columns: int
+) -> np.ndarray:
+    """Apply the fit to the outputs a block of columns at a time; returns the intercept,
+    float32 [n_columns]. Only one block of outputs is ever in memory."""
+    intercept = np.empty(n_columns, dtype=np.float32)
+    for start in range(0, n_columns, block_columns):
+        columns = slice(start, min(start + block_columns, n_columns))
+        outputs = read(columns)  # float64 [M, b]
+        mean = outputs.mean(axis=0)
+        outputs -= mean
+        intercept[columns] = mean - fit.intercept_map @ outputs
+        stored = fit.coefficient_map @ outputs  # [K, b]
+        del outputs
+        write(columns, stored.astype(np.float32))
+    return intercept
+
+
+def rows_columns(
+    mask_columns, read: Reader, n_columns: int, write: Writer, block_columns: int
+) -> None:
+    """Write F's rows of beta from dual coefficients, a block of columns at a time:
+    rows = (X[:, F] - mean)^T A. mask_columns: bool [M, |F|], the masks' columns of F
+    (a column's mean is the fit's mean); read(columns) -> [M, b] of A."""
+    loadings = mask_columns - mask_columns.mean(axis=0)  # float64 [M, |F|], Xc[:, F]
+    for start in range(0, n_columns, block_columns):
+        columns = slice(start, min(start + block_columns, n_columns))
+        coefficients = np.asarray(read(columns), dtype=np.float64)  # [M, b]
+        write(columns, (loadings.T @ coefficients).astype(np.float32))
+
+
+def fit_datamodels(masks, logits, ridge: float, block_columns: int | None = None):
+    """Ridge datamodels in memory (module docstring: the estimator), through the stored
+    form and its rows: (beta float32 [n_train, n_points, n_classes], intercept float32
+    [n_points, n_classes]). masks: bool [M, n_train]; logits: [M, n_points, n_classes]."""
     masks = np.asarray(masks, dtype=bool)
     n_models, n_train = masks.shape
     if logits.ndim != 3 or len(logits) != n_models:
         raise ValueError(f"logits must be [M={n_models}, n_points, n_classes], got {logits.shape}")
     _, n_points, n_classes = logits.shape
-    outputs = logits.reshape(n_models, n_points * n_classes)
-    projection = _projection(masks, ridge)  # [n_train, M]
-    mask_mean = masks.mean(axis=0)  # [n_train]
-    beta = out if out is not None else np.empty((n_train, n_points, n_classes), np.float32)
-    beta_flat = beta.reshape(n_train, n_points * n_classes)
-    intercept = np.empty(n_points * n_classes, dtype=np.float32)
-    for start in range(0, outputs.shape[1], chunk_size):
-        columns = slice(start, start + chunk_size)
-        y = np.asarray(outputs[:, columns], dtype=np.float64)  # [M, chunk]
-        y_mean = y.mean(axis=0)
-        chunk_beta = projection @ (y - y_mean)  # [n_train, chunk]
-        beta_flat[:, columns] = chunk_beta
-        intercept[columns] = y_mean - mask_mean @ chunk_beta
-    return beta, intercept.reshape(n_points, n_classes)
+    n_columns = n_points * n_classes
+    outputs = logits.reshape(n_models, n_columns)
+    block = (
+        block_columns or datamodel_fit_plan(n_models, n_train, n_points, n_classes).block_columns
+    )
+    stored = np.empty((min(n_models, n_train), n_columns), dtype=np.float32)
+
+    def write(columns, values):
+        stored[:, columns] = values
+
+    intercept = fit_columns(
+        ridge_map(masks, ridge),
+        lambda columns: np.array(outputs[:, columns], dtype=np.float64),
+        n_columns,
+        write,
+        block,
+    )
+    beta = datamodel_rows(stored, masks, np.arange(n_train), block_columns)
+    return beta.reshape(n_train, n_points, n_classes), intercept.reshape(n_points, n_classes)
 
 
-def fit_datamodels_to_files(masks, logits, ridge: float, datamodels_path, intercept_path):
-    """fit_datamodels written into datamodels_path (a .npy, atomically) and intercept_path."""
-    n_train = np.shape(masks)[1]
-    _, n_points, n_classes = logits.shape
-    with atomic_path(datamodels_path) as temporary:
-        beta = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
-                                         shape=(n_train, n_points, n_classes))
-        _, intercept = fit_datamodels(masks, logits, ridge, out=beta)
-        beta.flush()
-        del beta
-    save_array(intercept_path, intercept)
-    return intercept
+def datamodel_rows(stored, masks, forget_indices, block_columns: int | None = None):
+    """F's rows of beta from the stored form, in memory: float32 [|F|, n_columns].
+    stored: float32 [K, n_columns] (coefficients or weights); masks: bool [M, n_train]."""
+    masks = np.asarray(masks, dtype=bool)
+    forget = np.asarray(forget_indices, dtype=np.int64)
+    n_models, n_train = masks.shape
+    n_columns = stored.shape[1]
+    if not is_dual(n_models, n_train):
+        return np.asarray(stored[forget], dtype=np.float32)
+    rows = np.empty((len(forget), n_columns), dtype=np.float32)
+    block = block_columns or datamodel_rows_plan(len(forget), n_columns, 1, n_models).block_columns
+
+    def write(columns, values):
+        rows[:, columns] = values
+
+    rows_columns(masks[:, forget], lambda columns: stored[:, columns], n_columns, write, block)
+    return rows
 
 
-def predicted_logits(original_logits, beta, forget_indices, points=None,
-                     multiplier: float = 1.0) -> np.ndarray:
+def predicted_logits(original_logits, rows, points=None, multiplier: float = 1.0) -> np.ndarray:
     """Datamodel prediction of a model retrained without F: float32 [n_points, C].
 
-    original_logits [n_points, C] minus multiplier * beta[F].sum(0). With
-    `points` (evaluation-point indices), original_logits holds only those
-    rows, [len(points), C], and so does the result. `beta` may be a memory
-    map: only F's rows are read.
+    original_logits [n_points, C] minus multiplier * rows.sum(0), where rows
+    [|F|, n_points, C] are F's rows of beta (results/datamodels/rows/{forget_set}.npy).
+    With `points` (evaluation-point indices), original_logits holds only those
+    rows, [len(points), C], and so does the result. `rows` may be a memory map:
+    it is read a few rows at a time.
     """
-    forget = np.sort(np.asarray(forget_indices, dtype=np.int64))
     original_logits = np.asarray(original_logits, dtype=np.float64)
     removed = np.zeros_like(original_logits)
-    # A few rows at a time: F's rows of a large dataset's beta need not fit in memory.
-    rows = max(1, PREDICTION_CHUNK_ELEMENTS // max(1, beta.shape[1] * beta.shape[2]))
-    for start in range(0, len(forget), rows):
-        weights = beta[forget[start:start + rows]]  # [rows, n_points, C]
+    # A few rows at a time: F's rows of a large dataset need not fit in memory.
+    step = max(1, PREDICTION_CHUNK_ELEMENTS // max(1, rows.shape[1] * rows.shape[2]))
+    for start in range(0, len(rows), step):
+        weights = rows[start : start + step]  # [step, n_points, C]
         if points is not None:
             weights = weights[:, np.asarray(points, dtype=np.int64)]
         removed += np.asarray(weights, dtype=np.float64).sum(axis=0)

@@ -25,3 +25,8 @@ def datamodel_fit_params(wildcards):
         "ridge": config["datamodels"]["ridge"],
         "datamodels_version": klomflow.training.datamodels.VERSION,
     }
+
+
+def datamodel_rows_params(wildcards):
+    """The code version of the rows (rerun trigger); the fit's own params are its input's."""
+    return {"datamodels_version": klomflow.training.datamodels.VERSION}

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 def extra_inputs():
     return {
         "holdout_oracle_logits": rules.gather_holdout_oracle_logits.output.logits,
-        "datamodels": rules.fit_datamodels.output.datamodels,
+        "datamodel_rows": rules.compute_datamodel_rows.output.rows,
     }
 
 

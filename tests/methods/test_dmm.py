@@ -1,4 +1,4 @@
-"""dmm: fine-tuning towards datamodel-predicted logits."""
+"""dmm: fine-tuning towards datamodel-predicted logits (from F's rows of beta)."""
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ def test_matches_original_logits_minus_the_forget_weights():
     shift = torch.randn(len(data.train_y), 1, data.n_classes, generator=generator) * 0.2
     beta = (shift + 0.01 * torch.randn(len(data.train_y), len(data.train_y), data.n_classes,
                                        generator=generator)).numpy()
-    data.extras = {"datamodels": beta}
     forget = data.forget_indices.numpy()
+    data.extras = {"datamodel_rows": beta[forget]}
     target = predict_logits(model, data.train_x, data.device) - beta[forget].sum(axis=0)
     before_weights = weights_of(model)
     before = ((predict_logits(model, data.forget_x, data.device) - target[forget]) ** 2).mean()
@@ -40,7 +40,7 @@ def test_no_correction_leaves_the_model_where_it_is():
     # multiplier 0: the targets are the original's own logits, so the MSE
     # gradient is zero and Adam does not move.
     model, data = make_tiny_problem()
-    data.extras = {"datamodels": random_datamodels(data)}
+    data.extras = {"datamodel_rows": random_datamodels(data)[data.forget_indices.numpy()]}
     before = weights_of(model)
     model = METHOD.unlearn(model, data, FAST | {"multiplier": 0.0})
     assert max_weight_change(before, model) < 1e-6
@@ -49,8 +49,8 @@ def test_no_correction_leaves_the_model_where_it_is():
 def test_paper_defaults_move_the_model_towards_the_targets():
     model, data = make_tiny_problem()
     beta = random_datamodels(data, scale=0.3)
-    data.extras = {"datamodels": beta}
     forget = data.forget_indices.numpy()
+    data.extras = {"datamodel_rows": beta[forget]}
     original = predict_logits(model, data.forget_x, data.device)
     target = original - beta[forget][:, forget].sum(axis=0)
     model = METHOD.unlearn(model, data, METHOD.defaults)
@@ -58,7 +58,7 @@ def test_paper_defaults_move_the_model_towards_the_targets():
     assert ((after - target) ** 2).mean() < ((original - target) ** 2).mean()
 
 
-def test_declares_datamodels_and_is_not_a_diagnostic():
-    assert METHOD.needs == ("datamodels",) and not METHOD.diagnostic
+def test_declares_datamodel_rows_and_is_not_a_diagnostic():
+    assert METHOD.needs == ("datamodel_rows",) and not METHOD.diagnostic
     assert not METHOD.outputs_logits
     assert np.isclose(METHOD.defaults["lr"], 5e-4) and METHOD.defaults["batch_size"] == 512

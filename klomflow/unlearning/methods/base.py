@@ -35,7 +35,7 @@ class UnlearningData:
     device: torch.device
     log: Callable[[str], None] = print
     # Inputs only some methods declare in `Method.needs`, e.g. held-out oracle
-    # logits for oracle_matching or datamodels for dmm.
+    # logits for oracle_matching or the forget set's datamodel rows for dmm.
     extras: dict = field(default_factory=dict)
     # All evaluation points [n_points, ...] (training points first, in index
     # order, then validation points), for methods that return logits; the

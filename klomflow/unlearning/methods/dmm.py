@@ -7,9 +7,9 @@ the original model by MSE towards
 on F (repeated forget_mult times) plus a random retain sample of
 retain_mult * |F| points; Adam, learning rate times lr_decay per epoch
 (klomflow.unlearning.methods.matching.match_logits, shared with oracle_matching).
-Data: forget set, a sample of the retain set, datamodels (beta
-[n_train, n_points, n_classes]; only F's rows and the fine-tuning points'
-columns are read).
+Data: forget set, a sample of the retain set, the datamodel rows of F
+(`datamodel_rows`: beta[F], [|F|, n_points, n_classes]; only the fine-tuning
+points' columns are read).
 
 Differences from the authors' code: f_original is the original model's
 logits in evaluation mode, computed once before fine-tuning (the authors
@@ -22,7 +22,11 @@ from __future__ import annotations
 from klomflow.training.datamodels import predicted_logits
 from klomflow.training.loop import predict_logits
 from klomflow.unlearning.methods.base import implement
-from klomflow.unlearning.methods.matching import check_datamodels, finetuning_indices, match_logits
+from klomflow.unlearning.methods.matching import (
+    check_datamodel_rows,
+    finetuning_indices,
+    match_logits,
+)
 
 
 def matching_targets(model, data, params):
@@ -31,13 +35,14 @@ def matching_targets(model, data, params):
     Draws the retain sample from `data.generator`; reads `model` (the original,
     in evaluation mode) before any fine-tuning.
     """
-    beta = data.extras["datamodels"]
-    check_datamodels(beta, data)
+    rows = data.extras["datamodel_rows"]
+    check_datamodel_rows(rows, data)
     indices = finetuning_indices(data, params)
     original = predict_logits(model, data.train_x[indices.to(data.device)], data.device)
     # Training index i is evaluation point i (training points come first).
-    targets = predicted_logits(original, beta, data.forget_indices.cpu().numpy(),
-                               points=indices.numpy(), multiplier=params["multiplier"])
+    targets = predicted_logits(
+        original, rows, points=indices.numpy(), multiplier=params["multiplier"]
+    )
     return indices, targets
 
 

@@ -1,5 +1,5 @@
 """Fine-tuning towards target logits, shared by oracle_matching and dmm, and the check of
-the datamodels that dmm and dm_direct read (Georgiev et al. 2024, "Attribute-to-Delete:
+the datamodel rows that dmm and dm_direct read (Georgiev et al. 2024, "Attribute-to-Delete:
 Machine Unlearning via Datamodel Matching", arXiv 2410.23232; the recipe in docs/methods.md).
 """
 
@@ -42,8 +42,9 @@ def match_logits(model, data, indices: torch.Tensor, targets, params):
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
     for _ in range(params["epochs"]):
-        for batch in shuffled_batches(len(indices), params["batch_size"], data.generator,
-                                      data.device):
+        for batch in shuffled_batches(
+            len(indices), params["batch_size"], data.generator, data.device
+        ):
             with autocast(data.device):
                 logits = model(x[batch])
             loss = F.mse_loss(logits.float(), targets[batch])
@@ -55,12 +56,14 @@ def match_logits(model, data, indices: torch.Tensor, targets, params):
     return model
 
 
-def check_datamodels(beta, data, n_points=None) -> None:
-    """Refuse datamodels whose shape is not [n_train, n_points, n_classes] of `data`."""
-    if beta.ndim != 3 or beta.shape[0] != len(data.train_y) or beta.shape[2] != data.n_classes:
+def check_datamodel_rows(rows, data, n_points=None) -> None:
+    """Refuse datamodel rows whose shape is not [|F|, n_points, n_classes] of `data`
+    (results/datamodels/rows/{forget_set}.npy: row k is beta[forget_indices[k]])."""
+    n_forget = len(data.forget_indices)
+    if rows.ndim != 3 or rows.shape[0] != n_forget or rows.shape[2] != data.n_classes:
         raise ValueError(
-            f"datamodels have shape {beta.shape}; expected [n_train={len(data.train_y)}, "
+            f"datamodel rows have shape {rows.shape}; expected [|F|={n_forget}, "
             f"n_points, n_classes={data.n_classes}]"
         )
-    if n_points is not None and beta.shape[1] != n_points:
-        raise ValueError(f"datamodels cover {beta.shape[1]} points; the data has {n_points}")
+    if n_points is not None and rows.shape[1] != n_points:
+        raise ValueError(f"datamodel rows cover {rows.shape[1]} points; the data has {n_points}")

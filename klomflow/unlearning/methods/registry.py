@@ -56,7 +56,7 @@ class MethodSpec:
 
 # What the workflow can put in UnlearningData.extras, for a method's `needs`: one rule's
 # output each (rules/functions/unlearn.smk, extra_inputs).
-EXTRA_INPUTS = ("holdout_oracle_logits", "datamodels")
+EXTRA_INPUTS = ("holdout_oracle_logits", "datamodel_rows")
 
 
 # The recipe of the Datamodel Matching paper (docs/methods.md), shared by oracle_matching and dmm.
@@ -115,8 +115,11 @@ SPECS = (
     MethodSpec("oracle_matching", version="2", needs=("holdout_oracle_logits",),
                diagnostic=True, defaults={"n_oracles": 10, **MATCHING_DEFAULTS}),
     # multiplier scales the datamodel correction (1 = the datamodels as fitted).
-    MethodSpec("dmm", needs=("datamodels",), defaults={**MATCHING_DEFAULTS, "multiplier": 1.0}),
-    MethodSpec("dm_direct", needs=("datamodels",), outputs_logits=True,
+    # Version 2 (both): they read the forget set's rows of the datamodels (datamodel_rows,
+    # [|F|, n_points, n_classes]) instead of the whole table.
+    MethodSpec("dmm", version="2", needs=("datamodel_rows",),
+               defaults={**MATCHING_DEFAULTS, "multiplier": 1.0}),
+    MethodSpec("dm_direct", version="2", needs=("datamodel_rows",), outputs_logits=True,
                defaults={"multiplier": 1.0}),
 )
 

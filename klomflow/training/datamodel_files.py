@@ -1,0 +1,209 @@
+"""The datamodel rules' files: the fits read the subset models' logits from their shard
+files a block of columns at a time and write their outputs a block at a time, so memory
+follows the block, not the data (klomflow/training/datamodel_plan.py states the peak).
+
+Every shard is opened as a memory map for one block and closed again: pages a block
+touched leave the job's memory with it. Outputs are written with plain writes into a
+preallocated .npy (no map, so nothing written stays in the job's memory), under a
+temporary name renamed into place at the end (klomflow/io.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from klomflow.io import atomic_path, save_array
+from klomflow.metrics.margins import margins_from_logits
+from klomflow.training.datamodel_plan import (
+    BLOCK_BYTES,
+    datamodel_fit_plan,
+    datamodel_rows_plan,
+    margin_datamodel_fit_plan,
+)
+from klomflow.training.datamodels import fit_columns, is_dual, ridge_map, rows_columns
+
+
+class NpyColumns:
+    """A float32 .npy of `shape` [K, ...] at `path`, written a block of columns of its
+    [K, prod(rest)] view at a time (one write per row of the block)."""
+
+    def __init__(self, path, shape):
+        self.path, self.rows = path, shape[0]
+        self.n_columns = int(np.prod(shape[1:]))
+        with open(path, "wb") as handle:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": tuple(int(n) for n in shape),
+            }
+            np.lib.format.write_array_header_1_0(handle, header)
+            self.offset = handle.tell()
+            handle.truncate(self.offset + 4 * self.rows * self.n_columns)
+
+    def write(self, columns: slice, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.float32)  # [K, b]
+        with open(self.path, "r+b") as handle:
+            for row in range(self.rows):
+                position = self.offset + 4 * (row * self.n_columns + columns.start)
+                os.pwrite(handle.fileno(), values[row].tobytes(), position)
+
+
+def _flat(path):
+    """The shard's memory map as [rows, columns] (a view, no copy)."""
+    array = np.load(path, mmap_mode="r")
+    return array.reshape(len(array), -1)
+
+
+def shard_sizes(logit_paths, mask_paths) -> list[int]:
+    """Models per shard, checked: each logit shard has as many rows as its mask shard."""
+    sizes = []
+    for logits, masks in zip(logit_paths, mask_paths, strict=True):
+        n_logits, n_masks = len(np.load(logits, mmap_mode="r")), len(np.load(masks, mmap_mode="r"))
+        if n_logits != n_masks:
+            raise ValueError(f"{logits} holds {n_logits} models, {masks} {n_masks}")
+        sizes.append(n_logits)
+    return sizes
+
+
+def load_masks(mask_paths) -> np.ndarray:
+    """bool [M, n_train]: the shards' masks in seed order."""
+    return np.concatenate([np.asarray(np.load(path), dtype=bool) for path in mask_paths])
+
+
+def logit_columns(logit_paths, n_models: int):
+    """read(columns) -> float64 [M, b]: columns of the (point, class) outputs, shard by shard."""
+
+    def read(columns: slice) -> np.ndarray:
+        outputs = np.empty((n_models, columns.stop - columns.start))
+        row = 0
+        for path in logit_paths:
+            shard = _flat(path)
+            outputs[row : row + len(shard)] = shard[:, columns]
+            row += len(shard)
+            del shard
+        return outputs
+
+    return read
+
+
+def fit_datamodels_to_files(
+    logit_paths,
+    mask_paths,
+    ridge: float,
+    coefficients_path,
+    intercept_path,
+    block_bytes: int = BLOCK_BYTES,
+):
+    """The stored datamodels (klomflow/training/datamodels.py) from the shard files:
+    coefficients [K, n_points, n_classes] and the intercept. Returns the plan it ran."""
+    sizes = shard_sizes(logit_paths, mask_paths)
+    masks = load_masks(mask_paths)
+    n_models, n_train = masks.shape
+    _, n_points, n_classes = np.load(logit_paths[0], mmap_mode="r").shape
+    plan = datamodel_fit_plan(
+        n_models, n_train, n_points, n_classes, models_per_shard=max(sizes), block_bytes=block_bytes
+    )
+    fit = ridge_map(masks, ridge, block_bytes=block_bytes)
+    del masks
+    with atomic_path(coefficients_path) as temporary:
+        stored = NpyColumns(temporary, (min(n_models, n_train), n_points, n_classes))
+        intercept = fit_columns(
+            fit,
+            logit_columns(logit_paths, n_models),
+            stored.n_columns,
+            stored.write,
+            plan.block_columns,
+        )
+    save_array(intercept_path, intercept.reshape(n_points, n_classes))
+    return plan
+
+
+def forget_mask_columns(mask_paths, forget) -> tuple[np.ndarray, int]:
+    """(bool [M, |F|]: the masks' columns of F, n_train), one shard map at a time."""
+    columns, n_train = [], None
+    for path in mask_paths:
+        shard = np.load(path, mmap_mode="r")
+        n_train = shard.shape[1]
+        columns.append(np.asarray(shard[:, forget], dtype=bool))
+        del shard
+    return np.concatenate(columns), n_train
+
+
+def datamodel_rows_to_file(
+    coefficients_path, mask_paths, forget_indices, rows_path, block_bytes: int = BLOCK_BYTES
+):
+    """F's rows of beta, float32 [|F|, n_points, n_classes] at rows_path, row k =
+    beta[forget_indices[k]], from the stored datamodels. Returns the plan it ran."""
+    forget = np.asarray(forget_indices, dtype=np.int64)
+    mask_columns, n_train = forget_mask_columns(mask_paths, forget)
+    n_models = len(mask_columns)
+    n_stored, n_points, n_classes = np.load(coefficients_path, mmap_mode="r").shape
+    if n_stored != min(n_models, n_train):
+        raise ValueError(
+            f"{coefficients_path} holds {n_stored} rows; {n_models} subset models "
+            f"of {n_train} training points make {min(n_models, n_train)}"
+        )
+    if len(forget) and (forget.min() < 0 or forget.max() >= n_train):
+        raise ValueError(f"forget indices outside 0..{n_train - 1}")
+    plan = datamodel_rows_plan(len(forget), n_points, n_classes, n_models, block_bytes=block_bytes)
+
+    def read(columns: slice) -> np.ndarray:
+        stored = _flat(coefficients_path)
+        block = np.array(
+            stored[:, columns]
+            if is_dual(n_models, n_train)
+            else stored[forget, columns.start : columns.stop],
+            dtype=np.float64,
+        )
+        del stored
+        return block
+
+    with atomic_path(rows_path) as temporary:
+        rows = NpyColumns(temporary, (len(forget), n_points, n_classes))
+        if is_dual(n_models, n_train):
+            rows_columns(mask_columns, read, rows.n_columns, rows.write, plan.block_columns)
+        else:  # the weights are stored: F's rows as they are
+            for start in range(0, rows.n_columns, plan.block_columns):
+                columns = slice(start, min(start + plan.block_columns, rows.n_columns))
+                rows.write(columns, read(columns))
+    return plan
+
+
+def fit_margin_datamodel_to_file(
+    logit_paths, mask_paths, train_labels, ridge: float, path, block_bytes: int = BLOCK_BYTES
+):
+    """Θ [n_train, n_train] float32 at `path`, Θ[i, x] = effect of training point i on
+    training point x's margin: the ridge fit (the same masks and ridge as the logit
+    datamodels) to the subset models' margins of the training points, computed for a
+    block of points x at a time. Returns the plan it ran."""
+    train_labels = np.asarray(train_labels)
+    sizes = shard_sizes(logit_paths, mask_paths)
+    masks = load_masks(mask_paths)
+    n_models, n_train = masks.shape
+    if len(train_labels) != n_train:
+        raise ValueError(f"{len(train_labels)} training labels for masks of {n_train} points")
+    n_classes = np.load(logit_paths[0], mmap_mode="r").shape[2]
+    plan = margin_datamodel_fit_plan(
+        n_models, n_train, n_classes, models_per_shard=max(sizes), block_bytes=block_bytes
+    )
+    fit = ridge_map(masks, ridge, weights=True, block_bytes=block_bytes)
+    del masks
+
+    def read(columns: slice) -> np.ndarray:
+        margins = np.empty((n_models, columns.stop - columns.start))
+        row = 0
+        for shard_path in logit_paths:
+            shard = np.load(shard_path, mmap_mode="r")
+            margins[row : row + len(shard)] = margins_from_logits(
+                shard[:, columns], train_labels[columns]
+            )
+            row += len(shard)
+            del shard
+        return margins
+
+    with atomic_path(path) as temporary:
+        theta = NpyColumns(temporary, (n_train, n_train))
+        fit_columns(fit, read, n_train, theta.write, plan.block_columns)
+    return plan
