@@ -49,9 +49,12 @@ def snakemake(folder: Path, *arguments, config_name="config.yaml", check=True, t
     return result
 
 
-def planned_jobs(folder: Path, config_name="config.yaml") -> dict:
-    """{rule: count} of the jobs a dry run would execute."""
-    result = snakemake(folder, "--dry-run", "--quiet", "rules", config_name=config_name)
+def planned_jobs(folder: Path, config_name="config.yaml", *targets) -> dict:
+    """{rule: count} of the jobs a dry run (of `targets`, default all) would execute."""
+    # Targets after an option of one value (--configfile and --quiet take several).
+    cores = ("--cores", "1") if targets else ()
+    result = snakemake(folder, "--dry-run", "--quiet", "rules", *cores, *targets,
+                       config_name=config_name)
     return parse_job_stats(result.stdout + result.stderr)
 
 

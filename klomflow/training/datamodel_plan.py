@@ -4,27 +4,32 @@ The fits (klomflow/training/datamodels.py, datamodel_files.py) read the subset m
 logits in column blocks and size each block from `BLOCK_BYTES`; these functions state
 their peak memory as formulas of the shapes, so that a budget can be read before a job
 runs (planning imports neither numpy nor torch). Each term is an array the code holds at
-its peak, in bytes; `PROCESS_BYTES` stands for the interpreter and numpy themselves.
+its peak, in bytes; `PROCESS_BYTES` stands for the interpreter and numpy themselves, and
+`SMALL_BYTES` for the vectors and Python objects besides the arrays counted.
 
 Notation: M subset models, n training points, P = n_points * n_classes outputs,
 m models per shard file, b columns per block, t training columns per block of the
 kernel, |F| forget-set size.
 
 - datamodel_fit_plan (rule fit_datamodels), the larger of two phases:
-  solve:  M n (masks) + 8 n + max(8 M t + 8 M^2, EIGH_FACTOR 8 K^2) + 8 M K
-          (K = min(M, n): the dual kernel M x M, or the primal Gram matrix n x n; numpy's
-          eigh holds its input, a copy, the vectors and LAPACK's 2 K^2 workspace; 8 M K is
-          the primal map, 0 in the dual)
-  blocks: 8 M K (the map) + 4 P (intercept) + b (8 M + 4 m + 12 K)
-          (a block of outputs in float64, one shard's mapped columns, the stored block
-          in float64 and float32; the masks are freed before the blocks)
-- margin_datamodel_fit_plan (rule fit_margin_datamodel): as above with K = n rows of
-  weights (the whole margin_train matrix, n x n, is written) and per column
-  b (8 M + 24 m C + 12 n): a shard's logits of the block's points in float32, in float64
-  and their copy inside margins_from_logits.
+  solve:  M n (masks) + 8 n + max(building + 16 K^2, EIGH_FACTOR 8 K^2) + 8 M R
+          (K = min(M, n): the dual kernel M x M, or the primal Gram matrix n x n, summed
+          from blocks of centred masks of about BLOCK_BYTES (`building`), each block's
+          product beside it; numpy's eigh
+          holds its input, a copy, the vectors and LAPACK's 2 K^2 workspace; R rows of a
+          kept map: 0 in the dual, n in the primal)
+  blocks: 8 M K (the map) + 4 P (intercept) + b max(8 M' + 4 m, 8 M' + 8 K, 12 K),
+          M' = M + 1
+          (a block of outputs in float64 beside one shard's mapped columns, then beside
+          the stored block in float64, then that in float64 and float32; the masks are
+          freed before the blocks)
+- margin_datamodel_fit_plan (rule fit_margin_datamodel): as above with R = K = n (the
+  weights of the whole margin_train matrix, n x n, are written) and per column
+  max(8 M' + 38 m C, 8 M' + 8 n, 12 n): a shard's logits of the block's points mapped
+  (4 m C) and in margins_from_logits' float64 temporaries (34 m C, measured).
 - datamodel_rows_plan (rule compute_datamodel_rows): 9 M |F| (F's mask columns, bool and
-  centred float64) + b (12 M + 12 |F|) (a block of coefficients mapped and in float64,
-  F's rows in float64 and float32).
+  centred float64) + b max(12 M, 8 M + 8 |F|, 12 |F|) (a block of coefficients mapped
+  and in float64, then F's rows in float64 beside it, then in float64 and float32).
 """
 
 from __future__ import annotations
@@ -40,9 +45,16 @@ BLOCK_BYTES = 1 << 30
 # fit of 1 model's shapes (benchmarks/datamodel_scale.py prints it).
 PROCESS_BYTES = 100 << 20
 
+# Vectors and Python objects a fit makes besides the arrays the formulas count.
+SMALL_BYTES = 1 << 20
+
 # numpy.linalg.eigh of a K x K float64 matrix holds its input, a copy LAPACK works on,
 # the eigenvectors and syevd's workspace of 2 K^2: 5 K^2 doubles at its peak.
 EIGH_FACTOR = 5
+
+# Bytes per logit of a block while margins_from_logits turns it into margins: the mapped
+# float32 logits and its float64 temporaries (34 bytes, measured with tracemalloc).
+MARGIN_BYTES_PER_LOGIT = 38
 
 # The .npy header numpy writes (format 1.0, padded to 64 bytes; 128 for these shapes).
 NPY_HEADER_BYTES = 128
@@ -82,7 +94,7 @@ def _solve_bytes(n_models: int, n_train: int, n_rows: int, block_bytes: int) -> 
     return (
         n_models * n_train
         + FLOAT64 * n_train
-        + max(building + kernel, EIGH_FACTOR * kernel)
+        + max(building + 2 * kernel, EIGH_FACTOR * kernel)
         + FLOAT64 * n_models * n_rows
     )
 
@@ -108,7 +120,8 @@ def datamodel_fit_plan(
     shard = models_per_shard or n_models
     rows = min(n_models, n_train)
     n_columns = n_points * n_classes
-    column = FLOAT64 * n_models + FLOAT32 * shard + (FLOAT64 + FLOAT32) * rows
+    outputs = FLOAT64 * (n_models + 1)  # and their mean
+    column = max(outputs + FLOAT32 * shard, outputs + FLOAT64 * rows, (FLOAT64 + FLOAT32) * rows)
     block = block_columns or block_columns_for(column, n_columns, block_bytes)
     stored_map = 0 if n_models < n_train else n_train  # the primal keeps H [n_train, M]
     solve = _solve_bytes(n_models, n_train, stored_map, block_bytes)
@@ -117,7 +130,7 @@ def datamodel_fit_plan(
         "coefficients": _npy(rows, n_points, n_classes, itemsize=FLOAT32),
         "intercept": _npy(n_points, n_classes, itemsize=FLOAT32),
     }
-    return AllocationPlan(PROCESS_BYTES + max(solve, blocks), written, block)
+    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + max(solve, blocks), written, block)
 
 
 def margin_datamodel_fit_plan(
@@ -130,16 +143,17 @@ def margin_datamodel_fit_plan(
 ) -> AllocationPlan:
     """fit_margin_datamodel: margin_train [n_train, n_train] float32, Θ[i, x]."""
     shard = models_per_shard or n_models
-    column = (
-        FLOAT64 * n_models
-        + (FLOAT32 + 2 * FLOAT64) * shard * n_classes
-        + (FLOAT64 + FLOAT32) * n_train
+    outputs = FLOAT64 * (n_models + 1)  # and their mean
+    column = max(
+        outputs + MARGIN_BYTES_PER_LOGIT * shard * n_classes,
+        outputs + FLOAT64 * n_train,
+        (FLOAT64 + FLOAT32) * n_train,
     )
     block = block_columns or block_columns_for(column, n_train, block_bytes)
     solve = _solve_bytes(n_models, n_train, n_train, block_bytes)
     blocks = FLOAT64 * n_models * n_train + FLOAT32 * n_train + block * column
     written = {"theta": _npy(n_train, n_train, itemsize=FLOAT32)}
-    return AllocationPlan(PROCESS_BYTES + max(solve, blocks), written, block)
+    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + max(solve, blocks), written, block)
 
 
 def datamodel_rows_plan(
@@ -153,8 +167,12 @@ def datamodel_rows_plan(
     """compute_datamodel_rows: F's rows float32 [|F|, n_points, n_classes] (the dual's
     bound; with M >= n_train the rows are copied from the weights, which takes less)."""
     n_columns = n_points * n_classes
-    column = (FLOAT32 + FLOAT64) * (n_models + n_forget)
+    column = max(
+        (FLOAT32 + FLOAT64) * n_models,
+        FLOAT64 * (n_models + n_forget),
+        (FLOAT64 + FLOAT32) * n_forget,
+    )
     block = block_columns or block_columns_for(column, n_columns, block_bytes)
     loadings = (1 + FLOAT64) * n_models * n_forget
     written = {"rows": _npy(n_forget, n_points, n_classes, itemsize=FLOAT32)}
-    return AllocationPlan(PROCESS_BYTES + loadings + block * column, written, block)
+    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + loadings + block * column, written, block)

@@ -203,8 +203,11 @@ def fit_columns(
         outputs -= mean
         intercept[columns] = mean - fit.intercept_map @ outputs
         stored = fit.coefficient_map @ outputs  # [K, b]
-        del outputs
-        write(columns, stored.astype(np.float32))
+        del outputs  # a block's arrays go before the next block's come
+        stored_float32 = stored.astype(np.float32)
+        del stored
+        write(columns, stored_float32)
+        del stored_float32
     return intercept
 
 
@@ -218,7 +221,12 @@ def rows_columns(
     for start in range(0, n_columns, block_columns):
         columns = slice(start, min(start + block_columns, n_columns))
         coefficients = np.asarray(read(columns), dtype=np.float64)  # [M, b]
-        write(columns, (loadings.T @ coefficients).astype(np.float32))
+        rows = loadings.T @ coefficients  # [|F|, b]
+        del coefficients  # a block's arrays go before the next block's come
+        rows_float32 = rows.astype(np.float32)
+        del rows
+        write(columns, rows_float32)
+        del rows_float32
 
 
 def fit_datamodels(masks, logits, ridge: float, block_columns: int | None = None):
