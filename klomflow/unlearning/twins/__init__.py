@@ -57,7 +57,7 @@ TOGETHER = {
     "salun": ("1", salun),
     "scrub": ("2", scrub),
     "oracle_matching": ("2", oracle_matching),
-    "dmm": ("1", dmm),
+    "dmm": ("2", dmm),
 }
 
 
