@@ -167,7 +167,7 @@ def test_a_fit_allocates_within_its_plan(tmp_path):
         tmp_path, n_models, n_train, n_points, n_classes)
     block_bytes = 1 << 20
     plan = datamodel_plan.datamodel_fit_plan(n_models, n_train, n_points, n_classes,
-                                             models_per_shard=25, block_bytes=block_bytes)
+                                             block_bytes=block_bytes)
     tracemalloc.start()
     try:
         fit_datamodels_to_files(logit_paths, mask_paths, 0.1, tmp_path / "c.npy",
@@ -185,7 +185,7 @@ def test_a_fit_allocates_within_its_plan(tmp_path):
 def test_the_paper_scale_plans_fit_16_gb():
     """config/paper_cifar10.yaml's shapes: 5,000 subset models, 50,000 training points,
     60,000 points, 10 classes, 50 models per shard; the rows of its 5,000-point class."""
-    fit = datamodel_plan.datamodel_fit_plan(5000, 50000, 60000, 10, models_per_shard=50)
+    fit = datamodel_plan.datamodel_fit_plan(5000, 50000, 60000, 10)
     margin = datamodel_plan.margin_datamodel_fit_plan(5000, 50000, 10, models_per_shard=50)
     rows = datamodel_plan.datamodel_rows_plan(5000, 60000, 10, 5000)
     for plan in (fit, margin, rows):

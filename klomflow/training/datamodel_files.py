@@ -2,10 +2,10 @@
 files a block of columns at a time and write their outputs a block at a time, so memory
 follows the block, not the data (klomflow/training/datamodel_plan.py states the peak).
 
-Every shard is opened as a memory map for one block and closed again: pages a block
-touched leave the job's memory with it. Outputs are written with plain writes into a
-preallocated .npy (no map, so nothing written stays in the job's memory), under a
-temporary name renamed into place at the end (klomflow/io.py).
+Blocks are read with plain reads, row segment by row segment, straight into the block's
+float64 array: no memory map, whose pages (and the kernel's fault-around beside them)
+would count in the job's memory. Outputs are written likewise into a preallocated .npy,
+under a temporary name renamed into place at the end (klomflow/io.py).
 """
 
 from __future__ import annotations
@@ -50,17 +50,42 @@ class NpyColumns:
                 os.pwrite(handle.fileno(), values[row].tobytes(), position)
 
 
-def _flat(path):
-    """The shard's memory map as [rows, columns] (a view, no copy)."""
-    array = np.load(path, mmap_mode="r")
-    return array.reshape(len(array), -1)
+def npy_layout(path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, offset of the data) of a C-ordered .npy file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran_order, dtype = read_header(handle)
+        if fortran_order:
+            raise ValueError(f"{path}: a Fortran-ordered array; expected C order")
+        return shape, dtype, handle.tell()
+
+
+def read_columns(path, columns: slice, out: np.ndarray, rows=None) -> None:
+    """Columns `columns` of the .npy at `path`, seen as [K, prod(rest)], into `out`
+    [len(rows), b] (converted to its dtype); `rows` (default all) picks rows of K."""
+    shape, dtype, offset = npy_layout(path)
+    n_columns = int(np.prod(shape[1:]))
+    rows = range(shape[0]) if rows is None else rows
+    segment = np.empty(columns.stop - columns.start, dtype=dtype)
+    with open(path, "rb") as handle:
+        for position, row in enumerate(rows):
+            start = offset + dtype.itemsize * (int(row) * n_columns + columns.start)
+            handle.seek(start)
+            if handle.readinto(memoryview(segment).cast("B")) != segment.nbytes:
+                raise ValueError(f"{path}: shorter than its header says")
+            out[position] = segment
 
 
 def shard_sizes(logit_paths, mask_paths) -> list[int]:
     """Models per shard, checked: each logit shard has as many rows as its mask shard."""
     sizes = []
     for logits, masks in zip(logit_paths, mask_paths, strict=True):
-        n_logits, n_masks = len(np.load(logits, mmap_mode="r")), len(np.load(masks, mmap_mode="r"))
+        n_logits, n_masks = npy_layout(logits)[0][0], npy_layout(masks)[0][0]
         if n_logits != n_masks:
             raise ValueError(f"{logits} holds {n_logits} models, {masks} {n_masks}")
         sizes.append(n_logits)
@@ -79,10 +104,9 @@ def logit_columns(logit_paths, n_models: int):
         outputs = np.empty((n_models, columns.stop - columns.start))
         row = 0
         for path in logit_paths:
-            shard = _flat(path)
-            outputs[row : row + len(shard)] = shard[:, columns]
-            row += len(shard)
-            del shard
+            size = npy_layout(path)[0][0]
+            read_columns(path, columns, outputs[row : row + size])
+            row += size
         return outputs
 
     return read
@@ -98,13 +122,11 @@ def fit_datamodels_to_files(
 ):
     """The stored datamodels (klomflow/training/datamodels.py) from the shard files:
     coefficients [K, n_points, n_classes] and the intercept. Returns the plan it ran."""
-    sizes = shard_sizes(logit_paths, mask_paths)
+    shard_sizes(logit_paths, mask_paths)  # each logit shard beside its mask shard
     masks = load_masks(mask_paths)
     n_models, n_train = masks.shape
-    _, n_points, n_classes = np.load(logit_paths[0], mmap_mode="r").shape
-    plan = datamodel_fit_plan(
-        n_models, n_train, n_points, n_classes, models_per_shard=max(sizes), block_bytes=block_bytes
-    )
+    _, n_points, n_classes = npy_layout(logit_paths[0])[0]
+    plan = datamodel_fit_plan(n_models, n_train, n_points, n_classes, block_bytes=block_bytes)
     fit = ridge_map(masks, ridge, block_bytes=block_bytes)
     del masks
     with atomic_path(coefficients_path) as temporary:
@@ -139,7 +161,7 @@ def datamodel_rows_to_file(
     forget = np.asarray(forget_indices, dtype=np.int64)
     mask_columns, n_train = forget_mask_columns(mask_paths, forget)
     n_models = len(mask_columns)
-    n_stored, n_points, n_classes = np.load(coefficients_path, mmap_mode="r").shape
+    n_stored, n_points, n_classes = npy_layout(coefficients_path)[0]
     if n_stored != min(n_models, n_train):
         raise ValueError(
             f"{coefficients_path} holds {n_stored} rows; {n_models} subset models "
@@ -150,14 +172,9 @@ def datamodel_rows_to_file(
     plan = datamodel_rows_plan(len(forget), n_points, n_classes, n_models, block_bytes=block_bytes)
 
     def read(columns: slice) -> np.ndarray:
-        stored = _flat(coefficients_path)
-        block = np.array(
-            stored[:, columns]
-            if is_dual(n_models, n_train)
-            else stored[forget, columns.start : columns.stop],
-            dtype=np.float64,
-        )
-        del stored
+        rows = None if is_dual(n_models, n_train) else forget  # the weights' rows: F's
+        block = np.empty((n_models if rows is None else len(forget), columns.stop - columns.start))
+        read_columns(coefficients_path, columns, block, rows)
         return block
 
     with atomic_path(rows_path) as temporary:
@@ -184,7 +201,7 @@ def fit_margin_datamodel_to_file(
     n_models, n_train = masks.shape
     if len(train_labels) != n_train:
         raise ValueError(f"{len(train_labels)} training labels for masks of {n_train} points")
-    n_classes = np.load(logit_paths[0], mmap_mode="r").shape[2]
+    n_classes = npy_layout(logit_paths[0])[0][2]
     plan = margin_datamodel_fit_plan(
         n_models, n_train, n_classes, models_per_shard=max(sizes), block_bytes=block_bytes
     )
@@ -194,13 +211,16 @@ def fit_margin_datamodel_to_file(
     def read(columns: slice) -> np.ndarray:
         margins = np.empty((n_models, columns.stop - columns.start))
         row = 0
+        points = slice(columns.start * n_classes, columns.stop * n_classes)  # flat columns
         for shard_path in logit_paths:
-            shard = np.load(shard_path, mmap_mode="r")
-            margins[row : row + len(shard)] = margins_from_logits(
-                shard[:, columns], train_labels[columns]
+            size = npy_layout(shard_path)[0][0]
+            logits = np.empty((size, points.stop - points.start), dtype=np.float32)
+            read_columns(shard_path, points, logits)
+            margins[row : row + size] = margins_from_logits(
+                logits.reshape(size, -1, n_classes), train_labels[columns]
             )
-            row += len(shard)
-            del shard
+            del logits
+            row += size
         return margins
 
     with atomic_path(path) as temporary:

@@ -18,18 +18,17 @@ kernel, |F| forget-set size.
           product beside it; numpy's eigh
           holds its input, a copy, the vectors and LAPACK's 2 K^2 workspace; R rows of a
           kept map: 0 in the dual, n in the primal)
-  blocks: 8 M K (the map) + 4 P (intercept) + b max(8 M' + 4 m, 8 M' + 8 K, 12 K),
-          M' = M + 1
-          (a block of outputs in float64 beside one shard's mapped columns, then beside
-          the stored block in float64, then that in float64 and float32; the masks are
-          freed before the blocks)
+  blocks: 8 M K (the map) + 4 P (intercept) + b max(8 M' + 8 K, 12 K), M' = M + 1
+          (a block of outputs in float64 and their mean beside the stored block in
+          float64, then that in float64 and float32; the masks are freed before the
+          blocks; blocks are read without a memory map, so no mapped page counts)
 - margin_datamodel_fit_plan (rule fit_margin_datamodel): as above with R = K = n (the
   weights of the whole margin_train matrix, n x n, are written) and per column
-  max(8 M' + 38 m C, 8 M' + 8 n, 12 n): a shard's logits of the block's points mapped
+  max(8 M' + 38 m C, 8 M' + 8 n, 12 n): a shard's logits of the block's points read
   (4 m C) and in margins_from_logits' float64 temporaries (34 m C, measured).
 - datamodel_rows_plan (rule compute_datamodel_rows): 9 M |F| (F's mask columns, bool and
-  centred float64) + b max(12 M, 8 M + 8 |F|, 12 |F|) (a block of coefficients mapped
-  and in float64, then F's rows in float64 beside it, then in float64 and float32).
+  centred float64) + b max(8 M + 8 |F|, 12 |F|) (a block of coefficients in float64
+  with F's rows in float64 beside it, then those in float64 and float32).
 """
 
 from __future__ import annotations
@@ -41,9 +40,10 @@ from dataclasses import dataclass
 # large enough (thousands of columns) for BLAS to run at full speed.
 BLOCK_BYTES = 1 << 30
 
-# The process itself: Python, numpy and the job's imports, measured as the peak RSS of a
-# fit of 1 model's shapes (benchmarks/datamodel_scale.py prints it).
-PROCESS_BYTES = 100 << 20
+# The process itself: Python, numpy, pandas and pyarrow (klomflow.io), cold: 108 MiB of
+# peak RSS measured on 2026-12-07 (`python benchmarks/datamodel_scale.py` prints it). A job
+# forked from the warm job server shares that server's pages besides.
+PROCESS_BYTES = 120 << 20
 
 # Vectors and Python objects a fit makes besides the arrays the formulas count.
 SMALL_BYTES = 1 << 20
@@ -112,16 +112,14 @@ def datamodel_fit_plan(
     n_points: int,
     n_classes: int,
     block_columns: int | None = None,
-    models_per_shard: int | None = None,
     block_bytes: int = BLOCK_BYTES,
 ) -> AllocationPlan:
     """fit_datamodels: coefficients [K, n_points, n_classes] float32 (K = M, the dual, when
     M < n_train; else K = n_train, the weights themselves) and the intercept."""
-    shard = models_per_shard or n_models
     rows = min(n_models, n_train)
     n_columns = n_points * n_classes
     outputs = FLOAT64 * (n_models + 1)  # and their mean
-    column = max(outputs + FLOAT32 * shard, outputs + FLOAT64 * rows, (FLOAT64 + FLOAT32) * rows)
+    column = max(outputs + FLOAT64 * rows, (FLOAT64 + FLOAT32) * rows)
     block = block_columns or block_columns_for(column, n_columns, block_bytes)
     stored_map = 0 if n_models < n_train else n_train  # the primal keeps H [n_train, M]
     solve = _solve_bytes(n_models, n_train, stored_map, block_bytes)
@@ -167,11 +165,7 @@ def datamodel_rows_plan(
     """compute_datamodel_rows: F's rows float32 [|F|, n_points, n_classes] (the dual's
     bound; with M >= n_train the rows are copied from the weights, which takes less)."""
     n_columns = n_points * n_classes
-    column = max(
-        (FLOAT32 + FLOAT64) * n_models,
-        FLOAT64 * (n_models + n_forget),
-        (FLOAT64 + FLOAT32) * n_forget,
-    )
+    column = max(FLOAT64 * (n_models + n_forget), (FLOAT64 + FLOAT32) * n_forget)
     block = block_columns or block_columns_for(column, n_columns, block_bytes)
     loadings = (1 + FLOAT64) * n_models * n_forget
     written = {"rows": _npy(n_forget, n_points, n_classes, itemsize=FLOAT32)}
