@@ -11,9 +11,11 @@ for a forget set of 100 points, and reports their wall time and peak RSS (the ch
 ru_maxrss) beside the peak that klomflow/training/datamodel_plan.py predicts.
 
 It then fits time = a * M^alpha * P^beta (P = n_points * n_classes outputs) by least
-squares on the logarithms and extrapolates the fit's time to the paper's shapes (M = 5,000,
-n_train = 50,000, n_points = 60,000, C = 10), and the peak memory from the plan scaled by
-the largest measured/predicted ratio. The blocks use `--block-mib` (default 256 MiB, so
+squares on the logarithms, and, as a second model, time = M^2 (P + n_train) / rate (the
+fit's multiply-adds: the kernel M^2 n_train and the blocks M^2 P) with the median rate of
+the sizes; it extrapolates both to the paper's shapes (M = 5,000, n_train = 50,000,
+n_points = 60,000, C = 10), and the peak memory from the plan scaled by the largest
+measured/predicted ratio. The blocks use `--block-mib` (default 256 MiB, so
 that the larger sizes here run in several blocks; the rule uses BLOCK_BYTES, 1 GiB).
 """
 
@@ -153,6 +155,8 @@ def main():
               f"{gib(plan.peak_bytes)} | {rows_run['seconds']:.1f} | "
               f"{gib(rows_run['peak_rss'])} | {gib(rows_plan.peak_bytes)} |", flush=True)
     log_a, alpha, beta = fit_power_law(rows)
+    rate = float(np.median([row["M"] ** 2 * (row["P"] + row["n_train"]) / row["fit_seconds"]
+                            for row in rows]))
     ratio = max(row["fit_rss"] / row["plan"] for row in rows)
     print(f"\nfit time ~ {np.exp(log_a):.3g} s * M^{alpha:.2f} * P^{beta:.2f} "
           f"(least squares on {len(rows)} sizes); measured/planned peak "
@@ -165,9 +169,12 @@ def main():
     largest = rows[-1]
     rows_seconds = largest["rows_seconds"] * (5000 / N_FORGET) * (
         PAPER["n_models"] / largest["M"]) * (paper_columns / largest["P"])
+    flops_seconds = PAPER["n_models"] ** 2 * (paper_columns + PAPER["n_train"]) / rate
+    print(f"multiply-add rate of the fit, median of the sizes: {rate:.3g} per second")
     print(f"paper scale (M {PAPER['n_models']}, n_train {PAPER['n_train']}, "
           f"P {paper_columns}): fit about {seconds / 3600:.1f} hours on one thread "
-          f"(extrapolated), peak {gib(paper_plan.peak_bytes)} GiB planned "
+          f"(power law), {flops_seconds / 3600:.1f} hours (multiply-adds), "
+          f"peak {gib(paper_plan.peak_bytes)} GiB planned "
           f"({gib(paper_plan.peak_bytes * ratio)} GiB with the largest measured/planned ratio), "
           f"coefficients {gib(paper_plan.written_bytes['coefficients'])} GiB written; "
           f"rows of a 5,000-point forget set about {rows_seconds / 3600:.1f} hours on one thread "
