@@ -4,8 +4,10 @@ The fits (klomflow/training/datamodels.py, datamodel_files.py) read the subset m
 logits in column blocks and size each block from `BLOCK_BYTES`; these functions state
 their peak memory as formulas of the shapes, so that a budget can be read before a job
 runs (planning imports neither numpy nor torch). Each term is an array the code holds at
-its peak, in bytes; `PROCESS_BYTES` stands for the interpreter and numpy themselves, and
-`SMALL_BYTES` for the vectors and Python objects besides the arrays counted.
+its peak, in bytes; `PROCESS_BYTES` stands for the interpreter and numpy themselves,
+`SMALL_BYTES` for the vectors and Python objects besides the arrays counted, and
+`ARRAY_OVERHEAD` for the allocator's and BLAS's share: peak_bytes = PROCESS_BYTES +
+ARRAY_OVERHEAD (SMALL_BYTES + the arrays below), a bound of the job's peak RSS.
 
 Notation: M subset models, n training points, P = n_points * n_classes outputs,
 m models per shard file, b columns per block, t training columns per block of the
@@ -48,6 +50,11 @@ PROCESS_BYTES = 120 << 20
 # Vectors and Python objects a fit makes besides the arrays the formulas count.
 SMALL_BYTES = 1 << 20
 
+# Peak RSS over the arrays counted: the allocator and BLAS besides them. Measured up to
+# 1.11 (the peak RSS less the process's, of a 2,000-model fit; benchmarks/datamodel_scale.py,
+# 2026-12-07); 1.15 makes the plan a bound.
+ARRAY_OVERHEAD = 1.15
+
 # numpy.linalg.eigh of a K x K float64 matrix holds its input, a copy LAPACK works on,
 # the eigenvectors and syevd's workspace of 2 K^2: 5 K^2 doubles at its peak.
 EIGH_FACTOR = 5
@@ -70,6 +77,11 @@ class AllocationPlan:
     peak_bytes: int
     written_bytes: dict
     block_columns: int
+
+
+def _peak(arrays: int) -> int:
+    """The peak RSS bound of a job whose arrays alive at once take `arrays` bytes."""
+    return PROCESS_BYTES + int(ARRAY_OVERHEAD * (SMALL_BYTES + arrays))
 
 
 def block_columns_for(column_bytes: int, n_columns: int, block_bytes: int = BLOCK_BYTES) -> int:
@@ -128,7 +140,7 @@ def datamodel_fit_plan(
         "coefficients": _npy(rows, n_points, n_classes, itemsize=FLOAT32),
         "intercept": _npy(n_points, n_classes, itemsize=FLOAT32),
     }
-    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + max(solve, blocks), written, block)
+    return AllocationPlan(_peak(max(solve, blocks)), written, block)
 
 
 def margin_datamodel_fit_plan(
@@ -151,7 +163,7 @@ def margin_datamodel_fit_plan(
     solve = _solve_bytes(n_models, n_train, n_train, block_bytes)
     blocks = FLOAT64 * n_models * n_train + FLOAT32 * n_train + block * column
     written = {"theta": _npy(n_train, n_train, itemsize=FLOAT32)}
-    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + max(solve, blocks), written, block)
+    return AllocationPlan(_peak(max(solve, blocks)), written, block)
 
 
 def datamodel_rows_plan(
@@ -169,4 +181,4 @@ def datamodel_rows_plan(
     block = block_columns or block_columns_for(column, n_columns, block_bytes)
     loadings = (1 + FLOAT64) * n_models * n_forget
     written = {"rows": _npy(n_forget, n_points, n_classes, itemsize=FLOAT32)}
-    return AllocationPlan(PROCESS_BYTES + SMALL_BYTES + loadings + block * column, written, block)
+    return AllocationPlan(_peak(loadings + block * column), written, block)
