@@ -49,7 +49,11 @@ whose rows the methods read only for a forget set. With M < n_train it stores th
 dual coefficients A = (Xc Xc^T / M + ridge I)^-1 Yc / M, so that beta = Xc^T A and
 F's rows are beta[F] = Xc[:, F]^T A: the masks' columns of F, centred, times A. With
 M >= n_train the weights themselves are the smaller table (n_train rows) and are
-stored as they are. Either way a forget set added later needs no refit.
+stored as they are (the primal, an n_train x n_train system, as before). At ridge = 0
+both forms keep the minimum-norm, mean-zero weights above (Xc^T (Xc Xc^T)^+ = Xc^+).
+The solve runs in float64, A is stored in float32 and the rows are summed in float64:
+they equal the fit that stored beta itself to float32 rounding
+(tests/test_datamodel_storage.py). Either way a forget set added later needs no refit.
 - results/datamodels/coefficients.npy: float32 [K, n_points, n_classes], K = M (the
   dual coefficients, row m = subset model m in seed order) when M < n_train, else
   K = n_train (beta itself). Evaluation points are the training points in
