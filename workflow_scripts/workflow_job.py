@@ -15,7 +15,9 @@ from klomflow.job_server import hand_over
 
 hand_over()
 
-import traceback  # noqa: E402  (after the hand-over: not needed by it)
+import atexit  # noqa: E402  (after the hand-over: not needed by it)
+import resource  # noqa: E402
+import traceback  # noqa: E402
 
 from klomflow.logs import open_log  # noqa: E402
 
@@ -34,7 +36,14 @@ def script_context(snakemake):
     log = open_log(snakemake.log[0] if snakemake.log else None)
     if snakemake.log:
         log_uncaught_exceptions(log)
+    # The job's peak resident memory, its last line (`klomflow budget` predicts it).
+    atexit.register(lambda: log(f"peak memory {peak_rss_mib():.1f} MiB (ru_maxrss)"))
     return log, snakemake.config
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def log_uncaught_exceptions(log) -> None:
