@@ -13,15 +13,17 @@ an empty stand-in of the folder: the file names its layout implies, no contents.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from klomflow.data.published.layout import Source
+from klomflow.data.published.layout import PUBLISHED_FORGET_SETS, Source
 from klomflow.data.shapes import dataset_shape
 from klomflow.jobs.budget_costs import Job, Run, job_cost
 from klomflow.jobs.budget_units import MiB
@@ -56,7 +58,10 @@ def _stand_in_source(config: dict, folder: Path) -> None:
         ]
     for spec in config["forget_sets"].values():
         if spec.get("kind") == "published":
-            paths.append(source.forget_set_file(spec["id"]))
+            # Validation reads the indices: the published size (other contents: a warning).
+            indices = source.forget_set_file(spec["id"])
+            indices.parent.mkdir(parents=True, exist_ok=True)
+            np.save(indices, np.arange(PUBLISHED_FORGET_SETS[spec["id"]][0], dtype=np.int64))
             for kind in ("margins", "logits"):
                 files = source.oracle_files(spec["id"], n_oracles, kind)
                 paths += [p for ps in files.values() for p in ps]
@@ -114,7 +119,11 @@ def plan_jobs(snakefile: Path, config_file: Path) -> tuple[list[Job], dict]:
         planned_config.write_text(yaml.safe_dump(config, sort_keys=False))
         for _ in range(8):  # a published file the plan asks for: add it to the stand-in
             try:
-                with planned_workflow(snakefile, scratch, planned_config) as workflow:
+                # What planning prints (e.g. the stand-in's warnings) stays out of the table.
+                with (
+                    redirect_stdout(io.StringIO()),
+                    planned_workflow(snakefile, scratch, planned_config) as workflow,
+                ):
                     return _jobs(workflow), copy.deepcopy(dict(workflow.config))
             except MissingInputException as error:
                 missing = [Path(f) for f in error.files if str(scratch) in str(Path(f).resolve())]
