@@ -8,6 +8,7 @@ klomflow/jobs/provenance.py, the one layer that knows the config.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -45,21 +46,18 @@ def save_array(path, array) -> None:
 
 def npy_bytes(shape, dtype) -> int:
     """Exact size of the .npy file `save_array` writes for an array of `shape` and `dtype`:
-    numpy's version-1.0 header (magic, length, the header dict padded to 64 bytes) + data."""
-    dtype = np.dtype(dtype)
-    header = repr(
-        {
-            "descr": np.lib.format.dtype_to_descr(dtype),
-            "fortran_order": False,
-            "shape": tuple(int(n) for n in shape),
-        }
-    )
-    # numpy writes the dict as "{..., }" (2 characters more than repr), then pads with
-    # spaces and a newline so that magic (6) + version (2) + length (2) + header is a
-    # multiple of 64, adding at least one space.
-    unpadded = 10 + len(header) + 2 + 1
-    header_bytes = unpadded + 64 - unpadded % 64
-    return header_bytes + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    numpy's own header (written to memory by numpy's header writer) plus the data."""
+    header = io.BytesIO()
+    fields = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(n) for n in shape),
+    }
+    try:
+        np.lib.format.write_array_header_1_0(header, fields)
+    except ValueError:  # a header over 64 KiB: numpy writes format 2.0
+        np.lib.format.write_array_header_2_0(header, fields)
+    return len(header.getvalue()) + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
 
 
 def load_array(path) -> np.ndarray:
