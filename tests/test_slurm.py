@@ -270,7 +270,8 @@ def slurm():
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm_runs")
-    profile = ("--profile", str(PROFILE), *FAST_POLLING, *small_node_memory())
+    # The set-resources list ends before FAST_POLLING (options), not before the targets.
+    profile = ("--profile", str(PROFILE), *small_node_memory(), *FAST_POLLING)
     # The undisturbed run makes every target; the other two only what they compare.
     compared = ("results/tables/klom.parquet", "results/margins/original.npy")
     started = {"slurm": Run(folder / "slurm", *profile),
