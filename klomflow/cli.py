@@ -164,8 +164,25 @@ def main(argv=None) -> None:
     make.add_argument("folder", type=Path)
     make.add_argument("--workflow", type=Path, default=None,
                       help="klomflow's Snakefile (default: this installation's)")
+    price = commands.add_parser("budget", help="what a config will cost, per rule "
+                                "(jobs, disk, memory, GPU- and CPU-hours), before it runs")
+    price.add_argument("--configfile", type=Path, required=True)
+    price.add_argument("--profile", type=Path, default=None,
+                       help="a Snakemake profile folder: flag rules needing more than it grants")
+    price.add_argument("--workflow", type=Path, default=None,
+                       help="klomflow's Snakefile (default: this installation's)")
+    price.add_argument("--jobs-json", type=Path, default=None,
+                       help="also write every job's predicted bytes and peak memory here")
+    price.add_argument("--no-gpu", action="store_true",
+                       help="price the rules that run models on CPUs (as a digits run here)")
     arguments = parser.parse_args(argv)
     snakefile = arguments.workflow or workflow_snakefile()
+    if arguments.command == "budget":
+        from klomflow.jobs.budget import report
+
+        print(report(snakefile, arguments.configfile, arguments.profile, arguments.jobs_json,
+                     gpu=not arguments.no_gpu))
+        return
     for path in init(arguments.folder, snakefile):
         print(f"wrote {path}")
     print(f"next: cd {arguments.folder} && snakemake --cores all "

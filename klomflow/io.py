@@ -8,6 +8,7 @@ klomflow/jobs/provenance.py, the one layer that knows the config.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -41,6 +42,22 @@ def save_array(path, array) -> None:
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as handle:
             np.save(handle, array, allow_pickle=False)
+
+
+def npy_bytes(shape, dtype) -> int:
+    """Exact size of the .npy file `save_array` writes for an array of `shape` and `dtype`:
+    numpy's own header (written to memory by numpy's header writer) plus the data."""
+    header = io.BytesIO()
+    fields = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(n) for n in shape),
+    }
+    try:
+        np.lib.format.write_array_header_1_0(header, fields)
+    except ValueError:  # a header over 64 KiB: numpy writes format 2.0
+        np.lib.format.write_array_header_2_0(header, fields)
+    return len(header.getvalue()) + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
 
 
 def load_array(path) -> np.ndarray:

@@ -11,25 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+from klomflow.jobs.budget import planned_workflow
 
 
 def job_params(snakefile: Path, folder: Path, config_file: Path) -> dict:
-    with SnakemakeApi(OutputSettings()) as api:
-        workflow_api = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[config_file]),
-            snakefile=snakefile,
-            workdir=folder,
-        )
-        workflow_api.dag(DAGSettings(forceall=True))
-        workflow = workflow_api._workflow
-        # forceall: every job, whatever exists in the folder.
-        workflow._prepare_dag(
-            forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True
-        )
-        workflow._build_dag()
+    # forceall: every job, whatever exists in the folder.
+    with planned_workflow(snakefile, folder, config_file, quiet=False) as workflow:
         return {
             f"{job.rule.name} {' '.join(sorted(job.output))}": workflow.persistence._params(job)
             for job in workflow.dag.jobs

@@ -6,6 +6,7 @@ test_workflow.py, on the tiny run.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -370,6 +371,8 @@ def test_a_failing_job_writes_its_traceback_to_its_log(server, tmp_path, served)
     log = (tmp_path / "job.log").read_text()
     assert "started" in log and "the job failed:\nTraceback" in log
     assert log.rstrip().endswith("RuntimeError: the method failed")
+    # Its peak memory just before the traceback (`klomflow budget` compares with it).
+    assert re.search(r"peak memory [\d.]+ MiB \(ru_maxrss\)\n\[[^]]+\] the job failed", log)
     assert "RuntimeError: the method failed" in stderr  # and to stderr, as before
 
 

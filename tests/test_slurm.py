@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from workflow import REPOSITORY, SNAKEFILE, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -43,6 +44,17 @@ GPU_RULES = {"train_originals", "train_oracles", "train_subset_models", "unlearn
 EPOCHS = 600
 CANCEL_AFTER_EPOCH = 3  # stop the job once an epoch checkpoint at least this late is logged
 RUN_TIMEOUT = 1200
+
+
+def small_node_memory() -> tuple:
+    """The profile's set-resources with every mem_mb at 2 GB, restated in full (a command
+    line --set-resources replaces the profile's): the local node (80% of the free memory)
+    may hold less than a paper job's grant (unlearn: 16 GB), and SLURM refuses a job no
+    node can hold; this workflow's jobs need far less."""
+    sized = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
+    return ("--set-resources", *(
+        f"{rule}:{key}={2000 if key == 'mem_mb' else str(value).replace(' ', '')}"
+        for rule, grants in sized.items() for key, value in grants.items()))
 
 
 def slurm_config() -> dict:
@@ -258,7 +270,8 @@ def slurm():
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm_runs")
-    profile = ("--profile", str(PROFILE), *FAST_POLLING)
+    # The set-resources list ends before FAST_POLLING (options), not before the targets.
+    profile = ("--profile", str(PROFILE), *small_node_memory(), *FAST_POLLING)
     # The undisturbed run makes every target; the other two only what they compare.
     compared = ("results/tables/klom.parquet", "results/margins/original.npy")
     started = {"slurm": Run(folder / "slurm", *profile),

@@ -15,7 +15,9 @@ from klomflow.job_server import hand_over
 
 hand_over()
 
-import traceback  # noqa: E402  (after the hand-over: not needed by it)
+import atexit  # noqa: E402  (after the hand-over: not needed by it)
+import resource  # noqa: E402
+import traceback  # noqa: E402
 
 from klomflow.logs import open_log  # noqa: E402
 
@@ -32,17 +34,33 @@ def script_context(snakemake):
     if "torch" in sys.modules:  # light jobs never import torch
         sys.modules["torch"].set_num_threads(max(1, int(snakemake.threads)))
     log = open_log(snakemake.log[0] if snakemake.log else None)
+    failed = []
     if snakemake.log:
-        log_uncaught_exceptions(log)
+        log_uncaught_exceptions(log, failed)
+    # The job's peak resident memory (`klomflow budget` predicts it): its last line, or the
+    # line before the traceback of a job that failed.
+    atexit.register(lambda: failed or log_peak_memory(log))
     return log, snakemake.config
 
 
-def log_uncaught_exceptions(log) -> None:
-    """Have `sys.excepthook` write an uncaught exception's traceback with `log` first."""
+def log_peak_memory(log) -> None:
+    log(f"peak memory {peak_rss_mib():.1f} MiB (ru_maxrss)")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def log_uncaught_exceptions(log, failed: list) -> None:
+    """Have `sys.excepthook` write the peak memory and an uncaught exception's traceback
+    with `log` first (and note the failure in `failed`)."""
     previous = sys.excepthook
 
     def hook(kind, value, trace):
         try:
+            failed.append(kind)
+            log_peak_memory(log)
             text = "".join(traceback.format_exception(kind, value, trace)).rstrip()
             log(f"the job failed:\n{text}")
         finally:
