@@ -158,10 +158,11 @@ def measured_peak_bytes(folder: Path, job: dict) -> float:
     return float(PEAK.findall(text)[-1]) * (1 << 20)
 
 
-# Datamodel rules of TODAY's fit; re-point at the rewritten stage's rules when it lands.
+# The datamodel stage: subset models, the fit, a forget set's rows, a method reading them.
 DATAMODEL_RULES = [
     ("datamodels", "train_subset_models"),
     ("datamodels", "fit_datamodels"),
+    ("datamodels", "compute_datamodel_rows"),
     ("datamodels", "unlearn"),
 ]
 

@@ -8,9 +8,9 @@ baseline), and its seconds on a GPU or a CPU from a per-unit cost. Every per-uni
 names its source: measured here (this machine, the command that measured it), or an
 assumption to be replaced once a GPU has measured it.
 
-The datamodel rules' costs are those of TODAY's fit (datamodels.npy, float32 [n_train,
-n_points, n_classes]); they sit together under "Datamodel rules" below, to be swapped
-for klomflow/training/datamodel_plan.py's plans when the rewritten stage lands.
+The datamodel rules' memory and disk are the plans of klomflow/training/datamodel_plan.py,
+the bounds the stage itself states (their peak includes the process, which is taken out
+here so that the job's own baseline is counted once).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from klomflow.jobs.budget_units import (
     SAMPLE_PASS,
     UnitCost,
 )
-from klomflow.training.datamodel_plan_today import (
+from klomflow.training.datamodel_plan import (
+    PROCESS_BYTES,
     datamodel_fit_plan,
     datamodel_rows_plan,
     margin_datamodel_fit_plan,
@@ -159,7 +160,7 @@ def unlearning(job: Job, run: Run) -> Cost:
     shape, n_models = run.shape, _shard_size(job, run, "original")
     forget = run.forget_size(job.wildcards["forget_set"])
     setting = job.params["setting"]
-    rows = datamodel_rows_bytes(forget, shape) if "datamodels" in job.inputs else 0
+    rows = datamodel_rows_bytes(forget, shape) if "datamodel_rows" in job.inputs else 0
     plan = unlearning_plan(
         n_models,
         run.model,
@@ -316,31 +317,56 @@ def small(job: Job, run: Run) -> Cost:
     )
 
 
-# ---- Datamodel rules: TODAY's stage (klomflow/training/datamodel_plan_today.py) ---------------
-# At merge with the rewritten stage: import these plans from klomflow/training/datamodel_plan.py
-# instead, and add its per-forget-set rule (datamodel_rows) to RULE_COSTS with `datamodel_rows`
-# below; tests/test_budget.py's DATAMODEL_RULES parametrisation follows.
+# ---- Datamodel rules (klomflow/training/datamodel_plan.py) -------------------------------------
 
 
-def _datamodel_cost(job: Job, run: Run, plan) -> Cost:
-    seconds = JOB_START.seconds + getattr(plan, "flops", 0.0) * FLOPS.seconds
-    return _cost(job, run, plan, seconds, [f"time: {FLOPS.source}"])
+def _datamodel_cost(job: Job, run: Run, plan, flops: float) -> Cost:
+    # The stage's plans bound the whole job's RSS; _cost adds the job's baseline itself.
+    beyond_process = Plan(max(0, plan.peak_bytes - PROCESS_BYTES), plan.written_bytes)
+    seconds = JOB_START.seconds + flops * FLOPS.seconds
+    return _cost(job, run, beyond_process, seconds, [f"time: {FLOPS.source}"])
 
 
 def fit_datamodels(job: Job, run: Run) -> Cost:
     shape, n_models = run.shape, run.config["datamodels"]["n_subset_models"]
     plan = datamodel_fit_plan(n_models, shape.n_train, shape.n_points, shape.n_classes)
-    return _datamodel_cost(job, run, plan)
+    size = min(n_models, shape.n_train)
+    # The kernel (or Gram matrix) over training points, its eigh, then every output column.
+    flops = (
+        2.0 * size * max(n_models, shape.n_train) * size
+        + 10.0 * size**3
+        + 2.0 * n_models * size * shape.n_points * shape.n_classes
+    )
+    return _datamodel_cost(job, run, plan, flops)
 
 
 def fit_margin_datamodel(job: Job, run: Run) -> Cost:
-    plan = margin_datamodel_fit_plan(run.config["datamodels"]["n_subset_models"], run.shape.n_train)
-    return _datamodel_cost(job, run, plan)
+    n_models, n_train = run.config["datamodels"]["n_subset_models"], run.shape.n_train
+    plan = margin_datamodel_fit_plan(n_models, n_train, run.shape.n_classes)
+    size = min(n_models, n_train)
+    flops = 2.0 * size * max(n_models, n_train) * size + 10.0 * size**3 + 2.0 * n_models * size * n_train
+    return _datamodel_cost(job, run, plan, flops)
+
+
+def compute_datamodel_rows(job: Job, run: Run) -> Cost:
+    shape, n_models = run.shape, run.config["datamodels"]["n_subset_models"]
+    forget = run.forget_size(job.wildcards["forget_set"])
+    plan = datamodel_rows_plan(forget, shape.n_points, shape.n_classes, n_models)
+    flops = 2.0 * min(n_models, shape.n_train) * forget * shape.n_points * shape.n_classes
+    return _datamodel_cost(job, run, plan, flops)
+
+
+# klomflow.training.datamodels.PREDICTION_CHUNK_ELEMENTS (that module imports torch-free
+# numpy only, but planning keeps to the plans' module).
+PREDICTION_CHUNK_ELEMENTS = 1 << 24
 
 
 def datamodel_rows_bytes(forget_size: int, shape: DatasetShape) -> int:
-    """Peak bytes of a dmm / dm_direct unlearn job's datamodel rows."""
-    return datamodel_rows_plan(forget_size, shape.n_points, shape.n_classes).peak_bytes
+    """Peak bytes of a dmm / dm_direct unlearn job's datamodel rows: F's rows loaded,
+    summed PREDICTION_CHUNK_ELEMENTS at a time in float64, into a float64 sum."""
+    outputs = shape.n_points * shape.n_classes
+    chunk_rows = min(forget_size, max(1, PREDICTION_CHUNK_ELEMENTS // outputs))
+    return 4 * forget_size * outputs + 8 * chunk_rows * outputs + 2 * 8 * outputs
 
 
 # ---- The table ---------------------------------------------------------------------------------
@@ -355,6 +381,7 @@ RULE_COSTS = {
     "import_originals": import_originals,
     "fit_datamodels": fit_datamodels,
     "fit_margin_datamodel": fit_margin_datamodel,
+    "compute_datamodel_rows": compute_datamodel_rows,
     "unlearn": unlearning,
     "gather_original_margins": gather,
     "gather_oracle_margins": gather,
