@@ -344,7 +344,11 @@ def fit_margin_datamodel(job: Job, run: Run) -> Cost:
     n_models, n_train = run.config["datamodels"]["n_subset_models"], run.shape.n_train
     plan = margin_datamodel_fit_plan(n_models, n_train, run.shape.n_classes)
     size = min(n_models, n_train)
-    flops = 2.0 * size * max(n_models, n_train) * size + 10.0 * size**3 + 2.0 * n_models * size * n_train
+    flops = (
+        2.0 * size * max(n_models, n_train) * size
+        + 10.0 * size**3
+        + 2.0 * n_models * size * n_train
+    )
     return _datamodel_cost(job, run, plan, flops)
 
 
