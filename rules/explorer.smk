@@ -23,7 +23,8 @@ rule build_explorer:
         "../envs/klomflow.yaml"
     params:
         klom_options=config["klom"],
-        explorer=explorer_params,
+        explorer=config["explorer"],
+        seed=config["models"]["base_seed"],
         dataset=config["dataset"],
     script:
         "../workflow_scripts/build_explorer.py"

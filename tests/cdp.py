@@ -33,12 +33,26 @@ class Browser:
                     os.dup2(source, target)
 
         self.process = subprocess.Popen(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--disable-extensions", f"--window-size={width},{height}",
-             f"--user-data-dir={Path(scratch) / 'chromium-profile'}", "about:blank"],
-            close_fds=False, preexec_fn=connect_pipes,  # keeps 3 and 4 open
-            stdout=subprocess.DEVNULL, stderr=open(Path(scratch) / "chromium.log", "w"))
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-pipe",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                f"--window-size={width},{height}",
+                f"--user-data-dir={Path(scratch) / 'chromium-profile'}",
+                "about:blank",
+            ],
+            close_fds=False,
+            preexec_fn=connect_pipes,  # keeps 3 and 4 open
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(scratch) / "chromium.log", "w"),
+        )
         os.close(to_browser_read)
         os.close(from_browser_write)
         self._buffer = b""
@@ -47,12 +61,19 @@ class Browser:
         self.console_errors, self.requests = [], []
         targets = self.command("Target.getTargets")["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
-        self.session = self.command("Target.attachToTarget", targetId=page["targetId"],
-                                    flatten=True)["sessionId"]
+        self.session = self.command(
+            "Target.attachToTarget", targetId=page["targetId"], flatten=True
+        )["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.command(f"{domain}.enable", session=True)
-        self.command("Emulation.setDeviceMetricsOverride", session=True, width=width,
-                     height=height, deviceScaleFactor=1, mobile=False)
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def __enter__(self):
         return self
@@ -81,12 +102,14 @@ class Browser:
     def _record(self, event: dict) -> None:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            self.console_errors.append(" ".join(str(a.get("value", a.get("description")))
-                                                for a in params["args"]))
+            self.console_errors.append(
+                " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
-            self.console_errors.append(details.get("exception", {}).get("description")
-                                       or details.get("text"))
+            self.console_errors.append(
+                details.get("exception", {}).get("description") or details.get("text")
+            )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             self.console_errors.append(params["entry"]["text"])
         elif method == "Network.requestWillBeSent":
@@ -112,8 +135,13 @@ class Browser:
 
     def evaluate(self, expression: str):
         """The value of a JavaScript expression (awaited when it is a promise)."""
-        result = self.command("Runtime.evaluate", session=True, expression=expression,
-                              awaitPromise=True, returnByValue=True)
+        result = self.command(
+            "Runtime.evaluate",
+            session=True,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -133,15 +161,31 @@ class Browser:
     def click(self, x: float, y: float) -> None:
         """A real mouse click at page coordinates (CSS pixels of the viewport)."""
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.command("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y,
-                         button="left" if kind != "mouseMoved" else "none", clickCount=1)
+            self.command(
+                "Input.dispatchMouseEvent",
+                session=True,
+                type=kind,
+                x=x,
+                y=y,
+                button="left" if kind != "mouseMoved" else "none",
+                clickCount=1,
+            )
 
     def screenshot(self, path: Path) -> None:
         """The whole page as PNG."""
         metrics = self.command("Page.getLayoutMetrics", session=True)["cssContentSize"]
-        data = self.command("Page.captureScreenshot", session=True, format="png",
-                            captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": metrics["width"],
-                                  "height": metrics["height"], "scale": 1})["data"]
+        data = self.command(
+            "Page.captureScreenshot",
+            session=True,
+            format="png",
+            captureBeyondViewport=True,
+            clip={
+                "x": 0,
+                "y": 0,
+                "width": metrics["width"],
+                "height": metrics["height"],
+                "scale": 1,
+            },
+        )["data"]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(base64.b64decode(data))

@@ -19,20 +19,8 @@ import pandas as pd
 
 from klomflow.io import load_array
 from klomflow.metrics.klom import KlomOptions, bin_edges, binned_counts, finite_models
+from klomflow.options import ExplorerOptions
 from klomflow.reporting.names import NOISE_FLOOR
-
-
-@dataclass(frozen=True)
-class ExplorerOptions:
-    """Which points carry histograms and images (`explorer:` in the config)."""
-
-    # Every point up to this many evaluation points; above it a bounded set.
-    all_points_up_to: int = 5000
-    # The bounded set: the forget set, the `worst_points` highest KLOM per setting and
-    # split, and `sample_points` drawn at random with `seed`.
-    worst_points: int = 12
-    sample_points: int = 500
-    seed: int = 0
 
 
 @dataclass
@@ -56,19 +44,26 @@ def setting_label(method: str, config_id: str, diagnostic: bool) -> str:
 
 def forget_set_settings(klom_table: pd.DataFrame, forget_set: str) -> pd.DataFrame:
     """The settings scored on `forget_set`, the noise floor first, then by method."""
-    rows = (klom_table[klom_table["forget_set"] == forget_set]
-            .drop_duplicates(["method", "config_id"])
-            [["method", "config_id", "implementation", "diagnostic", "selected"]].copy())
+    rows = (
+        klom_table[klom_table["forget_set"] == forget_set]
+        .drop_duplicates(["method", "config_id"])[
+            ["method", "config_id", "implementation", "diagnostic", "selected"]
+        ]
+        .copy()
+    )
     rows["diagnostic"] = rows["diagnostic"].astype(bool)
     rows["order"] = (rows["method"] != NOISE_FLOOR).astype(int)
     rows = rows.sort_values(["order", "method", "config_id"]).drop(columns="order")
-    rows["setting"] = [setting_label(m, c, d) for m, c, d in
-                       zip(rows["method"], rows["config_id"], rows["diagnostic"])]
+    rows["setting"] = [
+        setting_label(m, c, d)
+        for m, c, d in zip(rows["method"], rows["config_id"], rows["diagnostic"])
+    ]
     return rows.reset_index(drop=True)
 
 
-def unlearned_margins(results: Path, forget_set: str, method: str, config_id: str,
-                      implementation: str) -> np.ndarray:
+def unlearned_margins(
+    results: Path, forget_set: str, method: str, config_id: str, implementation: str
+) -> np.ndarray:
     """The margins a setting's per-point KLOM compared with the oracles (finite rows)."""
     if method == NOISE_FLOOR:
         path = results / "margins" / NOISE_FLOOR / f"{forget_set}.npy"
@@ -80,71 +75,102 @@ def unlearned_margins(results: Path, forget_set: str, method: str, config_id: st
     return margins[finite_models(margins)]
 
 
-def detail_points(points: pd.DataFrame, options: ExplorerOptions) -> tuple[np.ndarray, str]:
+def detail_points(
+    points: pd.DataFrame, options: ExplorerOptions, seed: int = 0
+) -> tuple[np.ndarray, str]:
     """The points that get histograms and images, and the sentence that says which."""
     n_points = len(points)
     if n_points <= options.all_points_up_to:
         return points["point"].to_numpy(), f"Histograms and images: every point ({n_points:,})."
     chosen = set(points.loc[points["split"] == "forget", "point"].tolist())
     n_forget = len(chosen)
-    klom_columns = [column for column in points if column.startswith("k")
-                    and column[1:].isdigit()]
+    klom_columns = [column for column in points if column.startswith("k") and column[1:].isdigit()]
     for column in klom_columns:
         for _, group in points.groupby("split"):
             chosen.update(group.nlargest(options.worst_points, column)["point"].tolist())
     n_worst = len(chosen) - n_forget
     rest = np.setdiff1d(points["point"].to_numpy(), np.fromiter(chosen, dtype=np.int64))
-    generator = np.random.default_rng(options.seed)
+    generator = np.random.default_rng(seed)
     sample = generator.choice(rest, size=min(options.sample_points, len(rest)), replace=False)
     chosen.update(sample.tolist())
-    note = (f"Histograms and images for {len(chosen):,} of {n_points:,} points: the forget set "
-            f"({n_forget:,}), the {options.worst_points} highest KLOM per setting and split "
-            f"({n_worst:,} more), and {len(sample):,} drawn at random (seed {options.seed}). "
-            f"Every point has its KLOM and shift in the scatter.")
+    note = (
+        f"Histograms and images for {len(chosen):,} of {n_points:,} points: the forget set "
+        f"({n_forget:,}), the {options.worst_points} highest KLOM per setting and split "
+        f"({n_worst:,} more), and {len(sample):,} drawn at random (seed {seed}). "
+        f"Every point has its KLOM and shift in the scatter."
+    )
     return np.array(sorted(chosen), dtype=np.int64), note
 
 
 def setting_histograms(unlearned, oracle, original, chosen, options: KlomOptions) -> dict:
-    """Counts of the three samples at the `chosen` points on KLOM's bins for each point."""
-    edges, _, _ = bin_edges(unlearned[:, chosen], oracle[:, chosen], options)
-    counts = {side: binned_counts(margins[:, chosen], edges, options)
-              for side, margins in (("unlearned", unlearned), ("oracle", oracle),
-                                    ("original", original))}
-    return {"lo": edges[:, 0], "hi": edges[:, -1], **counts,
-            "original_outside": len(original) - counts["original"].sum(axis=1)}
+    """Counts of the three samples at the `chosen` points on KLOM's bins for each point.
+
+    A setting whose every run diverged has no KLOM (NaN) and no unlearned sample: its bins
+    are then the oracles' range alone.
+    """
+    reference = unlearned if len(unlearned) else oracle
+    edges, _, _ = bin_edges(reference[:, chosen], oracle[:, chosen], options)
+    counts = {
+        side: binned_counts(margins[:, chosen], edges, options)
+        for side, margins in (("unlearned", unlearned), ("oracle", oracle), ("original", original))
+    }
+    return {
+        "lo": edges[:, 0],
+        "hi": edges[:, -1],
+        **counts,
+        "original_outside": len(original) - counts["original"].sum(axis=1),
+    }
 
 
-def forget_set_data(results: Path, klom_table: pd.DataFrame, points_table: pd.DataFrame,
-                    forget_set: str, klom_options: KlomOptions,
-                    options: ExplorerOptions) -> ForgetSetData:
+def forget_set_data(
+    results: Path,
+    klom_table: pd.DataFrame,
+    points_table: pd.DataFrame,
+    forget_set: str,
+    klom_options: KlomOptions,
+    options: ExplorerOptions,
+    seed: int = 0,
+) -> ForgetSetData:
     results = Path(results)
     settings = forget_set_settings(klom_table, forget_set)
     points = points_table[["point", "label", "source_index"]].copy()
     points["split"] = ""
     for index, row in settings.iterrows():
-        per_point = pd.read_parquet(results / "klom" / forget_set / row["method"]
-                                    / f"{row['config_id']}.parquet").set_index("point")
+        per_point = pd.read_parquet(
+            results / "klom" / forget_set / row["method"] / f"{row['config_id']}.parquet"
+        ).set_index("point")
         points[f"k{index}"] = per_point["klom"].reindex(points["point"]).to_numpy()
         points[f"s{index}"] = per_point["shift_over_std"].reindex(points["point"]).to_numpy()
         points["split"] = per_point["split"].reindex(points["point"]).to_numpy()
-    chosen, note = detail_points(points, options)
+    chosen, note = detail_points(points, options, seed)
     original = load_array(results / "margins" / "original.npy")
     original = original[finite_models(original)]
     oracle = load_array(results / "margins" / "oracle" / f"{forget_set}.npy")
     frames = []
     for index, row in settings.iterrows():
-        unlearned = unlearned_margins(results, forget_set, row["method"], row["config_id"],
-                                      row["implementation"])
+        unlearned = unlearned_margins(
+            results, forget_set, row["method"], row["config_id"], row["implementation"]
+        )
         counts = setting_histograms(unlearned, oracle, original, chosen, klom_options)
-        frames.append(pd.DataFrame({
-            "point": chosen, "setting": index, "lo": counts["lo"], "hi": counts["hi"],
-            "unlearned": list(counts["unlearned"]), "oracle": list(counts["oracle"]),
-            "original": list(counts["original"]),
-            "original_outside": counts["original_outside"]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "point": chosen,
+                    "setting": index,
+                    "lo": counts["lo"],
+                    "hi": counts["hi"],
+                    "unlearned": list(counts["unlearned"]),
+                    "oracle": list(counts["oracle"]),
+                    "original": list(counts["original"]),
+                    "original_outside": counts["original_outside"],
+                }
+            )
+        )
     sidecar_path = results / "forget_sets" / f"{forget_set}.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    return ForgetSetData(forget_set, settings, points, pd.concat(frames, ignore_index=True),
-                         chosen, note, sidecar)
+    return ForgetSetData(
+        forget_set, settings, points, pd.concat(frames, ignore_index=True), chosen, note, sidecar
+    )
 
 
 # --- images ----------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import pandas as pd
 
 from klomflow.io import read_parquet_metadata
 from klomflow.metrics.klom import SPLITS, KlomOptions
+from klomflow.options import ExplorerOptions
 from klomflow.reporting import explorer_charts as charts
 from klomflow.reporting.explorer_data import (
-    ExplorerOptions,
     dataset_images,
     forget_set_data,
     point_images,
@@ -35,8 +35,12 @@ from klomflow.reporting.explorer_tables import (
 from klomflow.reporting.render import proxy_note
 
 TEMPLATE = Path(__file__).with_name("explorer_template.html")
-VIEWS = {"overview": "Overview", "points": "Per point", "worst": "Worst points",
-         "classes": "Classes"}
+VIEWS = {
+    "overview": "Overview",
+    "points": "Per point",
+    "worst": "Worst points",
+    "classes": "Classes",
+}
 
 
 def _javascript_bundle() -> str:
@@ -104,11 +108,16 @@ def overview_html(frame: pd.DataFrame) -> str:
         for column, _ in heads:
             value = row[column]
             if column == "setting":
-                cells.append(f'<td data-value="{html.escape(value)}">{html.escape(value)}</td>')
+                cells.append(
+                    f'<td data-column="setting" data-value="{html.escape(value)}">'
+                    f"{html.escape(value)}</td>"
+                )
                 continue
             if column == "selected":
                 text = "✓" if bool(value) else ""
-                cells.append(f'<td data-value="{int(bool(value))}">{text}</td>')
+                cells.append(
+                    f'<td data-column="selected" data-value="{int(bool(value))}">{text}</td>'
+                )
                 continue
             value = None if pd.isna(value) else float(value)
             text = _format(value)
@@ -121,30 +130,49 @@ def overview_html(frame: pd.DataFrame) -> str:
             cells.append(f'<td data-column="{column}" data-value="{data}">{text}</td>')
         kind = ' class="floor"' if row["method"] == "oracle_holdout" else ""
         rows.append(f"<tr{kind}>{''.join(cells)}</tr>")
-    return (f'<table class="overview sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f'<table class="overview sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def run_notes(klom_table: pd.DataFrame, source_manifest: dict | None, run: dict) -> list[str]:
-    notes = [f"{run.get('dataset', '?')} · {run.get('model', '?')} · "
-             f"{run.get('n_unlearned', '?')} unlearned models against {run.get('n_oracle', '?')} "
-             f"oracles per point · KLOM {run.get('klom', '')}"]
+    notes = [
+        f"{run.get('dataset', '?')} · {run.get('model', '?')} · "
+        f"{run.get('n_unlearned', '?')} unlearned models against {run.get('n_oracle', '?')} "
+        f"oracles per point · KLOM {run.get('klom', '')}"
+    ]
     if source_manifest is not None:
         source = run.get("source") or {}
-        where = (f" ({source.get('layout')} layout, {source.get('path')})" if source else "")
-        notes.append(f"Models from a published source{where}: results/source/manifest.json "
-                     f"holds the SHA-256 of the {len(source_manifest)} published files this "
-                     f"run read.")
+        where = f" ({source.get('layout')} layout, {source.get('path')})" if source else ""
+        notes.append(
+            f"Models from a published source{where}: results/source/manifest.json "
+            f"holds the SHA-256 of the {len(source_manifest)} published files this "
+            f"run read."
+        )
     proxy = proxy_note(klom_table)
     if proxy:
         notes.append(proxy)
     return notes
 
 
-def forget_set_section(results: Path, klom_table, paper_table, accuracy, privacy, points_table,
-                       images, forget_set: str, position: int, klom_options: KlomOptions,
-                       options: ExplorerOptions) -> dict:
-    data = forget_set_data(results, klom_table, points_table, forget_set, klom_options, options)
+def forget_set_section(
+    results: Path,
+    klom_table,
+    paper_table,
+    accuracy,
+    privacy,
+    points_table,
+    images,
+    forget_set: str,
+    position: int,
+    klom_options: KlomOptions,
+    options: ExplorerOptions,
+    seed: int,
+) -> dict:
+    data = forget_set_data(
+        results, klom_table, points_table, forget_set, klom_options, options, seed
+    )
     overview = overview_frame(klom_table, paper_table, accuracy, privacy, data)
     worst = worst_frame(data, options.worst_points)
     class_accuracy, class_klom = class_frames(results, data)
@@ -152,12 +180,16 @@ def forget_set_section(results: Path, klom_table, paper_table, accuracy, privacy
     first_point = int(data.points.loc[data.points[f"k{first}"].idxmax(), "point"])
     uris = point_images(images, data.detail_points)
     digits = {c: 4 for c in data.points if c.startswith("k")} | {
-        c: 3 for c in data.points if c.startswith("s") and c[1:].isdigit()}
+        c: 3 for c in data.points if c.startswith("s") and c[1:].isdigit()
+    }
     histograms = data.histograms.copy()
     for side in charts.SIDE_ORDER:
         histograms[side] = [counts.tolist() for counts in histograms[side]]
-    proxy = (klom_table.loc[klom_table["forget_set"] == forget_set, "forget_set_proxy"]
-             if "forget_set_proxy" in klom_table else pd.Series(dtype=object))
+    proxy = (
+        klom_table.loc[klom_table["forget_set"] == forget_set, "forget_set_proxy"]
+        if "forget_set_proxy" in klom_table
+        else pd.Series(dtype=object)
+    )
     proxy = next((p for p in proxy if isinstance(p, str) and p), None)
     sampled = data.sampling_note + ("" if uris else " No images: the dataset's files are absent.")
     return {
@@ -176,21 +208,28 @@ def forget_set_section(results: Path, klom_table, paper_table, accuracy, privacy
             f"class_klom_{position}": columns(class_klom, {"median_klom": 4}),
         },
         "specs": {
-            "points": charts.per_point_chart(data.settings, klom_options.bins, first_point,
-                                             position).to_dict(),
-            "worst": charts.worst_chart(data.settings, options.worst_points,
-                                        position).to_dict(),
+            "points": charts.per_point_chart(
+                data.settings, klom_options.bins, first_point, position
+            ).to_dict(),
+            "worst": charts.worst_chart(data.settings, options.worst_points, position).to_dict(),
             "classes": charts.class_chart(data.settings, position).to_dict(),
         },
     }
 
 
-def explorer_html(results, klom_options: KlomOptions, options: ExplorerOptions,
-                  images: np.ndarray | None = None, dataset: dict | None = None) -> str:
+def explorer_html(
+    results,
+    klom_options: KlomOptions,
+    options: ExplorerOptions,
+    images: np.ndarray | None = None,
+    dataset: dict | None = None,
+    seed: int = 0,
+) -> str:
     """The page of the run under `results` (a folder in the workflow's layout).
 
     images: uint8 [n_points, H, W(, 3)] in point order; without it the images come from
-    `dataset` (the config's section), or the page goes without.
+    `dataset` (the config's section), or the page goes without. seed: of the random sample
+    of points with histograms (in runs above `options.all_points_up_to` points).
     """
     results = Path(results)
     tables = results / "tables"
@@ -207,25 +246,48 @@ def explorer_html(results, klom_options: KlomOptions, options: ExplorerOptions,
     manifest_path = results / "source" / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     forget_sets = list(dict.fromkeys(klom_table["forget_set"]))
-    sections = [forget_set_section(results, klom_table, optional("paper_klom.parquet"),
-                                   optional("accuracy.parquet"), optional("privacy.parquet"),
-                                   points_table, images, name, position, klom_options, options)
-                for position, name in enumerate(forget_sets)]
+    sections = [
+        forget_set_section(
+            results,
+            klom_table,
+            optional("paper_klom.parquet"),
+            optional("accuracy.parquet"),
+            optional("privacy.parquet"),
+            points_table,
+            images,
+            name,
+            position,
+            klom_options,
+            options,
+            seed,
+        )
+        for position, name in enumerate(forget_sets)
+    ]
     first = klom_table.iloc[0]
-    run = {"dataset": first.get("dataset"), "model": first.get("model"),
-           "n_unlearned": int(klom_table["n_unlearned"].max()),
-           "n_oracle": int(klom_table["n_oracle"].max()),
-           "klom": (f"{klom_options.bins} bins, eps {klom_options.eps}, clip "
-                    f"{klom_options.clip}, {klom_options.binning} binning, "
-                    f"{klom_options.direction.replace('_', ' ')}"),
-           "source": (metadata.get("provenance") or metadata).get("source")}
-    page = {"sections": [{k: v for k, v in s.items() if k != "datasets"} for s in sections],
-            "views": VIEWS}
+    run = {
+        "dataset": first.get("dataset"),
+        "model": first.get("model"),
+        "n_unlearned": int(klom_table["n_unlearned"].max()),
+        "n_oracle": int(klom_table["n_oracle"].max()),
+        "klom": (
+            f"{klom_options.bins} bins, eps {klom_options.eps}, clip "
+            f"{klom_options.clip}, {klom_options.binning} binning, "
+            f"{klom_options.direction.replace('_', ' ')}"
+        ),
+        "source": (metadata.get("provenance") or metadata).get("source"),
+    }
+    page = {
+        "sections": [{k: v for k, v in s.items() if k != "datasets"} for s in sections],
+        "views": VIEWS,
+    }
     datasets = {name: values for s in sections for name, values in s["datasets"].items()}
-    notes = "".join(f"<p class=\"note\">{html.escape(n)}</p>"
-                    for n in run_notes(klom_table, manifest, run))
-    return (TEMPLATE.read_text()
-            .replace("/*VEGA_BUNDLE*/", _javascript_bundle().replace("</script", "<\\/script"))
-            .replace("<!--NOTES-->", notes)
-            .replace("/*PAGE*/null", _script_json(page))
-            .replace("/*DATASETS*/null", _script_json(datasets)))
+    notes = "".join(
+        f'<p class="note">{html.escape(n)}</p>' for n in run_notes(klom_table, manifest, run)
+    )
+    return (
+        TEMPLATE.read_text()
+        .replace("/*VEGA_BUNDLE*/", _javascript_bundle().replace("</script", "<\\/script"))
+        .replace("<!--NOTES-->", notes)
+        .replace("/*PAGE*/null", _script_json(page))
+        .replace("/*DATASETS*/null", _script_json(datasets))
+    )

@@ -7,14 +7,15 @@ def explorer_inputs(wildcards):
     return {
         "klom": klom_files(),
         "unlearned": unlearned_margin_files(),
-        "oracle": expand(rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS),
-        "holdout": expand(rules.gather_oracle_margins.output.holdout, forget_set=FORGET_SETS),
-        "forget_sets": expand(rules.make_forget_set.output.indices, forget_set=FORGET_SETS),
+        "oracle": expand(
+            rules.gather_oracle_margins.output.scored, forget_set=FORGET_SETS
+        ),
+        "holdout": expand(
+            rules.gather_oracle_margins.output.holdout, forget_set=FORGET_SETS
+        ),
+        "forget_sets": expand(
+            rules.make_forget_set.output.indices, forget_set=FORGET_SETS
+        ),
         "privacy": [rules.reduce_privacy.output.table] if privacy_enabled() else [],
         "manifest": source_manifest(),
     }
-
-
-def explorer_params(wildcards=None):
-    """The `explorer` section and the seed of its random sample."""
-    return config["explorer"] | {"seed": config["models"]["base_seed"]}
