@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from klomflow.io import save_array, save_parquet
-from klomflow.metrics.klom import KlomOptions
+from klomflow.metrics.klom import DEFAULT_OPTIONS
 from klomflow.reporting.names import NOISE_FLOOR, NOISE_FLOOR_CONFIG_ID
 from klomflow.reporting.tables import klom_points, klom_table, with_forget_set_kinds
 
@@ -23,7 +23,7 @@ def write_run(
     methods=("do_nothing", "gradient_ascent"),
     forget_size=20,
     seed=0,
-    options=KlomOptions(),
+    options=DEFAULT_OPTIONS,
     proxy: str | None = None,
     source: str | None = None,
     image_shape=(8, 8),

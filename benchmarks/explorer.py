@@ -1,0 +1,55 @@
+"""Size and load time of results/explorer.html at CIFAR-10 scale (run by hand).
+
+A synthetic run in the workflow's own layout (tests/explorer_run.py): 50,000 training and
+10,000 validation points, N models per side, ten method settings, a forget set of 1,000,
+32x32 RGB images. Builds the page with the default `explorer` options, then opens it in
+headless Chromium (tests/cdp.py) and times navigation until every view has rendered.
+
+    python benchmarks/explorer.py [--models 100] [--settings 10] [--scratch /tmp/explorer_bench]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from cdp import Browser  # noqa: E402
+from explorer_run import write_run  # noqa: E402
+
+from klomflow.metrics.klom import KlomOptions  # noqa: E402
+from klomflow.options import ExplorerOptions  # noqa: E402
+from klomflow.reporting.explorer_page import explorer_html  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--settings", type=int, default=10)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/explorer_bench"))
+    arguments = parser.parse_args()
+    methods = [f"method_{k}" for k in range(arguments.settings)]
+    start = time.perf_counter()
+    results, images = write_run(arguments.scratch, n_train=50_000, n_val=10_000,
+                                n_models=arguments.models, methods=methods,
+                                forget_size=1000, image_shape=(32, 32, 3))
+    print(f"synthetic run written in {time.perf_counter() - start:.0f} s")
+    start = time.perf_counter()
+    page = arguments.scratch / "explorer.html"
+    page.write_text(explorer_html(results, KlomOptions(), ExplorerOptions(), images=images))
+    print(f"page built in {time.perf_counter() - start:.0f} s: "
+          f"{page.stat().st_size / 1e6:.1f} MB")
+    for attempt in range(3):
+        with Browser(arguments.scratch) as browser:
+            start = time.perf_counter()
+            browser.open(page)
+            browser.wait_for("window.klomflow && window.klomflow.ready", timeout=120)
+            seconds = time.perf_counter() - start
+            errors = browser.console_errors
+        print(f"open {attempt + 1}: every view rendered {seconds:.2f} s after navigation; "
+              f"console errors: {len(errors)}")
+
+
+if __name__ == "__main__":
+    main()
