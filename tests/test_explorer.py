@@ -131,17 +131,25 @@ def reference_counts(sample, unlearned, oracle, options: KlomOptions) -> np.ndar
 def test_clicking_a_point_shows_the_histograms_klom_compared(synthetic_page, tmp_path):
     results = synthetic_page.parent / "results"
     per_point = pd.read_parquet(results / "klom/random_20/do_nothing/0000000000.parquet")
-    # The setting the view opens on (the first after the noise floor), a point away from
-    # the others: the largest shift that is not the point picked on opening.
-    opening = int(per_point.loc[per_point["klom"].idxmax(), "point"])
-    target = int(
-        per_point[per_point["point"] != opening].nlargest(1, "shift_over_std")["point"].iloc[0]
-    )
+    # The view opens on the first setting after the noise floor, the forget split and its
+    # highest KLOM; the reader switches to the retain split and clicks the point with the
+    # largest shift there (away from the others).
+    forget = per_point[per_point["split"] == "forget"]
+    opening = int(forget.loc[forget["klom"].idxmax(), "point"])
+    retain = per_point[per_point["split"] == "retain"]
+    target = int(retain.nlargest(1, "shift_over_std")["point"].iloc[0])
     with Browser(tmp_path) as browser:
         opened(browser, synthetic_page)
         browser.evaluate("show('points')")
         before = browser.evaluate(DRAWN)
         assert {bar["point"] for bar in before["bars"]} == {opening}
+        browser.evaluate("""(() => {
+          const menu = Array.from(document.querySelectorAll("#chart-points select")).find(
+            (select) => Array.from(select.options).some((option) => option.value === "retain"));
+          menu.value = "retain";
+          menu.dispatchEvent(new Event("change"));
+        })()""")
+        browser.wait_for(f"{FIND_POINT % target} !== undefined", timeout=10)
         x, y = browser.evaluate(FIND_POINT % target)
         browser.click(x, y)
         browser.wait_for(f"{DRAWN}.bars.every((bar) => bar.point === {target})", timeout=10)
@@ -159,7 +167,7 @@ def test_clicking_a_point_shows_the_histograms_klom_compared(synthetic_page, tmp
         assert [count for _, count in bars] == expected.tolist(), side
         assert [b for b, _ in bars] == list(range(1, OPTIONS.bins + 1))
     klom = float(per_point.loc[per_point["point"] == target, "klom"].iloc[0])
-    assert f"KLOM: {klom:.4f}" in drawn["lines"]
+    assert f"KLOM: {np.float32(klom):.4f}" in drawn["lines"]  # the page holds float32
     assert any(line.startswith(f"point {target} (") for line in drawn["lines"])
 
 

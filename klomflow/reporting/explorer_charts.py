@@ -51,19 +51,22 @@ def per_point_chart(settings, n_bins: int, first_point: int, position: int) -> a
         value="shift",
         bind=alt.binding_select(options=x_options, labels=x_labels, name="x axis "),
     )
+    # Opens on the forget split: the first question, and a few marks to draw at any scale.
     split = alt.param(
-        name="split", value="all", bind=alt.binding_select(options=["all", *SPLITS], name="split ")
+        name="split",
+        value="forget",
+        bind=alt.binding_select(options=[*SPLITS, "all"], name="split "),
     )
     pick = alt.selection_point(
         name="pick", fields=["point"], on="click", clear=False, value=[{"point": int(first_point)}]
     )
     base = (
         alt.Chart(dataset("points", position))
+        .transform_filter("split == 'all' || datum.split == split")
         .transform_calculate(
             klom="datum['k' + setting]",
             x="x_axis == 'shift' ? datum['s' + setting] : datum[x_axis]",
         )
-        .transform_filter("split == 'all' || datum.split == split")
     )
     scatter = (
         base.mark_circle(size=18)

@@ -8,6 +8,7 @@ explorer_charts.py; data: explorer_data.py and explorer_tables.py.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -62,13 +63,22 @@ def _cell(value):
     return value
 
 
-def columns(frame: pd.DataFrame, digits: dict | None = None) -> dict:
-    """{column: [values]}: the page's column-wise form of a frame (it makes rows again)."""
-    digits = digits or {}
+def columns(frame: pd.DataFrame, digits: dict | None = None, packed: dict | None = None) -> dict:
+    """{column: [values]}: the page's column-wise form of a frame (it makes rows again).
+
+    digits: {column: decimals kept}; packed: {column: "float32" or "float16"}, written as
+    base64 of the little-endian values (a third of the JSON's size at CIFAR scale).
+    """
+    digits, packed = digits or {}, packed or {}
     result = {}
     for name in frame.columns:
         values = frame[name]
-        if values.dtype.kind == "f":
+        if name in packed:
+            array = values.to_numpy(dtype=np.float64).astype(
+                np.dtype(packed[name]).newbyteorder("<")
+            )
+            result[name] = {packed[name]: base64.b64encode(array.tobytes()).decode("ascii")}
+        elif values.dtype.kind == "f":
             array = values.to_numpy()
             rounded = np.round(array, digits.get(name, 6))
             result[name] = [None if not math.isfinite(v) else float(v) for v in rounded]
@@ -177,10 +187,12 @@ def forget_set_section(
     worst = worst_frame(data, options.worst_points)
     class_accuracy, class_klom = class_frames(results, data)
     first = charts.default_setting(data.settings)
-    first_point = int(data.points.loc[data.points[f"k{first}"].idxmax(), "point"])
+    forget_points = data.points[data.points["split"] == "forget"]
+    first_point = int(forget_points.loc[forget_points[f"k{first}"].idxmax(), "point"])
     uris = point_images(images, data.detail_points)
-    digits = {c: 4 for c in data.points if c.startswith("k")} | {
-        c: 3 for c in data.points if c.startswith("s") and c[1:].isdigit()
+    # KLOM exact to float32; shift_over_std to three significant digits (float16).
+    packed = {c: "float32" for c in data.points if c.startswith("k") and c[1:].isdigit()} | {
+        c: "float16" for c in data.points if c.startswith("s") and c[1:].isdigit()
     }
     histograms = data.histograms.copy()
     for side in charts.SIDE_ORDER:
@@ -200,7 +212,7 @@ def forget_set_section(
         "sampling": sampled,
         "overview": overview_html(overview),
         "datasets": {
-            f"points_{position}": columns(data.points, digits),
+            f"points_{position}": columns(data.points, packed=packed),
             f"histograms_{position}": columns(histograms),
             f"images_{position}": {"point": list(uris), "uri": list(uris.values())},
             f"worst_{position}": columns(worst, {"klom": 4}),
@@ -280,7 +292,12 @@ def explorer_html(
         "sections": [{k: v for k, v in s.items() if k != "datasets"} for s in sections],
         "views": VIEWS,
     }
-    datasets = {name: values for s in sections for name, values in s["datasets"].items()}
+    # One JSON block per forget set, parsed when the reader opens it.
+    data = "\n".join(
+        f'<script type="application/json" id="data-{position}">'
+        f"{_script_json(section['datasets'])}</script>"
+        for position, section in enumerate(sections)
+    )
     notes = "".join(
         f'<p class="note">{html.escape(n)}</p>' for n in run_notes(klom_table, manifest, run)
     )
@@ -289,5 +306,5 @@ def explorer_html(
         .replace("/*VEGA_BUNDLE*/", _javascript_bundle().replace("</script", "<\\/script"))
         .replace("<!--NOTES-->", notes)
         .replace("/*PAGE*/null", _script_json(page))
-        .replace("/*DATASETS*/null", _script_json(datasets))
+        .replace("<!--DATA-->", data)
     )
