@@ -48,8 +48,9 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--settings", type=int, default=10)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/explorer_bench"))
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep the synthetic run already under --scratch")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the synthetic run already under --scratch"
+    )
     arguments = parser.parse_args()
     methods = [f"method_{k}" for k in range(arguments.settings)]
     images_path = arguments.scratch / "images.npy"
@@ -57,9 +58,15 @@ def main() -> None:
         results, images = arguments.scratch / "results", np.load(images_path)
     else:
         start = time.perf_counter()
-        results, images = write_run(arguments.scratch, n_train=50_000, n_val=10_000,
-                                    n_models=arguments.models, methods=methods,
-                                    forget_size=1000, image_shape=(32, 32, 3))
+        results, images = write_run(
+            arguments.scratch,
+            n_train=50_000,
+            n_val=10_000,
+            n_models=arguments.models,
+            methods=methods,
+            forget_size=1000,
+            image_shape=(32, 32, 3),
+        )
         np.save(images_path, images)
         print(f"synthetic run written in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
@@ -78,9 +85,11 @@ def main() -> None:
             timings = browser.evaluate("window.klomflow.timings")
             errors = browser.console_errors
         steps = ", ".join(f"{name} {value / 1000:.2f}" for name, value in timings.items())
-        print(f"open {attempt + 1}: every view rendered {seconds:.2f} s after navigation, "
-              f"{cpu:.2f} s of CPU in Chromium's processes "
-              f"(in the page, s: {steps}); console errors: {len(errors)}")
+        print(
+            f"open {attempt + 1}: every view rendered {seconds:.2f} s after navigation, "
+            f"{cpu:.2f} s of CPU in Chromium's processes "
+            f"(in the page, s: {steps}); console errors: {len(errors)}"
+        )
 
 
 if __name__ == "__main__":
