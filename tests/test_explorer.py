@@ -159,15 +159,18 @@ def test_clicking_a_point_shows_the_histograms_klom_compared(synthetic_page, tmp
     unlearned = np.load(results / "margins/unlearned/random_20/do_nothing/0000000000.npy")
     oracle = np.load(results / "margins/oracle/random_20.npy")
     original = np.load(results / "margins/original.npy")
+    counted = []
     for side, sample in (("unlearned", unlearned), ("oracle", oracle), ("original", original)):
         bars = sorted((bar["bin"], bar["count"]) for bar in drawn["bars"] if bar["side"] == side)
         expected = reference_counts(
             sample[:, target], unlearned[:, target], oracle[:, target], OPTIONS
         )
+        counted.append(f"{expected.sum()} of {len(sample)} {side}")
         assert [count for _, count in bars] == expected.tolist(), side
         assert [b for b, _ in bars] == list(range(1, OPTIONS.bins + 1))
     klom = float(per_point.loc[per_point["point"] == target, "klom"].iloc[0])
-    assert f"KLOM: {np.float32(klom):.4f}" in drawn["lines"]  # the page holds float32
+    assert f"KLOM: {np.float32(klom):.4f}" in drawn["lines"]
+    assert "counted: " + ", ".join(counted) in drawn["lines"]  # the page holds float32
     assert any(line.startswith(f"point {target} (") for line in drawn["lines"])
 
 

@@ -130,7 +130,7 @@ def per_point_chart(settings, n_bins: int, first_point: int, position: int) -> a
         )
         .properties(width=300, height=70)
     )
-    details = _details(pick, position)
+    details = _details(settings, pick, position)
     image = (
         alt.Chart(dataset("images", position))
         .transform_filter(pick)
@@ -143,8 +143,10 @@ def per_point_chart(settings, n_bins: int, first_point: int, position: int) -> a
     )
 
 
-def _details(pick, position) -> alt.Chart:
-    """The picked point's facts, one line each, for the chosen setting."""
+def _details(settings, pick, position) -> alt.Chart:
+    """The picked point's facts, one line each, for the chosen setting. A sample is left
+    out of the counts on the upper edge with reference binning (as KLOM leaves it out),
+    and an original outside the bins."""
     lines = {
         "1": "'point ' + datum.point + ' (' + datum.p.split + '), source index ' "
         "+ datum.p.source_index",
@@ -152,8 +154,17 @@ def _details(pick, position) -> alt.Chart:
         "3": "'KLOM: ' + format(datum.p['k' + setting], '.4f')",
         "4": "'shift_over_std: ' + format(datum.p['s' + setting], '.3f')",
         "5": "'bins: ' + format(datum.lo, '.3f') + ' to ' + format(datum.hi, '.3f')",
-        "6": "'originals outside the bins: ' + datum.original_outside",
+        "6": "'counted: ' + counted('unlearned') + ', ' + counted('oracle') + ', ' "
+        "+ counted('original')",
     }
+    # Models per side of each setting, written into the expressions (the page's data
+    # holds only the samples each side left out of its bins).
+    for side in ("unlearned", "oracle", "original"):
+        totals = "[" + ",".join(str(int(n)) for n in settings[f"n_{side}"]) + "]"
+        lines["6"] = lines["6"].replace(
+            f"counted('{side}')",
+            f"({totals}[setting] - datum.{side}_left_out) + ' of ' + {totals}[setting] "
+            f"+ ' {side}'")
     return (
         alt.Chart(dataset("histograms", position))
         .transform_filter(pick)

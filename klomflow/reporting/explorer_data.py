@@ -118,7 +118,10 @@ def setting_histograms(unlearned, oracle, original, chosen, options: KlomOptions
         "lo": edges[:, 0],
         "hi": edges[:, -1],
         **counts,
-        "original_outside": len(original) - counts["original"].sum(axis=1),
+        # Samples not counted: on the upper edge (reference binning), or originals outside.
+        **{f"{side}_left_out": len(margins) - counts[side].sum(axis=1)
+           for side, margins in (("unlearned", unlearned), ("oracle", oracle),
+                                 ("original", original))},
     }
 
 
@@ -152,6 +155,8 @@ def forget_set_data(
             results, forget_set, row["method"], row["config_id"], row["implementation"]
         )
         counts = setting_histograms(unlearned, oracle, original, chosen, klom_options)
+        settings.loc[index, ["n_unlearned", "n_oracle", "n_original"]] = [
+            len(unlearned), len(oracle), len(original)]
         frames.append(
             pd.DataFrame(
                 {
@@ -162,7 +167,8 @@ def forget_set_data(
                     "unlearned": list(counts["unlearned"]),
                     "oracle": list(counts["oracle"]),
                     "original": list(counts["original"]),
-                    "original_outside": counts["original_outside"],
+                    **{f"{side}_left_out": counts[f"{side}_left_out"]
+                       for side in ("unlearned", "oracle", "original")},
                 }
             )
         )
