@@ -73,7 +73,15 @@ def columns(frame: pd.DataFrame, digits: dict | None = None, packed: dict | None
     result = {}
     for name in frame.columns:
         values = frame[name]
-        if name in packed:
+        if name in packed and packed[name].endswith("[]"):  # one array per row
+            dtype = np.dtype(packed[name][:-2]).newbyteorder("<")
+            result[name] = {
+                packed[name]: [
+                    base64.b64encode(np.asarray(cell).astype(dtype).tobytes()).decode("ascii")
+                    for cell in values
+                ]
+            }
+        elif name in packed:
             array = values.to_numpy(dtype=np.float64).astype(
                 np.dtype(packed[name]).newbyteorder("<")
             )
@@ -194,9 +202,17 @@ def forget_set_section(
     packed = {c: "float32" for c in data.points if c.startswith("k") and c[1:].isdigit()} | {
         c: "float16" for c in data.points if c.startswith("s") and c[1:].isdigit()
     }
-    histograms = data.histograms.copy()
-    for side in charts.SIDE_ORDER:
-        histograms[side] = [counts.tolist() for counts in histograms[side]]
+    # Counts of models per bin, one base64 string per row and side (uint16 beyond 255).
+    most = max(
+        (
+            int(np.max(np.stack(data.histograms[side])))
+            for side in charts.SIDE_ORDER
+            if len(data.histograms)
+        ),
+        default=0,
+    )
+    counts_type = "uint8[]" if most <= 255 else "uint16[]"
+    counts_packed = dict.fromkeys(charts.SIDE_ORDER, counts_type)
     proxy = (
         klom_table.loc[klom_table["forget_set"] == forget_set, "forget_set_proxy"]
         if "forget_set_proxy" in klom_table
@@ -213,7 +229,7 @@ def forget_set_section(
         "overview": overview_html(overview),
         "datasets": {
             f"points_{position}": columns(data.points, packed=packed),
-            f"histograms_{position}": columns(histograms),
+            f"histograms_{position}": columns(data.histograms, packed=counts_packed),
             f"images_{position}": {"point": list(uris), "uri": list(uris.values())},
             f"worst_{position}": columns(worst, {"klom": 4}),
             f"class_accuracy_{position}": columns(class_accuracy, {"accuracy": 4}),
