@@ -321,6 +321,7 @@ def explorer_html(
         TEMPLATE.read_text()
         .replace("/*VEGA_BUNDLE*/", _javascript_bundle().replace("</script", "<\\/script"))
         .replace("<!--NOTES-->", notes)
+        .replace("<!--CEILING-->", f"{math.log(1 / klom_options.eps):.2f}")
         .replace("/*PAGE*/null", _script_json(page))
         .replace("<!--DATA-->", data)
     )
