@@ -282,7 +282,7 @@ def klom_vs_cost_figure(summary: pd.DataFrame, floor_average: float, forget_set:
     ax.set_ylabel("average_95 KLOM (scored oracles)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"{forget_set}: KLOM against unlearning cost\n"
-                    "(large dots: selected settings; small: every setting)")
+                    "(large markers: selected settings; small: every setting)")
     figure.tight_layout()
     return figure
 
@@ -303,6 +303,6 @@ def accuracy_vs_klom_figure(summary: pd.DataFrame, oracle_accuracy: dict, floor_
         ax.set_ylabel(title)
         ax.set_title(title)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    figure.suptitle(f"{forget_set}: accuracy against KLOM (large dots: selected settings)")
+    figure.suptitle(f"{forget_set}: accuracy against KLOM (large markers: selected settings)")
     figure.tight_layout()
     return figure
