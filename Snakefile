@@ -28,6 +28,7 @@ include: "rules/tables.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
 include: "rules/privacy.smk"
+include: "rules/explorer.smk"
 
 
 rule all:
@@ -38,6 +39,7 @@ rule all:
         rules.make_paper_tables.output,
         report_figures(),
         privacy_outputs(),
+        rules.build_explorer.output,
     localrule: True
 
 

@@ -123,6 +123,19 @@ class PaperOptions:
 
 
 @dataclass(frozen=True)
+class ExplorerOptions:
+    """`explorer`: which points of results/explorer.html carry margin histograms and images
+    (klomflow/reporting/explorer_data.py); every point's KLOM is in the page."""
+
+    # Every point up to this many evaluation points; above it a bounded set: the forget
+    # set, the `worst_points` highest KLOM per setting and split, and `sample_points` drawn
+    # at random (seed: models.base_seed).
+    all_points_up_to: int = 5000
+    worst_points: int = 12
+    sample_points: int = 500
+
+
+@dataclass(frozen=True)
 class PrivacyOptions:
     """`privacy`: the attack metrics (klomflow/metrics/privacy/, docs/privacy.md); none unless
     `metrics` lists them."""
@@ -147,4 +160,4 @@ INTERVAL_SCHEMES = choices(PaperOptions, "interval")
 # Config section -> the dataclass of its optional keys, in the order a resolved config lists them.
 SECTIONS = {"dataset": DatasetOptions, "model": ModelOptions, "train": Recipe,
             "models": ModelsOptions, "datamodels": DatamodelsOptions, "klom": KlomOptions,
-            "paper": PaperOptions, "privacy": PrivacyOptions}
+            "paper": PaperOptions, "privacy": PrivacyOptions, "explorer": ExplorerOptions}

@@ -14,6 +14,7 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from klomflow.metrics.klom import SPLITS, KlomOptions, klom_per_point
 from klomflow.reporting import figures
 from klomflow.reporting.selection import NOISE_FLOOR, STATISTICS
+from klomflow.reporting.styles import method_style
 
 
 @pytest.fixture(autouse=True)
@@ -268,13 +269,83 @@ def test_the_cost_figure_tells_amortised_times_from_times_alone():
         style = MarkerStyle(marker)
         return style.get_path().transformed(style.get_transform()).vertices.round(6).tolist()
 
-    big = {collection.get_label(): collection.get_paths()[0].vertices.round(6).tolist()
+    big = {collection.get_label(): collection
            for collection in ax.collections
            if isinstance(collection, PathCollection) and collection.get_sizes()[0] == 60}
-    assert big == {"do_nothing": shape("o"), "oracle_matching †": shape("X"),
-                   "scrub": shape("s")}
+    # The marker is the method's own (the same in every figure); the fill tells the timing.
+    assert {label: collection.get_paths()[0].vertices.round(6).tolist()
+            for label, collection in big.items()} == {
+        "do_nothing": shape(method_style("do_nothing")[1]),
+        "oracle_matching †": shape(method_style("oracle_matching")[1]),
+        "scrub": shape(method_style("scrub")[1])}
+    hollow = {label for label, collection in big.items()
+              if len(collection.get_facecolors()) == 0 or collection.get_facecolors()[0][3] == 0}
+    assert hollow == {"scrub"}  # amortised
+    faded = {label for label, collection in big.items() if collection.get_alpha() == 0.3}
+    assert faded == {"oracle_matching †"}  # not recorded
     label = ax.get_xlabel()
-    assert "circles: one model timed alone" in label
-    assert "squares: amortised (an ensemble's wall time / its models)" in label
-    assert "crosses: not recorded" in label and "diamonds" not in label
+    assert "filled: one model timed alone" in label
+    assert "hollow: amortised (an ensemble's wall time / its models)" in label
+    assert "faded: not recorded" in label and "hatched" not in label
     assert "retraining: amortised" in label
+
+
+def test_a_method_keeps_its_colour_and_marker_whichever_methods_run_beside_it():
+    """The accuracy figure of two forget sets with different method lists: each method is
+    drawn in one (colour, marker) in both, and no two methods share one."""
+    klom_table, accuracy = summary_inputs()
+    summary = figures.setting_summary(klom_table, accuracy, retrain_seconds=20.0)
+    alone = summary[summary["method"] != "do_nothing"]  # the other forget set lacks one
+    styles = []
+    for frame in (summary, alone):
+        figure = figures.accuracy_vs_klom_figure(frame, {"forget_accuracy": 0.3},
+                                                 floor_average=0.7, forget_set="random_30")
+        ax = figure.axes[0]
+        styles.append({collection.get_label(): (
+            tuple(np.round(collection.get_facecolors()[0][:3], 6)),
+            collection.get_paths()[0].vertices.round(6).tobytes())
+            for collection in ax.collections
+            if isinstance(collection, PathCollection) and collection.get_sizes()[0] == 60})
+    assert {label: styles[0][label] for label in styles[1]} == styles[1]
+    assert len(set(styles[0].values())) == len(styles[0]) == 3
+    # Every built-in method has a pair of its own.
+    from klomflow.unlearning.methods.registry import REGISTRY
+    assert len({method_style(method) for method in REGISTRY}) == len(REGISTRY)
+
+
+def test_the_klom_figures_draw_the_ceiling():
+    """ln(1 / eps), where disjoint histograms put KLOM, in the p95, distribution, cost and
+    accuracy figures."""
+    ceiling = float(np.log(1 / 1e-5))
+    cells = {method: (False, {statistic: (1.0, 0.5, 1.5) for statistic in STATISTICS})
+             for method in ("scrub", NOISE_FLOOR)}
+    p95 = figures.klom_p95_figure(paper_rows(cells), "random_30", ceiling)
+    per_point = {"scrub": pd.DataFrame({"point": [0, 1, 2], "split": list(SPLITS),
+                                        "klom": [1.0, 2.0, 3.0]})}
+    distribution = figures.klom_distribution_figure(per_point, {}, "random_30", ceiling)
+    for ax in p95.axes[:3] + distribution.axes[:3]:
+        assert (pytest.approx(ceiling), "-.") in constant_lines(ax, "x")
+    klom_table, accuracy = summary_inputs()
+    summary = figures.setting_summary(klom_table, accuracy, retrain_seconds=20.0)
+    summary.attrs["ceiling"] = ceiling
+    cost = figures.klom_vs_cost_figure(summary, 0.7, "random_30")
+    assert (pytest.approx(ceiling), "-.") in constant_lines(cost.axes[0], "y")
+    accuracy_figure = figures.accuracy_vs_klom_figure(summary, {}, 0.7, "random_30")
+    assert (pytest.approx(ceiling), "-.") in constant_lines(accuracy_figure.axes[0], "x")
+
+
+def test_the_margin_histograms_title_clears_the_panels_and_the_y_axis_is_named():
+    rng = np.random.default_rng(3)
+    oracle = rng.normal(0, 1, size=(6, 4))
+    # As many methods as the default config runs: the rows that pushed the title down.
+    unlearned = {f"method_{k:02d}": rng.normal(1, 1, size=(6, 4)) for k in range(15)}
+    per_point = {m: pd.DataFrame({"point": np.arange(4), "split": "forget", "klom": 1.0})
+                 for m in unlearned}
+    figure = figures.margin_histogram_figure(unlearned, oracle, per_point, {}, [2],
+                                             KlomOptions(), "random_30")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    title = figure._suptitle.get_window_extent(renderer)
+    for ax in figure.axes:
+        assert ax.get_tightbbox(renderer).y1 <= title.y0  # below the title, not under it
+    assert [ax.get_ylabel() for ax in figure.axes] == ["share of models"] * 15

@@ -445,3 +445,22 @@ def test_the_job_server_served_every_job_and_changed_no_number(tiny_run, tmp_pat
     for logits in (tmp_path / "results/logits").rglob("*.npy"):
         np.testing.assert_array_equal(np.load(logits),
                                       np.load(tiny_run / logits.relative_to(tmp_path)))
+
+
+def test_the_run_writes_an_explorer_page_that_opens_clean(tiny_run, tmp_path):
+    """The workflow's own page: every view renders, no console error, no request."""
+    from cdp import Browser
+    from test_explorer import VIEWS, assert_page_is_clean, opened, rendered_views
+
+    page = tiny_run / "results/explorer.html"
+    table = pd.read_parquet(tiny_run / "results/tables/klom.parquet")
+    with Browser(tmp_path) as browser:
+        opened(browser, page)
+        views = rendered_views(browser)
+        sets = browser.evaluate("Array.from(document.querySelectorAll('#forget-set option'))"
+                                ".map((option) => option.textContent)")
+        assert_page_is_clean(browser, page)
+    assert sets == list(dict.fromkeys(table["forget_set"]))
+    assert views["overview"]["rows"] == len(
+        table[table["forget_set"] == sets[0]][["method", "config_id"]].drop_duplicates())
+    assert all(views[name]["marks"] > 20 for name in VIEWS[1:])

@@ -1,5 +1,7 @@
 from workflow_job import script_context
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -51,8 +53,11 @@ oracle = accuracy[accuracy["method"] == "oracle"]
 oracle_accuracy = {column: float(oracle[column].mean())
                    for column in ("forget_accuracy", "val_accuracy")}
 output = snakemake.output
-figures.save(figures.klom_p95_figure(paper, forget_set), output.klom_p95)
-figures.save(figures.klom_distribution_figure(per_point, diagnostic, forget_set),
+# KLOM's ceiling: disjoint histograms give at most ln(1 / eps).
+ceiling = math.log(1 / options.eps)
+summary.attrs["ceiling"] = ceiling
+figures.save(figures.klom_p95_figure(paper, forget_set, ceiling), output.klom_p95)
+figures.save(figures.klom_distribution_figure(per_point, diagnostic, forget_set, ceiling),
              output.klom_distribution)
 figures.save(figures.margin_histogram_figure(unlearned, load_array(snakemake.input.oracle),
                                              per_point, diagnostic, points, options, forget_set),

@@ -24,10 +24,10 @@ PERCENTILES = (50, 95, 99)
 DEFAULT_OPTIONS = KlomOptions()
 
 
-def _bin_probabilities(samples, edges, bins: int, binning: str):
-    """Histogram of `samples` [n_models, n_points] over per-point `edges` [n_points, bins+1].
+def _bin_counts(samples, edges, bins: int, binning: str):
+    """Counts of `samples` [n_models, n_points] over per-point `edges` [n_points, bins+1].
 
-    Returns probabilities [n_points, bins]. Reference binning is
+    Returns int64 counts [n_points, bins]. Reference binning is
     numpy.digitize(value, edges) keeping indices 1..bins only, so a sample equal
     to the upper edge is dropped; inclusive binning closes the last bin.
     """
@@ -38,7 +38,12 @@ def _bin_probabilities(samples, edges, bins: int, binning: str):
     counts = np.zeros((samples.shape[1], bins + 2), dtype=np.int64)
     point = np.broadcast_to(np.arange(samples.shape[1]), samples.shape)
     np.add.at(counts, (point.ravel(), index.ravel()), 1)
-    counts = counts[:, 1 : bins + 1]
+    return counts[:, 1 : bins + 1]
+
+
+def _bin_probabilities(samples, edges, bins: int, binning: str):
+    """`_bin_counts` divided by the number of counted samples: [n_points, bins]."""
+    counts = _bin_counts(samples, edges, bins, binning)
     total = counts.sum(axis=1, keepdims=True)
     # A side whose every sample sits on the upper edge has no counted sample;
     # the reference code then divides 0 by 0 and its `p > 0` mask skips the
@@ -70,6 +75,22 @@ def klom_per_point(unlearned, oracle, options: KlomOptions = DEFAULT_OPTIONS, ch
     return result
 
 
+def bin_edges(unlearned, oracle, options: KlomOptions | None = None):
+    """The edges KLOM bins each point's margins on: [n_points, bins+1].
+
+    Both samples clipped to [-clip, clip], then `bins` equal bins over their joint range
+    (one unit wide when all samples are equal). Returns (edges, clipped unlearned, clipped
+    oracle).
+    """
+    options = options or KlomOptions()
+    u = np.clip(np.asarray(unlearned, dtype=np.float64), -options.clip, options.clip)
+    o = np.clip(np.asarray(oracle, dtype=np.float64), -options.clip, options.clip)
+    low = np.minimum(u.min(axis=0), o.min(axis=0))
+    high = np.maximum(u.max(axis=0), o.max(axis=0))
+    high = np.where(high <= low, low + 1.0, high)
+    return np.linspace(low, high, options.bins + 1, axis=1), u, o
+
+
 def binned_margins(unlearned, oracle, options: KlomOptions | None = None):
     """The two histograms KLOM compares at each point.
 
@@ -78,14 +99,21 @@ def binned_margins(unlearned, oracle, options: KlomOptions | None = None):
     the report's margin histograms plot exactly these.
     """
     options = options or KlomOptions()
-    u = np.clip(np.asarray(unlearned, dtype=np.float64), -options.clip, options.clip)
-    o = np.clip(np.asarray(oracle, dtype=np.float64), -options.clip, options.clip)
-    low = np.minimum(u.min(axis=0), o.min(axis=0))
-    high = np.maximum(u.max(axis=0), o.max(axis=0))
-    high = np.where(high <= low, low + 1.0, high)
-    edges = np.linspace(low, high, options.bins + 1, axis=1)  # [n_points, bins+1]
+    edges, u, o = bin_edges(unlearned, oracle, options)
     return (edges, _bin_probabilities(u, edges, options.bins, options.binning),
             _bin_probabilities(o, edges, options.bins, options.binning))
+
+
+def binned_counts(samples, edges, options: KlomOptions | None = None):
+    """Counts [n_points, bins] of `samples` [n_models, n_points] (clipped) on KLOM's `edges`.
+
+    With the edges of `bin_edges`, the counts KLOM's probabilities are made of; any other
+    sample (the originals' margins) is counted on the same bins, its values outside them
+    left out as KLOM leaves out a sample outside its range.
+    """
+    options = options or KlomOptions()
+    clipped = np.clip(np.asarray(samples, dtype=np.float64), -options.clip, options.clip)
+    return _bin_counts(clipped, edges, options.bins, options.binning)
 
 
 def _klom_chunk(unlearned, oracle, options: KlomOptions):

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from klomflow.metrics.klom import SPLITS, KlomOptions, binned_margins  # noqa: E402
 from klomflow.reporting.markup import STATISTIC_LABELS  # noqa: E402
 from klomflow.reporting.names import NOISE_FLOOR  # noqa: E402
+from klomflow.reporting.styles import CEILING_COLOUR, TIMING_FILLS, method_style  # noqa: E402
 
 SPLIT_COLOURS = {"forget": "tab:red", "retain": "tab:blue", "val": "tab:green"}
 UNLEARNED_COLOUR, ORACLE_COLOUR, FLOOR_COLOUR = "tab:purple", "tab:orange", "0.4"
@@ -28,9 +29,10 @@ MIN_COST_FRACTION = 1e-6
 # and its marker on the cost axis: a model's share of an ensemble's wall time (the
 # ensemble's time over its models, klomflow/unlearning/twins/) is not one model's
 # wall time alone, so the two are told apart wherever they share an axis.
-TIMING_MARKERS = {"alone": "o", "amortised": "s", "mixed": "D", "unrecorded": "X"}
-TIMING_SYMBOLS = {"alone": "circles", "amortised": "squares", "mixed": "diamonds",
-                  "unrecorded": "crosses"}
+# The marker's shape is the method's (klomflow/reporting/styles.py); its fill says how
+# the time was measured.
+TIMING_SYMBOLS = {"alone": "filled", "amortised": "hollow", "mixed": "hatched",
+                  "unrecorded": "faded"}
 TIMING_WORDS = {"alone": "one model timed alone",
                 "amortised": "amortised (an ensemble's wall time / its models)",
                 "mixed": "some models timed alone, some amortised",
@@ -47,8 +49,18 @@ def _label(method: str, diagnostic: bool) -> str:
     return method + (" †" if diagnostic else "")
 
 
-def klom_p95_figure(paper: pd.DataFrame, forget_set: str):
-    """p95 KLOM per method and split, 95% intervals over models, the noise floor marked.
+def _ceiling(ax, ceiling: float | None, vertical: bool = True) -> None:
+    """KLOM's ceiling, ln(1 / eps): disjoint unlearned and oracle histograms."""
+    if ceiling is None or not np.isfinite(ceiling):
+        return
+    line = ax.axvline if vertical else ax.axhline
+    line(ceiling, color=CEILING_COLOUR, linestyle="-.", linewidth=1,
+         label=f"ceiling ln(1/eps) = {ceiling:.2f}")
+
+
+def klom_p95_figure(paper: pd.DataFrame, forget_set: str, ceiling: float | None = None):
+    """p95 KLOM per method and split, 95% intervals over models, the noise floor and the
+    ceiling (ln(1 / eps), when given) marked.
 
     paper: paper_klom.parquet rows of one forget set.
     """
@@ -72,19 +84,23 @@ def klom_p95_figure(paper: pd.DataFrame, forget_set: str):
                        label=f"noise floor {floor.estimate:.2f}")
             if np.isfinite(floor.low) and np.isfinite(floor.high):
                 ax.axvspan(floor.low, floor.high, color=FLOOR_COLOUR, alpha=0.15)
+        _ceiling(ax, ceiling)
+        if floor is not None or ceiling is not None:
             ax.legend(loc="lower right", fontsize=8)
         ax.set_title(f"{STATISTIC_LABELS[statistic]} p95")
         ax.set_xlabel("KLOM (95th percentile over points)")
     axes[0].set_yticks(positions, [_label(m, diagnostic.get(m)) for m in methods])
     axes[0].invert_yaxis()
     figure.suptitle(f"{forget_set}: p95 KLOM of each method's selected setting "
-                    "(bars: 95% intervals over models; dashed: noise floor)")
+                    "(bars: 95% intervals over models; dashed: noise floor; dash-dot: ceiling)")
     figure.tight_layout()
     return figure
 
 
-def klom_distribution_figure(per_point: dict, diagnostic: dict, forget_set: str):
-    """Box plots of per-point KLOM per method, one panel per split.
+def klom_distribution_figure(per_point: dict, diagnostic: dict, forget_set: str,
+                             ceiling: float | None = None):
+    """Box plots of per-point KLOM per method, one panel per split; the ceiling
+    (ln(1 / eps)) marked when given.
 
     per_point: {method: frame with split, klom}, noise floor included.
     """
@@ -101,12 +117,15 @@ def klom_distribution_figure(per_point: dict, diagnostic: dict, forget_set: str)
         for method, patch in zip(methods, boxes["boxes"]):
             patch.set_facecolor(FLOOR_COLOUR if method == NOISE_FLOOR else SPLIT_COLOURS[split])
             patch.set_alpha(0.6)
+        _ceiling(ax, ceiling)
         ax.set_title(f"{split} points")
         ax.set_xlabel("per-point KLOM")
     labels = ["noise floor" if m == NOISE_FLOOR else _label(m, diagnostic.get(m))
               for m in methods]
     axes[0].set_yticks(np.arange(1, len(methods) + 1), labels)
     axes[0].invert_yaxis()
+    if ceiling is not None:
+        axes[-1].legend(loc="lower right", fontsize=8)
     figure.suptitle(f"{forget_set}: distribution of per-point KLOM (boxes: quartiles, "
                     "whiskers: 1st-99th percentile)")
     figure.tight_layout()
@@ -163,13 +182,16 @@ def margin_histogram_figure(unlearned: dict, oracle, per_point: dict, diagnostic
             ax.set_title(f"{_label(method, diagnostic.get(method))}, point {point}: "
                          f"KLOM {klom_by_point.loc[point]:.2f}", fontsize=9)
             ax.tick_params(labelsize=7)
+            if column == 0:
+                ax.set_ylabel("share of models", fontsize=8)
             if row == rows - 1:
                 ax.set_xlabel("margin")
     if methods and points:
         axes[0, 0].legend(fontsize=7)
     figure.suptitle(f"{forget_set}: margins of the unlearned models and of the oracles at "
                     "forget points (KLOM compares these two histograms)")
-    figure.tight_layout()
+    # Room for the title above the first row of panels (tight_layout alone ignores it).
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / figure.get_figheight()))
     return figure
 
 
@@ -214,22 +236,23 @@ def setting_summary(klom_table: pd.DataFrame, accuracy: pd.DataFrame, retrain_se
 
 
 def _scatter_settings(ax, summary, x, y, timing_markers=False):
-    """Every setting a small dot, the selected ones large, one colour per method; with
-    `timing_markers`, each dot's shape says how its time was measured (TIMING_MARKERS)."""
-    methods = sorted(summary["method"].unique())
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 1)))
-    for colour, method in zip(colours, methods):
+    """Every setting a small dot, the selected ones large, in the method's colour and
+    marker (klomflow/reporting/styles.py); with `timing_markers`, each marker's fill says
+    how its time was measured (TIMING_FILLS)."""
+    for method in sorted(summary["method"].unique()):
+        colour, marker = method_style(method)
         rows = summary[summary["method"] == method]
         label = _label(method, bool(rows["diagnostic"].iloc[0]))
         groups = rows.groupby("unlearning_timing") if timing_markers else [("alone", rows)]
         for kind, group in groups:
-            ax.scatter(group[x], group[y], s=12, color=colour, alpha=0.35,
-                       marker=TIMING_MARKERS[kind])
+            ax.scatter(group[x], group[y], s=12, marker=marker,
+                       **({"alpha": 0.35} | TIMING_FILLS[kind](colour)))
         chosen = rows[rows["selected"]]
-        marker = (TIMING_MARKERS[chosen["unlearning_timing"].iloc[0]]
-                  if timing_markers and len(chosen) else "o")
-        ax.scatter(chosen[x], chosen[y], s=60, color=colour, edgecolor="k", label=label,
-                   marker=marker)
+        kind = (chosen["unlearning_timing"].iloc[0]
+                if timing_markers and len(chosen) else "alone")
+        style = TIMING_FILLS[kind](colour)
+        style.setdefault("edgecolors", "k")
+        ax.scatter(chosen[x], chosen[y], s=60, marker=marker, label=label, **style)
 
 
 def _cost_note(summary) -> str:
@@ -247,6 +270,7 @@ def klom_vs_cost_figure(summary: pd.DataFrame, floor_average: float, forget_set:
     figure, ax = plt.subplots(figsize=(8, 5.5))
     _scatter_settings(ax, summary, "cost_fraction", "average_95", timing_markers=True)
     ax.axhline(floor_average, color=FLOOR_COLOUR, linestyle="--", label="noise floor")
+    _ceiling(ax, summary.attrs.get("ceiling"), vertical=False)
     ax.set_xscale("log")
     if summary.attrs.get("retrain_seconds_known", True):
         ax.axvline(1.0, color="k", linestyle=":", label="retraining")
@@ -258,7 +282,7 @@ def klom_vs_cost_figure(summary: pd.DataFrame, floor_average: float, forget_set:
     ax.set_ylabel("average_95 KLOM (scored oracles)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"{forget_set}: KLOM against unlearning cost\n"
-                    "(large dots: selected settings; small: every setting)")
+                    "(large markers: selected settings; small: every setting)")
     figure.tight_layout()
     return figure
 
@@ -274,10 +298,11 @@ def accuracy_vs_klom_figure(summary: pd.DataFrame, oracle_accuracy: dict, floor_
             ax.axhline(oracle_accuracy[column], color=ORACLE_COLOUR, linestyle="--",
                        label="oracles (target)")
         ax.axvline(floor_average, color=FLOOR_COLOUR, linestyle="--", label="noise floor")
+        _ceiling(ax, summary.attrs.get("ceiling"))
         ax.set_xlabel("average_95 KLOM (scored oracles)")
         ax.set_ylabel(title)
         ax.set_title(title)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    figure.suptitle(f"{forget_set}: accuracy against KLOM (large dots: selected settings)")
+    figure.suptitle(f"{forget_set}: accuracy against KLOM (large markers: selected settings)")
     figure.tight_layout()
     return figure

@@ -285,21 +285,22 @@ def privacy_figure(frame: pd.DataFrame, forget_set: str):
     """KLOM p95 (forget) against U-LiRA AUC and against F, one point per method (selected
     setting), the noise-floor row marked."""
     from klomflow.reporting.figures import plt  # matplotlib set up for files only
+    from klomflow.reporting.styles import method_style
 
     rows = frame[frame["forget_set"] == forget_set]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for axis, (column, label) in zip(axes, [("ulira_auc", "U-LiRA AUC (forget; 0.5 = chance)"),
                                             ("competition_forget_quality",
                                              "forgetting quality F (higher is better)")]):
+        # Each method in its own colour and marker, named in the legend: labels written
+        # beside the points overlapped where methods score alike.
         for _, row in rows.iterrows():
             reference = row["method"] == NOISE_FLOOR
-            axis.scatter(row["klom_p95"], row[column], marker="*" if reference else "o",
-                         s=160 if reference else 40, color="0.3" if reference else "tab:purple",
-                         zorder=3)
+            colour, marker = method_style(row["method"])
             name = "noise floor" if reference else row["method"]
-            axis.annotate(name + (" †" if row["diagnostic"] else ""),
-                          (row["klom_p95"], row[column]), fontsize=7, xytext=(3, 3),
-                          textcoords="offset points")
+            axis.scatter(row["klom_p95"], row[column], marker=marker, s=160 if reference else 50,
+                         color=colour, edgecolors="k", linewidths=0.5, zorder=3,
+                         label=name + (" †" if row["diagnostic"] else ""))
         axis.set_xlabel("KLOM p95 on the forget split (lower is better)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
@@ -310,6 +311,7 @@ def privacy_figure(frame: pd.DataFrame, forget_set: str):
         proxy = next(p for p in rows["forget_set_proxy"] if isinstance(p, str))
         title += (f"\nworst-case proxy set ({proxy}): chosen to be hard to forget by a cheap "
                   "surrogate; it bounds nothing")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(title)
     figure.tight_layout()
     return figure
