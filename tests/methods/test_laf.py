@@ -45,8 +45,10 @@ def hand_cosine_distance(a, b):
 def hand_unlearning_loss(retain_e, forget_e, remain_vae, forget_vae, retain_noise, forget_noise):
     """Sum over R of exp(m/(m+1)) minus the same over F, m = per-point squared error."""
     total = 0.0
-    for e, vae, noise, sign in [(retain_e, remain_vae, retain_noise, 1.0),
-                                (forget_e, forget_vae, forget_noise, -1.0)]:
+    for e, vae, noise, sign in [
+        (retain_e, remain_vae, retain_noise, 1.0),
+        (forget_e, forget_vae, forget_noise, -1.0),
+    ]:
         reconstruction, _, _ = hand_vae(vae, e, noise)
         for row in range(len(e)):
             m = ((reconstruction[row] - e[row]) ** 2).sum()
@@ -58,8 +60,9 @@ def hand_alignment_loss(retain_e, retain_teacher, forget_e, forget_teacher, temp
     """The authors' literal sum_i log(exp(d_r,i) / sum_j exp(d_f,j / temperature))."""
     retain_distance = hand_cosine_distance(retain_e, retain_teacher)
     forget_distance = hand_cosine_distance(forget_e, forget_teacher)
-    return torch.log(torch.exp(retain_distance) / torch.exp(forget_distance / temperature).sum()
-                     ).sum()
+    return torch.log(
+        torch.exp(retain_distance) / torch.exp(forget_distance / temperature).sum()
+    ).sum()
 
 
 def first_adam_step(value, gradient, lr):
@@ -89,17 +92,21 @@ def test_vae_loss_is_summed_squared_error_plus_weighted_kl_per_point_averaged():
     expected = 0.0
     for row in range(5):
         squared = sum((reconstruction[row, j] - e[row, j]) ** 2 for j in range(7))
-        kl = sum(-0.5 * (math.log(std[row, k] ** 2 + 1e-8) + 1 - mean[row, k] ** 2
-                         - std[row, k] ** 2) for k in range(3))
+        kl = sum(
+            -0.5 * (math.log(std[row, k] ** 2 + 1e-8) + 1 - mean[row, k] ** 2 - std[row, k] ** 2)
+            for k in range(3)
+        )
         expected += (squared + 0.3 * kl) / 5
     assert float(laf.vae_loss(reconstruction, e, mean, std, 0.3)) == pytest.approx(
-        float(expected), rel=1e-12)
+        float(expected), rel=1e-12
+    )
 
 
 def test_the_vae_is_the_authors_architecture_with_noise_from_the_generator():
     vae = frozen_vae(6, 4, seed=3)
-    widths = [(m.in_features, m.out_features) for m in vae.modules()
-              if isinstance(m, torch.nn.Linear)]
+    widths = [
+        (m.in_features, m.out_features) for m in vae.modules() if isinstance(m, torch.nn.Linear)
+    ]
     assert widths == [(6, 128), (128, 32), (32, 4), (32, 4), (4, 32), (32, 128), (128, 6)]
     e = torch.rand(5, 6, dtype=torch.float64)
     noise = torch.randn(5, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
@@ -111,17 +118,19 @@ def test_the_vae_is_the_authors_architecture_with_noise_from_the_generator():
 
 def test_the_two_losses_are_the_authors():
     generator = torch.Generator().manual_seed(1)
-    retain_errors, forget_errors = torch.rand(2, 6, generator=generator,
-                                              dtype=torch.float64) * 40
-    expected = (sum(math.exp(m / (m + 1)) for m in retain_errors.tolist())
-                - sum(math.exp(m / (m + 1)) for m in forget_errors.tolist()))
+    retain_errors, forget_errors = torch.rand(2, 6, generator=generator, dtype=torch.float64) * 40
+    expected = sum(math.exp(m / (m + 1)) for m in retain_errors.tolist()) - sum(
+        math.exp(m / (m + 1)) for m in forget_errors.tolist()
+    )
     assert float(laf.extractor_unlearning_loss(retain_errors, forget_errors)) == pytest.approx(
-        expected, rel=1e-12)
+        expected, rel=1e-12
+    )
     a, b = torch.randn(2, 5, 4, generator=generator, dtype=torch.float64)
     c, d = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
     for temperature in (1.0, 5.0):
         assert float(laf.alignment_loss(a, b, c, d, temperature)) == pytest.approx(
-            float(hand_alignment_loss(a, b, c, d, temperature)), rel=1e-12)
+            float(hand_alignment_loss(a, b, c, d, temperature)), rel=1e-12
+        )
 
 
 def test_one_step_is_the_authors_alternating_update_and_keeps_the_head():
@@ -140,27 +149,45 @@ def test_one_step_is_the_authors_alternating_update_and_keeps_the_head():
     forget_noise = torch.randn(5, 3, generator=noise_source, dtype=torch.float64)
     w.requires_grad_(True)
     b.requires_grad_(True)
-    unlearning = hand_unlearning_loss(hand_representation(w, b, retain_x),
-                                      hand_representation(w, b, forget_x),
-                                      remain_vae, forget_vae, retain_noise, forget_noise)
+    unlearning = hand_unlearning_loss(
+        hand_representation(w, b, retain_x),
+        hand_representation(w, b, forget_x),
+        remain_vae,
+        forget_vae,
+        retain_noise,
+        forget_noise,
+    )
     grad_w, grad_b = torch.autograd.grad(unlearning, (w, b))
     w1 = first_adam_step(w.detach(), grad_w, lr_ue).requires_grad_(True)
     b1 = first_adam_step(b.detach(), grad_b, lr_ue).requires_grad_(True)
     w0, b0 = before["layers.1.weight"], before["layers.1.bias"]
     alignment = hand_alignment_loss(
-        hand_representation(w1, b1, retain_x), hand_representation(w0, b0, retain_x),
-        hand_representation(w1, b1, forget_x), hand_representation(w0, b0, forget_x),
-        temperature)
+        hand_representation(w1, b1, retain_x),
+        hand_representation(w0, b0, retain_x),
+        hand_representation(w1, b1, forget_x),
+        hand_representation(w0, b0, forget_x),
+        temperature,
+    )
     grad_w, grad_b = torch.autograd.grad(alignment, (w1, b1))
     expected_w = first_adam_step(w1.detach(), grad_w, lr_ra)
     expected_b = first_adam_step(b1.detach(), grad_b, lr_ra)
 
     teacher = copy.deepcopy(model).requires_grad_(False)
-    optimizers = (torch.optim.Adam(model.parameters(), lr=lr_ue),
-                  torch.optim.Adam(model.parameters(), lr=lr_ra))
+    optimizers = (
+        torch.optim.Adam(model.parameters(), lr=lr_ue),
+        torch.optim.Adam(model.parameters(), lr=lr_ra),
+    )
     got_unlearning, got_alignment, retain_errors, _ = laf.laf_step(
-        model, teacher, remain_vae, forget_vae, retain_x, forget_x, optimizers, temperature,
-        torch.Generator().manual_seed(4))
+        model,
+        teacher,
+        remain_vae,
+        forget_vae,
+        retain_x,
+        forget_x,
+        optimizers,
+        temperature,
+        torch.Generator().manual_seed(4),
+    )
 
     assert got_unlearning == pytest.approx(float(unlearning.detach()), rel=1e-10)
     assert got_alignment == pytest.approx(float(alignment.detach()), rel=1e-10)
@@ -186,7 +213,8 @@ def test_an_epoch_zips_shuffled_forget_and_retain_batches_and_stops_at_the_forge
 
 @pytest.mark.parametrize("remain_vae_data, rows", [("train", 120), ("retain", 108)])
 def test_the_remaining_vae_learns_the_chosen_data_and_the_forget_vae_the_forget_set(
-        monkeypatch, remain_vae_data, rows):
+    monkeypatch, remain_vae_data, rows
+):
     model, data = make_tiny_problem()
     fitted = []
     original_train_vae = laf.train_vae
@@ -197,8 +225,12 @@ def test_the_remaining_vae_learns_the_chosen_data_and_the_forget_vae_the_forget_
 
     monkeypatch.setattr(laf, "train_vae", recording)
     expected_forget = laf.representations(copy.deepcopy(model).eval(), data.forget_x).detach()
-    params = {**laf.METHOD.defaults, "epochs": 1, "vae_epochs": 1,
-              "remain_vae_data": remain_vae_data}
+    params = {
+        **laf.METHOD.defaults,
+        "epochs": 1,
+        "vae_epochs": 1,
+        "remain_vae_data": remain_vae_data,
+    }
     laf.unlearn(model, data, params)
     assert [len(e) for e in fitted] == [rows, 12]  # h_r first, then h_f
     torch.testing.assert_close(fitted[1], expected_forget)
@@ -214,22 +246,21 @@ def test_steps_per_epoch_follow_the_forget_set(monkeypatch):
         return original_step(*args, **kwargs)
 
     monkeypatch.setattr(laf, "laf_step", counting)
-    laf.unlearn(model, data, {**laf.METHOD.defaults, "epochs": 3, "vae_epochs": 1,
-                              "batch_size": 8})
+    laf.unlearn(model, data, {**laf.METHOD.defaults, "epochs": 3, "vae_epochs": 1, "batch_size": 8})
     assert calls == [8, 4] * 3
 
 
 def test_permuting_the_labels_leaves_the_result_bit_identical():
-    params = {**laf.METHOD.defaults, "epochs": 5, "vae_epochs": 2, "lr_ue": 1e-3,
-              "lr_ra": 1e-3}
+    params = {**laf.METHOD.defaults, "epochs": 5, "vae_epochs": 2, "lr_ue": 1e-3, "lr_ra": 1e-3}
     results = []
     for permute in (False, True):
         model, data = make_tiny_problem()
         original = weights_of(model)
         if permute:
             # Labels permuted over the forget and retain points; the inputs stay.
-            data.train_y = data.train_y[torch.randperm(len(data.train_y),
-                                                       generator=torch.Generator().manual_seed(7))]
+            data.train_y = data.train_y[
+                torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(7))
+            ]
         results.append(weights_of(laf.unlearn(model, data, params)))
     assert not torch.equal(results[0]["layers.1.weight"], original["layers.1.weight"])
     for name in results[0]:
@@ -237,15 +268,20 @@ def test_permuting_the_labels_leaves_the_result_bit_identical():
 
 
 def test_the_repair_reads_the_labels_and_moves_only_the_head():
-    params = {**laf.METHOD.defaults, "epochs": 2, "vae_epochs": 1, "repair": True,
-              "repair_epochs": 3, "repair_lr": 1e-2}
+    params = {
+        **laf.METHOD.defaults,
+        "epochs": 2,
+        "vae_epochs": 1,
+        "repair": True,
+        "repair_epochs": 3,
+        "repair_lr": 1e-2,
+    }
     heads, trunks = [], []
     for permute in (False, True):
         model, data = make_tiny_problem()
         if permute:
             data.train_y = (data.train_y + 1) % data.n_classes
-        without = weights_of(laf.unlearn(copy.deepcopy(model), data,
-                                         {**params, "repair": False}))
+        without = weights_of(laf.unlearn(copy.deepcopy(model), data, {**params, "repair": False}))
         model, data = make_tiny_problem()
         if permute:
             data.train_y = (data.train_y + 1) % data.n_classes
@@ -261,8 +297,9 @@ def test_unlearning_moves_the_extractor_and_never_the_head(tiny_problem):
     model, data = tiny_problem
     before = weights_of(model)
     after = laf.unlearn(model, data, {**laf.METHOD.defaults, "epochs": 5, "vae_epochs": 2})
-    assert max_weight_change({k: v for k, v in before.items() if k.startswith("layers.1")},
-                             after) > 0
+    assert (
+        max_weight_change({k: v for k, v in before.items() if k.startswith("layers.1")}, after) > 0
+    )
     for name in ("layers.3.weight", "layers.3.bias"):
         assert torch.equal(after.state_dict()[name], before[name])
 
@@ -277,14 +314,23 @@ def test_resnet9_runs_in_evaluation_mode_on_its_pooled_features():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1, generator=generator)
-    data = UnlearningData(train_x=x, train_y=torch.zeros(40, dtype=torch.long),
-                          forget_indices=torch.arange(6), retain_indices=torch.arange(6, 40),
-                          n_classes=3, generator=torch.Generator().manual_seed(1),
-                          device=torch.device("cpu"), log=lambda message: None)
+    data = UnlearningData(
+        train_x=x,
+        train_y=torch.zeros(40, dtype=torch.long),
+        forget_indices=torch.arange(6),
+        retain_indices=torch.arange(6, 40),
+        n_classes=3,
+        generator=torch.Generator().manual_seed(1),
+        device=torch.device("cpu"),
+        log=lambda message: None,
+    )
     assert laf.representations(model, x[:2]).shape == (2, 128)
     before = weights_of(model)
-    model = laf.unlearn(model, data, {**laf.METHOD.defaults, "epochs": 2, "vae_epochs": 1,
-                                      "lr_ue": 1e-3, "lr_ra": 1e-3})
+    model = laf.unlearn(
+        model,
+        data,
+        {**laf.METHOD.defaults, "epochs": 2, "vae_epochs": 1, "lr_ue": 1e-3, "lr_ra": 1e-3},
+    )
     after = model.state_dict()
     assert not model.training
     buffers = [name for name in before if "running" in name or "num_batches" in name]
@@ -292,3 +338,30 @@ def test_resnet9_runs_in_evaluation_mode_on_its_pooled_features():
     head = [name for name in before if name.startswith("9.")]
     assert head == ["9.weight"] and torch.equal(after["9.weight"], before["9.weight"])
     assert not torch.equal(after["0.0.weight"], before["0.0.weight"])
+
+
+def test_two_adams_over_every_parameter_and_a_frozen_copy_of_the_original(monkeypatch):
+    model, data = make_tiny_problem()
+    original = weights_of(model)
+    seen = []
+    original_step = laf.laf_step
+
+    def recording(model, teacher, remain_vae, forget_vae, retain_x, forget_x, optimizers, *args):
+        seen.append((teacher, weights_of(teacher), optimizers))
+        return original_step(
+            model, teacher, remain_vae, forget_vae, retain_x, forget_x, optimizers, *args
+        )
+
+    monkeypatch.setattr(laf, "laf_step", recording)
+    params = {**laf.METHOD.defaults, "epochs": 2, "vae_epochs": 1, "lr_ue": 2e-3, "lr_ra": 3e-3}
+    model = laf.unlearn(model, data, params)
+    teacher, teacher_weights, (unlearning, alignment) = seen[-1]
+    assert teacher is not model and not teacher.training
+    assert all(torch.equal(teacher_weights[name], value) for name, value in original.items())
+    assert unlearning is not alignment
+    for optimizer, lr in [(unlearning, 2e-3), (alignment, 3e-3)]:
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert [group["lr"] for group in optimizer.param_groups] == [lr]
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        assert len(held) == len(list(model.parameters()))
+        assert all(a is b for a, b in zip(held, model.parameters()))

@@ -74,13 +74,19 @@ class RepresentationVae(nn.Module):
     def __init__(self, width: int, latent_dims: int):
         super().__init__()
         inner, narrow = VAE_WIDTHS
-        self.encoder = nn.Sequential(nn.Linear(width, inner), nn.ReLU(),
-                                     nn.Linear(inner, narrow), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Linear(width, inner), nn.ReLU(), nn.Linear(inner, narrow), nn.ReLU()
+        )
         self.mean = nn.Linear(narrow, latent_dims)
         self.log_variance = nn.Linear(narrow, latent_dims)
-        self.decoder = nn.Sequential(nn.Linear(latent_dims, narrow), nn.ReLU(),
-                                     nn.Linear(narrow, inner), nn.ReLU(),
-                                     nn.Linear(inner, width), nn.Sigmoid())
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dims, narrow),
+            nn.ReLU(),
+            nn.Linear(narrow, inner),
+            nn.ReLU(),
+            nn.Linear(inner, width),
+            nn.Sigmoid(),
+        )
 
     def forward(self, e, generator: torch.Generator):
         """(reconstruction [n, width], mean [n, latent], std [n, latent])."""
@@ -103,8 +109,9 @@ def head_layer(model) -> nn.Linear:
     """The model's last nn.Linear: the head, whose input is the representation."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
     if not linears:
-        raise ValueError(f"laf: {type(model).__name__} has no nn.Linear whose input could be "
-                         f"the representation")
+        raise ValueError(
+            f"laf: {type(model).__name__} has no nn.Linear whose input could be the representation"
+        )
     return linears[-1]
 
 
@@ -112,7 +119,8 @@ def representations(model, x):
     """e [n, d]: what the model's head receives for each row of x (with gradients)."""
     captured = []
     hook = head_layer(model).register_forward_hook(
-        lambda module, args, output: captured.append(args[0]))
+        lambda module, args, output: captured.append(args[0])
+    )
     try:
         model(x)
     finally:
@@ -150,33 +158,49 @@ def reconstruction_errors(vae, e, generator):
 
 def extractor_unlearning_loss(retain_errors, forget_errors):
     """L_UE = sum_R exp(m / (m + 1)) - sum_F exp(m / (m + 1))."""
-    return (torch.exp(retain_errors / (retain_errors + 1)).sum()
-            - torch.exp(forget_errors / (forget_errors + 1)).sum())
+    return (
+        torch.exp(retain_errors / (retain_errors + 1)).sum()
+        - torch.exp(forget_errors / (forget_errors + 1)).sum()
+    )
 
 
 def alignment_loss(retain_e, retain_teacher, forget_e, forget_teacher, temperature: float):
     """L_RA = sum_R dist - B_R * ln sum_F exp(dist / temperature), dist = 1 - cosine."""
     retain_distance = F.cosine_embedding_loss(
-        retain_e, retain_teacher, torch.ones(len(retain_e), device=retain_e.device),
-        reduction="none")
+        retain_e,
+        retain_teacher,
+        torch.ones(len(retain_e), device=retain_e.device),
+        reduction="none",
+    )
     forget_distance = F.cosine_embedding_loss(
-        forget_e, forget_teacher, torch.ones(len(forget_e), device=forget_e.device),
-        reduction="none")
-    return (retain_distance.sum()
-            - len(retain_distance) * torch.logsumexp(forget_distance / temperature, 0))
+        forget_e,
+        forget_teacher,
+        torch.ones(len(forget_e), device=forget_e.device),
+        reduction="none",
+    )
+    return retain_distance.sum() - len(retain_distance) * torch.logsumexp(
+        forget_distance / temperature, 0
+    )
 
 
-def laf_step(model, teacher, remain_vae, forget_vae, retain_x, forget_x, optimizers,
-             temperature: float, generator: torch.Generator):
+def laf_step(
+    model,
+    teacher,
+    remain_vae,
+    forget_vae,
+    retain_x,
+    forget_x,
+    optimizers,
+    temperature: float,
+    generator: torch.Generator,
+):
     """One extractor-unlearning update, then one representation-alignment update.
 
     optimizers: (Adam at lr_ue, Adam at lr_ra). Returns (L_UE, L_RA, m on R, m on F).
     """
     unlearning_optimizer, alignment_optimizer = optimizers
-    retain_errors = reconstruction_errors(remain_vae, representations(model, retain_x),
-                                          generator)
-    forget_errors = reconstruction_errors(forget_vae, representations(model, forget_x),
-                                          generator)
+    retain_errors = reconstruction_errors(remain_vae, representations(model, retain_x), generator)
+    forget_errors = reconstruction_errors(forget_vae, representations(model, forget_x), generator)
     unlearning = extractor_unlearning_loss(retain_errors, forget_errors)
     unlearning_optimizer.zero_grad(set_to_none=True)
     unlearning.backward()
@@ -185,13 +209,22 @@ def laf_step(model, teacher, remain_vae, forget_vae, retain_x, forget_x, optimiz
     with torch.no_grad():
         retain_teacher = representations(teacher, retain_x)
         forget_teacher = representations(teacher, forget_x)
-    alignment = alignment_loss(representations(model, retain_x), retain_teacher,
-                               representations(model, forget_x), forget_teacher, temperature)
+    alignment = alignment_loss(
+        representations(model, retain_x),
+        retain_teacher,
+        representations(model, forget_x),
+        forget_teacher,
+        temperature,
+    )
     alignment_optimizer.zero_grad(set_to_none=True)
     alignment.backward()
     alignment_optimizer.step()
-    return (float(unlearning.detach()), float(alignment.detach()), retain_errors.detach(),
-            forget_errors.detach())
+    return (
+        float(unlearning.detach()),
+        float(alignment.detach()),
+        retain_errors.detach(),
+        forget_errors.detach(),
+    )
 
 
 def zipped_batches(data, batch_size: int):
@@ -206,15 +239,25 @@ def extractor_unlearning(model, remain_vae, forget_vae, data, params):
     """Stage 2 in place on `model` (evaluation mode); returns per-epoch mean (L_UE, L_RA)
     and the m medians (R, F) of the first and the last step."""
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizers = (torch.optim.Adam(model.parameters(), lr=params["lr_ue"]),
-                  torch.optim.Adam(model.parameters(), lr=params["lr_ra"]))
+    optimizers = (
+        torch.optim.Adam(model.parameters(), lr=params["lr_ue"]),
+        torch.optim.Adam(model.parameters(), lr=params["lr_ra"]),
+    )
     history, medians = [], []
     for _ in range(params["epochs"]):
         losses = []
         for forget_index, retain_index in zipped_batches(data, params["batch_size"]):
             *step_losses, retain_errors, forget_errors = laf_step(
-                model, teacher, remain_vae, forget_vae, data.train_x[retain_index],
-                data.train_x[forget_index], optimizers, params["temperature"], data.generator)
+                model,
+                teacher,
+                remain_vae,
+                forget_vae,
+                data.train_x[retain_index],
+                data.train_x[forget_index],
+                optimizers,
+                params["temperature"],
+                data.generator,
+            )
             losses.append(step_losses)
             medians.append((float(retain_errors.median()), float(forget_errors.median())))
         history.append(tuple(sum(column) / len(column) for column in zip(*losses)))
@@ -227,8 +270,7 @@ def repair_head(model, data, params) -> None:
     optimizer = torch.optim.Adam(head.parameters(), lr=params["repair_lr"])
     for _ in range(params["repair_epochs"]):
         for _, retain_index in zipped_batches(data, params["batch_size"]):
-            loss = F.cross_entropy(model(data.train_x[retain_index]),
-                                   data.train_y[retain_index])
+            loss = F.cross_entropy(model(data.train_x[retain_index]), data.train_y[retain_index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -247,8 +289,9 @@ def vae_data_indices(data, remain_vae_data: str):
 def unlearn(model, data, params):
     model.eval()
     with torch.no_grad():
-        remain_e = representations(model, data.train_x[vae_data_indices(
-            data, params["remain_vae_data"])])
+        remain_e = representations(
+            model, data.train_x[vae_data_indices(data, params["remain_vae_data"])]
+        )
         forget_e = representations(model, data.forget_x)
     remain_vae, remain_loss = train_vae(remain_e, params, data.generator)
     forget_vae, forget_loss = train_vae(forget_e, params, data.generator)
@@ -257,11 +300,13 @@ def unlearn(model, data, params):
         repair_head(model, data, params)
     model.zero_grad(set_to_none=True)
     if history:
-        data.log(f"laf: VAE loss (last epoch) h_r {remain_loss:.4g}, h_f {forget_loss:.4g}; "
-                 f"L_UE {history[0][0]:.4g} -> {history[-1][0]:.4g}, L_RA {history[0][1]:.4g} "
-                 f"-> {history[-1][1]:.4g}; median m on R / F, first step "
-                 f"{medians[0][0]:.4g} / {medians[0][1]:.4g}, last {medians[1][0]:.4g} / "
-                 f"{medians[1][1]:.4g}")
+        data.log(
+            f"laf: VAE loss (last epoch) h_r {remain_loss:.4g}, h_f {forget_loss:.4g}; "
+            f"L_UE {history[0][0]:.4g} -> {history[-1][0]:.4g}, L_RA {history[0][1]:.4g} "
+            f"-> {history[-1][1]:.4g}; median m on R / F, first step "
+            f"{medians[0][0]:.4g} / {medians[0][1]:.4g}, last {medians[1][0]:.4g} / "
+            f"{medians[1][1]:.4g}"
+        )
     return model
 
 
