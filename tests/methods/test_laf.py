@@ -5,11 +5,14 @@ float64, label independence, the head kept and the extractor moved, evaluation m
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import make_tiny_problem, max_weight_change, weights_of
 
+from klomflow.config import ConfigError, method_settings, with_defaults
 from klomflow.training.models import build_model
 from klomflow.unlearning.methods import laf
 from klomflow.unlearning.methods.base import UnlearningData
@@ -365,3 +368,17 @@ def test_two_adams_over_every_parameter_and_a_frozen_copy_of_the_original(monkey
         held = [p for group in optimizer.param_groups for p in group["params"]]
         assert len(held) == len(list(model.parameters()))
         assert all(a is b for a, b in zip(held, model.parameters()))
+
+
+def test_the_default_config_runs_laf_on_the_random_set_and_refuses_unknown_options():
+    config = yaml.safe_load((Path(__file__).parents[2] / "config.yaml").read_text())
+    settings = [s for s in method_settings(with_defaults(config)) if s.implementation == "laf"]
+    assert [s.params["remain_vae_data"] for s in settings] == ["train"]
+    assert config["methods"]["laf"]["forget_sets"] == ["random_60"]
+    bad = copy.deepcopy(config)
+    bad["methods"]["laf"] = {"remain_vae_data": "forget"}
+    with pytest.raises(ConfigError, match=r"methods.laf.remain_vae_data: expected one of"):
+        method_settings(with_defaults(bad))
+    bad["methods"]["laf"] = {"vae_epoch": 3}
+    with pytest.raises(ConfigError, match=r"vae_epoch"):
+        method_settings(with_defaults(bad))
