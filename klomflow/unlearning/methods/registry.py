@@ -110,6 +110,14 @@ SPECS = (
                          "noise_copies": 4, "impair_lr": 5e-3, "impair_epochs": 1,
                          "repair_lr": 1e-3, "repair_epochs": 1, "batch_size": 64,
                          "retain_per_class": 0}),
+    # Label-free; repair (LAF+R) reads the retain labels. remain_vae_data "train" is the
+    # authors' code (h_r on all of D), "retain" the paper's reading (the retain set).
+    MethodSpec("laf", defaults={"latent_dims": 8, "epochs": 100, "lr_ue": 5e-5, "lr_ra": 1e-4,
+                                "temperature": 5.0, "batch_size": 32, "vae_epochs": 10,
+                                "vae_lr": 1e-3, "vae_kl_weight": 0.025,
+                                "remain_vae_data": "train", "repair": False,
+                                "repair_epochs": 10, "repair_lr": 1e-4},
+               choices={"remain_vae_data": ("train", "retain")}),
     # Version 2: each model matches its own random subset of the held-out oracles,
     # drawn from its generator (was: the first n_oracles for every model).
     MethodSpec("oracle_matching", version="2", needs=("holdout_oracle_logits",),
