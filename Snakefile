@@ -28,6 +28,7 @@ include: "rules/tables.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
 include: "rules/privacy.smk"
+include: "rules/corrective.smk"
 
 
 rule all:
@@ -38,6 +39,8 @@ rule all:
         rules.make_paper_tables.output,
         report_figures(),
         privacy_outputs(),
+        # Corrective unlearning, when the config has identified forget sets.
+        corrective_outputs(),
     localrule: True
 
 
