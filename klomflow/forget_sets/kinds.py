@@ -167,7 +167,7 @@ def spec_path(spec: dict, base_dir=".") -> Path:
 
 
 def identified_subset(manipulated, fraction: float, seed: int, draw: str) -> np.ndarray:
-    """S_f: round(fraction * |S_m|) points (at least one) of the manipulated set S_m
+    """S_f: fraction * |S_m| points rounded half up (at least one) of the manipulated set S_m
     (`manipulated`, sorted indices), drawn uniformly without replacement.
 
     draw "nested": the first points of one seeded permutation of S_m, so a larger fraction
@@ -175,7 +175,7 @@ def identified_subset(manipulated, fraction: float, seed: int, draw: str) -> np.
     the reference caches one draw per (n_m, n_f) (datasets.py:125).
     """
     manipulated = np.asarray(manipulated, dtype=np.int64)
-    size = max(1, int(round(fraction * len(manipulated))))
+    size = max(1, int(np.floor(fraction * len(manipulated) + 0.5)))
     rng = np.random.default_rng(seed if draw == "nested" else [seed, size])
     return np.sort(rng.permutation(manipulated)[:size])
 
