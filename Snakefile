@@ -25,10 +25,10 @@ include: "rules/datamodels.smk"
 include: "rules/unlearn.smk"
 include: "rules/klom.smk"
 include: "rules/tables.smk"
+include: "rules/corrective.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
 include: "rules/privacy.smk"
-include: "rules/corrective.smk"
 
 
 rule all:
