@@ -292,3 +292,20 @@ def test_top1_metrics_by_brute_force():
         assert row["accuracy_corrected"] == np.mean([predicted[10] == 3, predicted[11] == 8])
         assert row["attack_success"] == np.mean([predicted[10] == 8, predicted[11] == 3])
         assert row["accuracy_rest"] == np.mean([predicted[12] == 1, predicted[13] == 0])
+
+
+def test_random_swap_top1_by_brute_force():
+    # Points 0-2 as a random_swap set: true labels 5, 3, 0, trained 0, 0, 0 (0 and 1 changed).
+    points = synthetic_points()
+    logits = np.random.default_rng(1).normal(size=(4, 17, 10))
+    for model, zeros in enumerate([(0, 1, 2), (0,), (2,), ()]):  # where each predicts 0
+        logits[model, list(zeros), 0] = 10.0
+    swap = {"name": "backdoor", "kind": "random_swap"}
+    rows = corrective.top1_rows(logits, points, swap, [2], {})
+    for model, row in enumerate(rows):
+        predicted = logits[model].argmax(-1)
+        assert row["accuracy_corrected"] == np.mean(
+            [predicted[0] == 5, predicted[1] == 3, predicted[2] == 0]
+        )
+        assert row["attack_success"] == np.mean([predicted[0] == 0, predicted[1] == 0])
+        assert row["unidentified_accuracy"] == np.mean([predicted[0] == 5, predicted[1] == 3])
