@@ -305,7 +305,7 @@ def figure(table: pd.DataFrame, path) -> None:
                 style = {
                     "retrain_without_forget_set": dict(color="black", linewidth=2.5),
                     "noise_floor": dict(color="grey", linestyle="--"),
-                    "original": dict(color="grey", linestyle=":"),
+                    "original": dict(color="black", linestyle=":"),
                 }.get(row["row"], {})
                 axis.plot(
                     [float(f) for f in fractions],
