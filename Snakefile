@@ -25,6 +25,7 @@ include: "rules/datamodels.smk"
 include: "rules/unlearn.smk"
 include: "rules/klom.smk"
 include: "rules/tables.smk"
+include: "rules/corrective.smk"
 include: "rules/paper.smk"
 include: "rules/report.smk"
 include: "rules/privacy.smk"
@@ -40,6 +41,8 @@ rule all:
         report_figures(),
         privacy_outputs(),
         rules.build_explorer.output,
+        # Corrective unlearning, when the config has identified forget sets.
+        corrective_outputs(),
     localrule: True
 
 

@@ -17,6 +17,7 @@ rule prepare_data:
     conda:
         "../envs/klomflow.yaml"
     params:
+        **manipulation_params(),
         dataset=config["dataset"],
     script:
         "../workflow_scripts/prepare_data.py"

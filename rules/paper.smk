@@ -128,4 +128,6 @@ rule make_paper_tables:
 rule paper_tables:
     input:
         rules.make_paper_tables.output,
+        # With identified forget sets: the corrective tables (rules/corrective.smk).
+        corrective_outputs(),
     localrule: True

@@ -6,18 +6,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from workflow import REPOSITORY, SNAKEFILE, reordered, reversed_keys, tiny_config, write_config
 
 
-def test_dry_run_plans_without_torch(tmp_path):
+def corrective_config() -> dict:
+    return yaml.safe_load((REPOSITORY / "config" / "digits_corrective.yaml").read_text())
+
+
+@pytest.mark.parametrize("config", [tiny_config, corrective_config])
+def test_dry_run_plans_without_torch(tmp_path, config):
     # A `torch` that fails on import, first on the path: planning must never reach it.
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "torch.py").write_text("raise ImportError('planning imported torch')\n")
     folder = tmp_path / "run"
     folder.mkdir()
-    write_config(folder, tiny_config())
+    write_config(folder, config())
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(blocker), str(REPOSITORY), environment.get("PYTHONPATH", "")])

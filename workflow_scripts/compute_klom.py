@@ -9,6 +9,7 @@ from klomflow.reporting.tables import klom_points
 log, config = script_context(snakemake)
 points = pd.read_parquet(snakemake.input.points)
 n_train = int((points["split"] == "train").sum())
+n_val = int((points["split"] == "val").sum())  # triggered probes follow (docs/corrective.md)
 unlearned = load_array(snakemake.input.unlearned)
 forget_set = load_array(snakemake.input.forget_set)
 # (oracle margins, the output and params named alike): against the scored oracles, and for a
@@ -20,7 +21,8 @@ if "holdout" in snakemake.output.keys():
 for oracle, name in references:
     params = getattr(snakemake.params, name)
     frame, counts = klom_points(unlearned, load_array(getattr(snakemake.input, oracle)), forget_set,
-                                n_train=n_train, options=KlomOptions(**params["klom_options"]))
+                                n_train=n_train, options=KlomOptions(**params["klom_options"]),
+                                n_val=n_val)
     save_parquet(getattr(snakemake.output, name), frame, params | {"counts": counts})
     log(f"{params['identity']} against the {params.get('reference', 'scored')} oracles: "
         f"{counts}; mean KLOM per split "

@@ -16,7 +16,8 @@ params = snakemake.params.privacy
 points = pd.read_parquet(snakemake.input.points)
 labels = points["label"].to_numpy()
 splits = point_splits(int((points["split"] == "train").sum()),
-                      int((points["split"] == "val").sum()), load_array(snakemake.input.forget_set))
+                      int((points["split"] == "val").sum()), load_array(snakemake.input.forget_set),
+                      len(points))
 tested, oracle = load_array(snakemake.input.tested), load_array(snakemake.input.oracle)
 original = load_array(snakemake.input.original)
 n_scored = params["n_scored"]

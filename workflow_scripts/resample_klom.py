@@ -14,7 +14,8 @@ params = snakemake.params.resampling
 method = snakemake.wildcards.get("method", NOISE_FLOOR)
 points = pd.read_parquet(snakemake.input.points)
 n_train = int((points["split"] == "train").sum())
-splits = point_splits(n_train, len(points) - n_train, load_array(snakemake.input.forget_set))
+splits = point_splits(n_train, int((points["split"] == "val").sum()),
+                      load_array(snakemake.input.forget_set), len(points))
 holdout = list(snakemake.input.get("holdout", [])) or [None] * len(params["config_ids"])
 candidates = [
     {"config_id": config_id, "scored": pd.read_parquet(scored),

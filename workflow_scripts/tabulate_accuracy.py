@@ -16,6 +16,7 @@ table = accuracy_table(
     partial(model_seeds, config),
     snakemake.params.identity,
     n_train=int((points["split"] == "train").sum()),
+    n_val=int((points["split"] == "val").sum()),
     labels=points["label"].to_numpy(),
     original=load_array(snakemake.input.original),
     forget_sets={name: load_array(path) for name, path in zip(names, snakemake.input.forget_sets)},

@@ -19,12 +19,14 @@ from klomflow.config.settings import (
     method_settings,
     method_specs,
 )
+from klomflow.data import manipulations
 from klomflow.data.published.layout import PublishedError, Source
 from klomflow.data.published.reading import check_files
 from klomflow.forget_sets.kinds import (
     DERIVED_KINDS,
     ForgetSetError,
     check_derived,
+    corrective_references,
     make_forget_set,
     resolved_spec,
 )
@@ -189,6 +191,7 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
     if coarse and resolved["dataset"]["name"] != "cifar100":
         raise ConfigError(f"dataset.labels: coarse labels exist for cifar100 only, not "
                           f"{resolved['dataset']['name']!r}")
+    manipulated = check_manipulations(resolved, labels, source)
     for name, spec in resolved["forget_sets"].items():
         if spec["kind"] == "class" and spec["label"] >= n_classes:
             raise ConfigError(
@@ -196,7 +199,7 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                 f"0..{n_classes - 1}"
             )
         try:
-            if spec["kind"] in ("subpopulation", *DERIVED_KINDS):
+            if spec["kind"] in ("subpopulation", "identified", *DERIVED_KINDS):
                 spec = resolved["forget_sets"][name] = resolved_spec(name, spec)
             if spec["kind"] in DERIVED_KINDS:
                 check_derived(name, spec, n_train, resolved["datamodels"]["n_subset_models"],
@@ -210,9 +213,14 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                     make_forget_set(name, spec, labels, base_dir,
                                     train_subclasses=subclasses(resolved, base_dir))
             else:
-                make_forget_set(name, spec, labels, base_dir, source=source)
+                make_forget_set(name, spec, labels, base_dir, source=source,
+                                manipulated_sets=manipulated)
         except ForgetSetError as error:
             raise ConfigError(str(error)) from None
+    try:
+        corrective_references(resolved["forget_sets"])
+    except ForgetSetError as error:
+        raise ConfigError(str(error)) from None
     if methods is None:  # the built-ins and the config's user methods
         methods = method_specs(resolved, base_dir)
     settings = method_settings(resolved, methods)
@@ -228,6 +236,25 @@ def validate(config: dict, base_dir=".", methods=None) -> dict:
                         f"`forget_sets: [...]`"
                     )
     return resolved
+
+
+def check_manipulations(resolved: dict, labels, source) -> dict:
+    """Fill in the manipulations' defaults and check them against the labels; returns each
+    one's S_m (training indices) by name, for the `identified` forget sets."""
+    specs = resolved.get("manipulations") or {}
+    if specs and source is not None:
+        raise ConfigError("manipulations: published models (models.source) were trained on "
+                          "the clean data; a manipulated run trains its own originals")
+    for name, spec in specs.items():
+        specs[name] = manipulations.DEFAULTS[spec["kind"]] | spec
+        if spec["kind"] == "interclass" and specs[name]["select"] == "random":
+            specs[name].setdefault("seed", 0)
+        if spec["kind"] == "interclass" and "seed" in spec and spec.get("select") != "random":
+            raise ConfigError(f"manipulations.{name}.seed: only select: random draws with a seed")
+    try:
+        return manipulations.manipulated_sets(manipulations.resolved(specs), labels)
+    except manipulations.ManipulationError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_source(resolved: dict, base_dir=".") -> Source | None:

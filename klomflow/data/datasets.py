@@ -45,6 +45,16 @@ class Dataset:
     # `subclass` column of points.parquet); None for every other dataset.
     train_subclass: np.ndarray | None = None
     val_subclass: np.ndarray | None = None
+    # A manipulated training set (klomflow/data/manipulations.py): train_y holds the labels
+    # the models train on, train_clean_y the true ones, train_manipulation the name of the
+    # manipulation that chose each point ("" if none). Probe points (the triggered
+    # validation images) follow the validation points among the evaluation points.
+    train_clean_y: np.ndarray | None = None
+    train_manipulation: np.ndarray | None = None
+    probe_x: torch.Tensor | None = None  # [n_probe, *input_shape] float32
+    probe_y: torch.Tensor | None = None  # [n_probe] int64, true labels
+    probe_val_index: np.ndarray | None = None  # the validation point each probe copies
+    probe_manipulation: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple:
@@ -56,31 +66,30 @@ class Dataset:
 
     @property
     def eval_x(self) -> torch.Tensor:
-        """All evaluation points: training points first, then validation points."""
+        """All evaluation points: training points first, then validation points (then the
+        probe points of a manipulated dataset)."""
         import torch
 
-        return torch.cat([self.train_x, self.val_x])
+        probes = [] if self.probe_x is None else [self.probe_x]
+        return torch.cat([self.train_x, self.val_x, *probes])
 
     @property
     def eval_y(self) -> torch.Tensor:
+        """The evaluation points' labels: the trained ones for training points."""
         import torch
 
-        return torch.cat([self.train_y, self.val_y])
+        probes = [] if self.probe_y is None else [self.probe_y]
+        return torch.cat([self.train_y, self.val_y, *probes])
 
     def to(self, device) -> Dataset:
+        import dataclasses
+
         moved = {
             name: getattr(self, name).to(device)
-            for name in ("train_x", "train_y", "val_x", "val_y")
+            for name in ("train_x", "train_y", "val_x", "val_y", "probe_x", "probe_y")
+            if getattr(self, name) is not None
         }
-        return Dataset(
-            name=self.name,
-            n_classes=self.n_classes,
-            train_source_index=self.train_source_index,
-            val_source_index=self.val_source_index,
-            train_subclass=self.train_subclass,
-            val_subclass=self.val_subclass,
-            **moved,
-        )
+        return dataclasses.replace(self, **moved)
 
 
 def load_dataset(dataset_config: dict) -> Dataset:
@@ -369,23 +378,41 @@ def download(name: str, data_dir: str) -> None:
 
 def points_table(dataset: Dataset):
     """One row per evaluation point: point, split, label, source_index (and, for
-    CIFAR-100 with coarse labels, subclass: the fine label)."""
+    CIFAR-100 with coarse labels, subclass: the fine label).
+
+    A manipulated dataset (klomflow/data/manipulations.py) adds `trained_label` (the label
+    the originals saw), `manipulated` and `manipulation` (its name, "" if none); `label`
+    is then the true label, the one margins are computed with. Its probe points (split
+    `val_triggered`) follow the validation points; their source_index is the validation
+    point they copy.
+    """
     import pandas as pd
 
     n_train, n_val = dataset.n_train, len(dataset.val_y)
+    n_probe = 0 if dataset.probe_y is None else len(dataset.probe_y)
+    labels = dataset.eval_y.cpu().numpy().astype(np.int64)
+    sources = [dataset.train_source_index, dataset.val_source_index]
+    if n_probe:
+        sources.append(dataset.probe_val_index)
     table = pd.DataFrame(
         {
-            "point": np.arange(n_train + n_val, dtype=np.int64),
-            "split": ["train"] * n_train + ["val"] * n_val,
-            "label": dataset.eval_y.numpy().astype(np.int64),
-            "source_index": np.concatenate(
-                [dataset.train_source_index, dataset.val_source_index]
-            ).astype(np.int64),
+            "point": np.arange(n_train + n_val + n_probe, dtype=np.int64),
+            "split": ["train"] * n_train + ["val"] * n_val + ["val_triggered"] * n_probe,
+            "label": labels,
+            "source_index": np.concatenate(sources).astype(np.int64),
         }
     )
     if dataset.train_subclass is not None:
-        table["subclass"] = np.concatenate([dataset.train_subclass,
-                                            dataset.val_subclass]).astype(np.int64)
+        probes = [] if not n_probe else [dataset.val_subclass[dataset.probe_val_index]]
+        table["subclass"] = np.concatenate([dataset.train_subclass, dataset.val_subclass,
+                                            *probes]).astype(np.int64)
+    if dataset.train_clean_y is not None:
+        table["trained_label"] = labels
+        table.loc[:n_train - 1, "label"] = dataset.train_clean_y
+        owner = np.concatenate([dataset.train_manipulation, [""] * n_val,
+                                [] if not n_probe else dataset.probe_manipulation])
+        table["manipulation"] = pd.Series(owner.astype(str), dtype="string")
+        table["manipulated"] = (table["split"] == "train") & (table["manipulation"] != "")
     return table
 
 

@@ -3,9 +3,10 @@
 Static kinds, made from the config and the labels alone: `random` (size
 points drawn with a seed), `class` (every training point of one label),
 `indices` (a .npy or text file of training indices), `published` (set `id`
-1..10 of the published KLOM benchmark, read from `models.source.path`) and
+1..10 of the published KLOM benchmark, read from `models.source.path`),
 `subpopulation` (points of one fine class inside its CIFAR-100 superclass,
-with `dataset.labels: coarse`).
+with `dataset.labels: coarse`) and `identified` (the identified share S_f of a
+manipulated set S_m, for corrective unlearning: `identified_subset`).
 
 Derived kinds, made by a job from trained models (klomflow/jobs/forget_sets.py,
 algorithms in the other modules of klomflow/forget_sets/): `datamodel_pc`,
@@ -67,6 +68,7 @@ KIND_DEFAULTS = {
     "nearest_neighbors": {"metric": "cosine", "include_anchor": True, "models": 10},
     "subpopulation": {"select": "first"},  # and seed 0 with select: random
     "worst_case": {"proxy": "inout_klom"},
+    "identified": {"seed": 0, "draw": "nested"},
 }
 BILEVEL_DEFAULTS = {"outer_steps": 10, "inner_epochs": 2, "inner_lr": 0.01, "w_lr": 0.01,
                     "gamma": 0.0, "lower_level": "fine_tune", "seed": 0}
@@ -164,8 +166,22 @@ def spec_path(spec: dict, base_dir=".") -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
+def identified_subset(manipulated, fraction: float, seed: int, draw: str) -> np.ndarray:
+    """S_f: fraction * |S_m| points rounded half up (at least one) of the manipulated set S_m
+    (`manipulated`, sorted indices), drawn uniformly without replacement.
+
+    draw "nested": the first points of one seeded permutation of S_m, so a larger fraction
+    holds every smaller one (the same seed); "independent": a draw of its own per size, as
+    the reference caches one draw per (n_m, n_f) (datasets.py:125).
+    """
+    manipulated = np.asarray(manipulated, dtype=np.int64)
+    size = max(1, int(np.floor(fraction * len(manipulated) + 0.5)))
+    rng = np.random.default_rng(seed if draw == "nested" else [seed, size])
+    return np.sort(rng.permutation(manipulated)[:size])
+
+
 def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=None,
-                    log=None, train_subclasses=None) -> np.ndarray:
+                    log=None, train_subclasses=None, manipulated_sets=None) -> np.ndarray:
     """Sorted int64 training indices of static forget set `name` described by `spec`.
 
     Raises ForgetSetError naming `forget_sets.<name>` for an empty set, an
@@ -173,7 +189,8 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
     `source` (klomflow.data.published.layout.Source) is the folder a `published` set comes from;
     `log` receives its checksum warnings (none at config time, in the job's log).
     `train_subclasses` are the fine labels of CIFAR-100 with coarse labels
-    (`subpopulation` only).
+    (`subpopulation` only). `manipulated_sets` maps each manipulation's name to its S_m
+    (`identified` only; klomflow.data.manipulations.manipulated_sets).
     """
     train_labels = np.asarray(train_labels)
     n_train = len(train_labels)
@@ -236,6 +253,13 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
         except ValueError as error:
 
             raise derived_error(key, error) from None
+    elif kind == "identified":
+        spec = KIND_DEFAULTS["identified"] | spec
+        if spec["manipulation"] not in (manipulated_sets or {}):
+            raise ForgetSetError(f"{key}.manipulation: {spec['manipulation']!r} is not a "
+                                 f"manipulation of the config {sorted(manipulated_sets or {})}")
+        indices = identified_subset(manipulated_sets[spec["manipulation"]], spec["fraction"],
+                                    spec["seed"], spec["draw"])
     else:
         raise ForgetSetError(f"{key}.kind: unknown kind {kind!r}")
     indices = np.unique(np.asarray(indices, dtype=np.int64))
@@ -244,6 +268,24 @@ def make_forget_set(name: str, spec: dict, train_labels, base_dir=".", source=No
     if indices.size == n_train:
         raise ForgetSetError(f"{key} holds every training point; nothing would be left to retain")
     return indices
+
+
+def corrective_references(forget_sets: dict) -> dict:
+    """For every `identified` forget set, the name of its corrective gold standard: the
+    `identified` set of fraction 1.0 (all of S_m) of the same manipulation, whose oracles
+    are retrained without every manipulated point. ForgetSetError when one is missing."""
+    gold = {spec["manipulation"]: name for name, spec in forget_sets.items()
+            if spec["kind"] == "identified" and spec["fraction"] == 1.0}
+    references = {}
+    for name, spec in forget_sets.items():
+        if spec["kind"] != "identified":
+            continue
+        if spec["manipulation"] not in gold:
+            raise ForgetSetError(
+                f"forget_sets.{name}: the corrective gold standard needs an identified forget "
+                f"set of fraction 1.0 for manipulation {spec['manipulation']!r}; add one")
+        references[name] = gold[spec["manipulation"]]
+    return references
 
 
 def is_whole_class(indices, train_labels) -> bool:

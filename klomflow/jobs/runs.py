@@ -31,6 +31,7 @@ from klomflow.config import (
     stable_hash,
     training_seed,
 )
+from klomflow.data import manipulations
 from klomflow.data.datasets import Dataset, load_dataset
 from klomflow.io import load_torch, save_torch
 from klomflow.training import loop as training
@@ -50,9 +51,19 @@ def indices_digest(indices) -> str:
 
 
 def dataset_for(config: dict, base_dir=".") -> Dataset:
+    """The dataset every job trains, unlearns and evaluates on: with the config's
+    `manipulations` applied (klomflow/data/manipulations.py), if any."""
     dataset = dict(config["dataset"])
     dataset["data_dir"] = str(Path(base_dir) / dataset["data_dir"])
-    return load_dataset(dataset)
+    return manipulations.apply(load_dataset(dataset),
+                               manipulations.resolved(config.get("manipulations")))
+
+
+def data_identity(config: dict) -> list:
+    """What defines the training data: the dataset section, and the manipulations where
+    there are any (so that runs without them keep their fingerprints)."""
+    return [config["dataset"]] + ([config["manipulations"]] if config.get("manipulations")
+                                  else [])
 
 
 def training_indices(n_train: int, forget_indices) -> np.ndarray:
@@ -99,8 +110,8 @@ def train_shard(config: dict, role: str, shard: int, resume_dir, forget_set: str
             "label": f"{role}{'/' + forget_set if forget_set else ''} model {index} (seed {seed})",
             # The fingerprint ties resume files to exactly this model's inputs, so a
             # changed config never resumes from a stale checkpoint.
-            "fingerprint": stable_hash([config["dataset"], config["model"], config["train"], seed,
-                                        indices_digest(keep), training.VERSION]),
+            "fingerprint": stable_hash([*data_identity(config), config["model"], config["train"],
+                                        seed, indices_digest(keep), training.VERSION]),
             "path": resume_dir / f"model_{index}.pt",
         })
     pending = []

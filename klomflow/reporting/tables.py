@@ -26,15 +26,20 @@ CLASS_ACCURACY_COLUMNS = ("forget_class_train_accuracy", "other_classes_train_ac
                           "forget_class_val_accuracy", "other_classes_val_accuracy")
 
 
-def point_splits(n_train: int, n_val: int, forget_indices) -> np.ndarray:
-    """Split of every evaluation point: forget, retain (training) or val."""
-    splits = np.array(["retain"] * n_train + ["val"] * n_val, dtype=object)
+def point_splits(n_train: int, n_val: int, forget_indices, n_points: int | None = None
+                 ) -> np.ndarray:
+    """Split of every evaluation point: forget, retain (training) or val; the probe points
+    of a manipulated dataset, after the validation points up to `n_points`, are
+    val_triggered (klomflow/data/manipulations.py), which no split of the KLOM table holds."""
+    n_probe = 0 if n_points is None else n_points - n_train - n_val
+    splits = np.array(["retain"] * n_train + ["val"] * n_val + ["val_triggered"] * n_probe,
+                      dtype=object)
     splits[np.asarray(forget_indices)] = "forget"
     return splits
 
 
 def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
-                options: KlomOptions) -> tuple[pd.DataFrame, dict]:
+                options: KlomOptions, n_val: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-point KLOM of one (forget set, method setting).
 
     Models whose margins hold NaN or infinity are diverged runs: they are
@@ -49,7 +54,8 @@ def klom_points(unlearned_margins, oracle_margins, forget_indices, n_train: int,
     counts = {"n_unlearned": int(finite.sum()), "n_oracle": len(oracle_margins),
               "n_diverged": int((~finite).sum())}
     n_points = unlearned_margins.shape[1]
-    splits = point_splits(n_train, n_points - n_train, forget_indices)
+    splits = point_splits(n_train, n_points - n_train if n_val is None else n_val,
+                          forget_indices, n_points)
     values, shift = np.full(n_points, np.nan), np.full(n_points, np.nan)
     if finite.sum() > 0:
         values = klom_per_point(unlearned_margins[finite], oracle_margins, options)
@@ -177,7 +183,7 @@ def top1_correct(logits, labels) -> np.ndarray:
 
 
 def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, seconds=None,
-                  changed=None, labels=None, amortised=None):
+                  changed=None, labels=None, amortised=None, n_val: int | None = None):
     """Forget, retain and validation accuracy of each model.
 
     scores: logits [n_models, n_points, n_classes] with `labels`, giving top-1
@@ -198,7 +204,8 @@ def accuracy_rows(scores, forget_indices, n_train: int, identity: dict, seeds, s
     else:
         correct, suffix = (scores > 0).astype(np.float64), "margin_accuracy"
         finite = np.isfinite(scores).all(axis=1)
-    splits = point_splits(n_train, scores.shape[1] - n_train, forget_indices)
+    splits = point_splits(n_train, scores.shape[1] - n_train if n_val is None else n_val,
+                          forget_indices, scores.shape[1])
     rows = []
     for row, seed in enumerate(seeds):
         entry = identity | {"seed": int(seed)}
@@ -252,7 +259,8 @@ def scores_of(group: dict, margins, logits_of):
 
 
 def accuracy_table(seeds_of, identity: dict, n_train: int, labels, original,
-                   forget_sets: dict, oracles: dict, unlearned, logits_of=None) -> pd.DataFrame:
+                   forget_sets: dict, oracles: dict, unlearned, logits_of=None,
+                   n_val: int | None = None) -> pd.DataFrame:
     """Accuracy per model: originals and scored oracles per forget set, then unlearned runs.
 
     original and oracles ({forget_set: scored oracle margins}) are margins, unlearned an
@@ -268,7 +276,7 @@ def accuracy_table(seeds_of, identity: dict, n_train: int, labels, original,
             costs["amortised"] = runs["unlearning_seconds_amortised"].to_numpy()
         rows += accuracy_rows(scores_of(group, margins, logits_of),
                               forget_sets[group["forget_set"]], n_train, identity | group, seeds,
-                              labels=labels, **costs)
+                              labels=labels, n_val=n_val, **costs)
     return pd.DataFrame(rows)
 
 

@@ -9,3 +9,11 @@ def label_inputs(wildcards):
     return {
         "published": existing(klomflow.jobs.published.model_zero_files(SOURCE).values())
     }
+
+
+def manipulation_params():
+    """The training-set manipulations (docs/corrective.md), where there are any: a run
+    without them keeps the params it had (and its results)."""
+    if not config.get("manipulations"):
+        return {}
+    return {"manipulations": config["manipulations"]}

@@ -8,7 +8,7 @@ def training_params(wildcards, role):
     """What defines a trained shard; a change here retrains it (rerun trigger)."""
     models = config["models"]
     indices = klomflow.config.shard_indices(config, role, int(wildcards.shard))
-    return {
+    return manipulation_params() | {
         "dataset": config["dataset"],
         "model": config["model"],
         "train": config["train"],
