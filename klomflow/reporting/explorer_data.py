@@ -203,7 +203,7 @@ def point_images(images: np.ndarray | None, chosen) -> dict:
 
 def dataset_images(dataset: dict, points: pd.DataFrame) -> np.ndarray | None:
     """Every evaluation point's image as uint8, in point order; None when the files are absent."""
-    from klomflow.data.datasets import raw_images
+    from klomflow.data.images import raw_images
 
     try:
         train, val = raw_images(dataset)
