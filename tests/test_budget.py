@@ -127,13 +127,16 @@ def datamodel_config() -> dict:
 
 
 # The jobs each run measures (and what they need): the default config's training and the
-# datamodel config's subset models, fit and datamodel method.
+# datamodel config's subset models, fit, a forget set's rows and the datamodel method.
 MEASURED = {
     "default": (
         default_config,
         ("prepare_data", "train_originals", "gather_original_margins", "make_forget_set"),
     ),
-    "datamodels": (datamodel_config, ("train_subset_models", "fit_datamodels", "unlearn")),
+    "datamodels": (
+        datamodel_config,
+        ("train_subset_models", "fit_datamodels", "compute_datamodel_rows", "unlearn"),
+    ),
 }
 
 
