@@ -77,9 +77,10 @@ def unlearn(model, data, params):
 '''
 
 # What an edit of a user method may rerun: its unlearning jobs and what reads them.
+# The explorer page reads every method's margins and KLOM, so it is rebuilt too.
 DOWNSTREAM = {"unlearn", "gather_unlearned_margins", "compute_klom", "reduce_klom",
               "tabulate_accuracy", "tabulate_class_accuracy", "resample_klom",
-              "make_paper_tables", "plot_forget_set", "all"}
+              "make_paper_tables", "plot_forget_set", "build_explorer", "all"}
 MARGINS = "results/margins/unlearned/random_30/my_method"
 
 
