@@ -13,7 +13,6 @@ class set; planning the full-size DAG is tested separately.
 import base64
 import copy
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,11 +212,10 @@ def test_report_shows_every_figure_in_a_browser(paper_run, tmp_path):
     if find_chromium() is None:
         pytest.fail("Chromium is needed to check the report (apt-get install chromium)")
     report = folder / "results/report.html"
-    metadata = Path(__file__).resolve().parents[1] / "report" / "metadata.yaml"
-    snakemake(folder, "--report", str(report), "--report-metadata", str(metadata))
+    snakemake(folder, "--report", str(report))
     opened = opened_report(report, tmp_path)
-    # With the README's --report-metadata it opens on the description and the results'
-    # entries, which link the explorer, not on the job graph.
+    # It opens on the description and the results' entries (the default profile's
+    # report-metadata), which link the explorer, not on the job graph.
     assert opened["landing"]["content"] == "metadata", opened["landing"]["content"]
     assert "Interactive explorer" in opened["landing"]["text"]
     assert "explorer.html" in opened["landing"]["text"]
