@@ -18,13 +18,11 @@ def find_chromium() -> str | None:
     return None
 
 
-def opened_report(report: Path, scratch: Path, timeout: int = 300) -> dict:
-    """What a reader sees of `report` in Chromium, clicking through every result:
-    {"landing": {"content": the view it opens on ("metadata": the description page,
-    "rulegraph": the job graph), "text": its text}, "figures": one dict per figure shown}.
+def rendered_figures(report: Path, scratch: Path, timeout: int = 300) -> list[dict]:
+    """Click through every result of `report` in Chromium; one dict per figure shown.
 
-    A figure's keys: category, subcategory, row (the table row's text), image (the data
-    URI the page displays), width (its decoded width in pixels) and captions.
+    Keys: category, subcategory, row (the table row's text), image (the data URI
+    the page displays), width (its decoded width in pixels) and captions.
     """
     browser = find_chromium()
     if browser is None:
@@ -44,6 +42,6 @@ def opened_report(report: Path, scratch: Path, timeout: int = 300) -> dict:
         raise AssertionError(f"the report did not render (exit {result.returncode}):\n"
                              f"{result.stderr[-3000:]}")
     payload = json.loads(html.unescape(matches[-1]))
-    if "error" in payload:
+    if isinstance(payload, dict):
         raise AssertionError(f"clicking through the report failed: {payload}")
     return payload
