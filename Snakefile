@@ -13,7 +13,8 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-# `snakemake --report results/report.html`: the figures of rules/report.smk.
+# `snakemake --report results/report.html`: the figures of rules/report.smk; it opens on
+# this description, with the KLOM table (profiles/default names the report's metadata).
 report: "report/workflow.rst"
 
 
@@ -41,6 +42,7 @@ rule all:
         report_figures(),
         privacy_outputs(),
         rules.build_explorer.output,
+        rules.summarise_for_report.output,
         # Corrective unlearning, when the config has identified forget sets.
         corrective_outputs(),
     localrule: True

@@ -35,3 +35,26 @@ rule plot_forget_set:
         klom_options=config["klom"],
     script:
         "../workflow_scripts/plot_forget_set.py"
+
+
+# The KLOM table that the report opens on (report/workflow.rst includes it) and lists under
+# "Results"; klomflow/reporting/report_landing.py.
+rule summarise_for_report:
+    input:
+        klom_table=rules.reduce_klom.output.table,
+        paper_table=rules.make_paper_tables.output.klom_table,
+    output:
+        table=report(
+            "results/report/results.html",
+            caption="../report/results.rst",
+            category="Results",
+            subcategory="KLOM table",
+            labels={"table": "KLOM p95 per method and split"},
+        ),
+    log:
+        "results/logs/summarise_for_report.log",
+    localrule: True
+    conda:
+        "../envs/klomflow.yaml"
+    script:
+        "../workflow_scripts/summarise_for_report.py"

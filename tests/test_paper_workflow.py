@@ -12,6 +12,7 @@ class set; planning the full-size DAG is tested separately.
 
 import base64
 import copy
+import re
 import shutil
 
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from browser import find_chromium, rendered_figures
+from cdp import Browser
 from dataset_files import write_cifar10
 from workflow import REPOSITORY, parse_job_stats, snakemake, write_config
 
@@ -207,13 +209,25 @@ def _config_id(folder, method):
     return klom.loc[klom["method"] == method, "config_id"].iloc[0]
 
 
-def test_report_shows_every_figure_in_a_browser(paper_run, tmp_path):
-    folder, config = paper_run
+@pytest.fixture(scope="module")
+def report(paper_run):
+    """The run's report, made as the README says (`snakemake --report`), here through
+    --directory from the repository's folder."""
+    folder, _ = paper_run
     if find_chromium() is None:
         pytest.fail("Chromium is needed to check the report (apt-get install chromium)")
     report = folder / "results/report.html"
     snakemake(folder, "--report", str(report))
+    return report
+
+
+def test_report_shows_every_figure_in_a_browser(paper_run, report, tmp_path):
+    folder, config = paper_run
     shown = rendered_figures(report, tmp_path)
+    # The table the report opens on is listed too (under Results, an HTML page, no image).
+    tables = [entry for entry in shown if entry["category"] == "Results"]
+    assert [entry["subcategory"] for entry in tables] == ["KLOM table"]
+    shown = [entry for entry in shown if entry["category"] != "Results"]
     files = {}
     for forget_set in config["forget_sets"]:
         for path in sorted((folder / "results/report" / forget_set).glob("*.png")):
@@ -233,3 +247,67 @@ def test_report_shows_every_figure_in_a_browser(paper_run, tmp_path):
     # margin histograms, KLOM against cost, accuracy against KLOM.
     assert {name for _, name in found} == {"klom_p95", "klom_distribution", "margin_histograms",
                                            "klom_vs_cost", "accuracy_vs_klom"}
+
+
+def test_report_opens_on_the_results(paper_run, report, tmp_path):
+    """The report opens on the description with the KLOM table, whose cells equal
+    paper_klom.parquet; the explorer is linked beside it; each figure is one real click
+    away; the metadata under it counts what the config asked for."""
+    folder, config = paper_run
+    paper = pd.read_parquet(folder / "results/tables/paper_klom.parquet")
+    with Browser(tmp_path, height=3000) as browser:
+        browser.open(report)
+        browser.wait_for("typeof app !== 'undefined' && document.querySelector("
+                         "'#app table[data-forget-set]') !== null", timeout=120)
+        assert browser.evaluate("app.state.content") == "metadata"  # not the job graph
+        tables = browser.evaluate("""Object.fromEntries(Array.from(
+            document.querySelectorAll('#app table[data-forget-set]')).map(table => [
+              table.dataset.forgetSet,
+              Array.from(table.querySelectorAll('tr[data-method]')).map(row =>
+                [row.dataset.method, ...Array.from(row.cells).slice(1).map(c => c.textContent)])
+            ]))""")
+        assert sorted(tables) == sorted(config["forget_sets"])
+        for forget_set, rows in tables.items():
+            expected = paper[paper["forget_set"] == forget_set]
+            assert sorted(row[0] for row in rows) == sorted(expected["method"].unique())
+            for method, *cells in rows:
+                for statistic, text in zip(STATISTICS, cells, strict=True):
+                    cell = expected[(expected["method"] == method)
+                                    & (expected["statistic"] == statistic)].iloc[0]
+                    numbers = [float(part) for part in
+                               text.replace("[", "").replace("]", "").replace(",", "").split()]
+                    np.testing.assert_allclose(numbers, [cell.estimate, cell.low, cell.high],
+                                               atol=5e-4)
+        assert browser.evaluate("document.querySelector('#app a[href=\"explorer.html\"]') "
+                                "!== null")
+        assert (report.parent / "explorer.html").is_file()
+        # Metadata: the run's counts, from the config (an independent route to klom.parquet).
+        shown = browser.evaluate("document.querySelector('#app').innerText").lower()
+        models = config["models"]
+        for name, count in [("forget sets", len(config["forget_sets"])),
+                            ("oracles per forget set (scored)", models["n_oracles"]),
+                            ("unlearned models per setting (at most)", models["n_originals"])]:
+            assert re.search(rf"{re.escape(name)}\s+{count}\b", shown), name
+        # One click from the landing page to each figure, with a real mouse.
+        links = browser.evaluate("""Array.from(document.querySelectorAll(
+            '#app a[href^="javascript:app.setView"]')).map(a => a.getAttribute('href'))""")
+        figures = sorted((folder / "results/report").glob("*/*.png"))
+        assert len(links) == len(figures)
+        for path in figures:
+            browser.open(report)
+            browser.wait_for("typeof app !== 'undefined' && document.querySelector("
+                             "'#app table[data-forget-set]') !== null", timeout=120)
+            where = browser.evaluate(f"""(() => {{
+                const link = Array.from(document.querySelectorAll(
+                    '#app a[href^="javascript:app.setView"]')).find(a =>
+                    a.getAttribute('href').includes("'{path.relative_to(folder)}'"));
+                link.scrollIntoView();
+                const box = link.getBoundingClientRect();
+                return [box.x + box.width / 2, box.y + box.height / 2];
+            }})()""")
+            browser.click(*where)
+            browser.wait_for("app.state.content === 'img'", timeout=20)
+            image = browser.evaluate(
+                "document.querySelector('#app img[src^=\"data:image/png\"]').src")
+            assert base64.b64decode(image.split(",", 1)[1]) == path.read_bytes(), path
+        assert browser.console_errors == []

@@ -7,7 +7,9 @@ an edit to the method or to its helper reruns exactly that method's unlearning j
 what follows from them, and a comment-only edit reruns nothing.
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -80,7 +82,8 @@ def unlearn(model, data, params):
 # The explorer page reads every method's margins and KLOM, so it is rebuilt too.
 DOWNSTREAM = {"unlearn", "gather_unlearned_margins", "compute_klom", "reduce_klom",
               "tabulate_accuracy", "tabulate_class_accuracy", "resample_klom",
-              "make_paper_tables", "plot_forget_set", "build_explorer", "all"}
+              "make_paper_tables", "plot_forget_set", "build_explorer", "summarise_for_report",
+              "all"}
 MARGINS = "results/margins/unlearned/random_30/my_method"
 
 
@@ -141,6 +144,21 @@ def test_the_installed_klomflow_scores_the_users_method(user):
     assert {"do_nothing", "my_method"} <= set(table["method"])
     # Results are the user's: nothing was written beside klomflow's workflow.
     assert not (Path(python).parents[1] / "share" / "klomflow" / "workflow" / "results").exists()
+
+
+def test_the_users_report_opens_on_their_results(user):
+    """From the user's folder, `snakemake --report` opens on klomflow's description with the
+    KLOM table, their method in it: the report has metadata (numbers, which Snakemake shows
+    as they are) and the description of klomflow's installed workflow."""
+    folder, environment, python = user
+    run([python, "-m", "snakemake", "--report", "results/report.html"], folder, environment)
+    page = (folder / "results" / "report.html").read_text()
+    metadata = json.loads(re.search(r"var metadata = (\{.*?\})\s*;?\s*\n", page).group(1))
+    assert metadata["Forget sets"] == 1  # random_30, the user's config
+    assert all(isinstance(value, int) for value in metadata.values()) and len(metadata) == 4
+    description = json.loads(re.search(r"workflow_desc = (\".*?(?<!\\)\")", page).group(1))
+    assert 'data-forget-set="random_30"' in description
+    assert 'data-method="my_method"' in description and "explorer.html" in description
 
 
 def edit_and_check(user, path: Path, old: str, new: str):
