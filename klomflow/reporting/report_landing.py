@@ -19,8 +19,6 @@ import html
 from pathlib import Path
 
 REPORT_METADATA = Path(__file__).with_name("report_metadata.yaml")
-# Where the rule summarise_for_report writes the table, relative to the workflow's folder.
-RESULTS_HTML = "results/report/results.html"
 
 
 def run_counts(klom_table_path="results/tables/klom.parquet") -> dict[str, int]:
