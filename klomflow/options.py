@@ -133,6 +133,9 @@ class ExplorerOptions:
     all_points_up_to: int = 5000
     worst_points: int = 12
     sample_points: int = 500
+    # Every setting up to this many per forget set; above it the noise floor and each
+    # method's selected setting (a grid's every value would multiply the page's size).
+    all_settings_up_to: int = 30
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,45 @@ def test_a_published_source_and_a_worst_case_set_are_named(tmp_path):
     assert "Models from a published source" in text["published"]
     assert "1 published files" in text["published"]
     assert "Worst-case proxy (do_nothing_forget_klom)" in text["proxy"]
+
+
+def test_above_the_settings_bound_the_page_keeps_each_methods_selected_setting(tmp_path):
+    """A grid's every value would multiply the page: above `all_settings_up_to` settings a
+    forget set shows the noise floor and each method's selected setting, and says so; at
+    or below it, every setting. The page's data stays consistent (KLOM columns and
+    histograms per shown setting, numbered from 0)."""
+    from klomflow.io import read_parquet_metadata, save_parquet
+    from klomflow.reporting.explorer_data import forget_set_data
+
+    methods = ("do_nothing", "gradient_ascent", "scrub")
+    results, _ = write_run(tmp_path, methods=methods)
+    table_path = results / "tables" / "klom.parquet"
+    table = pd.read_parquet(table_path)
+    # gradient_ascent's setting is scored but not selected (another value of its grid was).
+    table.loc[table["method"] == "gradient_ascent", "selected"] = False
+    save_parquet(table_path, table, read_parquet_metadata(table_path))
+    points = pd.read_parquet(results / "data" / "points.parquet")
+    forget_set = table["forget_set"].iloc[0]
+
+    def shown(bound):
+        data = forget_set_data(results, table, points, forget_set, KlomOptions(),
+                               ExplorerOptions(all_settings_up_to=bound))
+        return data, list(data.settings["method"])
+
+    for bound in (3, 30):  # three settings beside the floor: all of them
+        data, names = shown(bound)
+        assert names == ["oracle_holdout", "do_nothing", "gradient_ascent", "scrub"]
+        assert not data.sampling_note.startswith("Settings:")
+    data, names = shown(2)
+    assert names == ["oracle_holdout", "do_nothing", "scrub"]
+    assert list(data.settings.index) == [0, 1, 2]
+    assert {c for c in data.points if c[0] == "k" and c[1:].isdigit()} == {"k0", "k1", "k2"}
+    assert set(data.histograms["setting"]) == {0, 1, 2}
+    # scrub's per-point KLOM is scrub's file, not the dropped setting's (index 2 here).
+    scrub = data.settings.iloc[2]
+    per_point = pd.read_parquet(results / "klom" / forget_set / "scrub"
+                                / f"{scrub['config_id']}.parquet").set_index("point")
+    np.testing.assert_array_equal(data.points.set_index("point")["k2"],
+                                  per_point["klom"].reindex(data.points["point"]).to_numpy())
+    assert data.sampling_note.startswith(
+        "Settings: the noise floor and each method's selected setting (2 of 3;")

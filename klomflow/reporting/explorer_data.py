@@ -61,6 +61,24 @@ def forget_set_settings(klom_table: pd.DataFrame, forget_set: str) -> pd.DataFra
     return rows.reset_index(drop=True)
 
 
+def shown_settings(settings: pd.DataFrame, options: ExplorerOptions) -> tuple[pd.DataFrame, str]:
+    """The settings the page shows, and the sentence that says which when not all.
+
+    Up to `options.all_settings_up_to` settings (noise floor left out of the count): every
+    one. Above, a grid's every value would multiply the page (the paper config scores about
+    110 settings per forget set, each with every point's KLOM): the noise floor and each
+    method's selected setting, the paper table's rows.
+    """
+    n_settings = int((settings["method"] != NOISE_FLOOR).sum())
+    if n_settings <= options.all_settings_up_to:
+        return settings, ""
+    keep = (settings["method"] == NOISE_FLOOR) | settings["selected"].fillna(False).astype(bool)
+    kept = settings[keep].reset_index(drop=True)  # the page indexes settings from 0
+    note = (f"Settings: the noise floor and each method's selected setting ({len(kept) - 1} "
+            f"of {n_settings}; every setting's KLOM is in results/tables/klom.parquet). ")
+    return kept, note
+
+
 def unlearned_margins(
     results: Path, forget_set: str, method: str, config_id: str, implementation: str
 ) -> np.ndarray:
@@ -135,7 +153,7 @@ def forget_set_data(
     seed: int = 0,
 ) -> ForgetSetData:
     results = Path(results)
-    settings = forget_set_settings(klom_table, forget_set)
+    settings, settings_note = shown_settings(forget_set_settings(klom_table, forget_set), options)
     points = points_table[["point", "label", "source_index"]].copy()
     points["split"] = ""
     for index, row in settings.iterrows():
@@ -146,6 +164,7 @@ def forget_set_data(
         points[f"s{index}"] = per_point["shift_over_std"].reindex(points["point"]).to_numpy()
         points["split"] = per_point["split"].reindex(points["point"]).to_numpy()
     chosen, note = detail_points(points, options, seed)
+    note = settings_note + note
     original = load_array(results / "margins" / "original.npy")
     original = original[finite_models(original)]
     oracle = load_array(results / "margins" / "oracle" / f"{forget_set}.npy")
