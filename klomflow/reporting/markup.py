@@ -51,6 +51,16 @@ def number(value, digits=3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def klom_row_label(method: str, diagnostic) -> str:
+    """A KLOM table row's name: the noise floor spelled out, diagnostics marked †."""
+    return (NOISE_FLOOR_LABEL if method == NOISE_FLOOR else method) + (" †" if diagnostic else "")
+
+
+def interval_text(cell) -> str:
+    """`estimate [low, high]` of an interval row (klom_table_frame), as plain text."""
+    return f"{number(cell.estimate)} [{number(cell.low)}, {number(cell.high)}]"
+
+
 def latex(text: str) -> str:
     return (str(text).replace("\\", "\\textbackslash{}").replace("_", "\\_")
             .replace("%", "\\%").replace("&", "\\&").replace("#", "\\#"))

@@ -11,8 +11,9 @@ import pandas as pd
 
 from klomflow.reporting.markup import (
     CLASS_ACCURACY_LABELS,
-    NOISE_FLOOR_LABEL,
     STATISTIC_LABELS,
+    interval_text,
+    klom_row_label,
     klom_rows,
     latex,
     latex_head,
@@ -95,11 +96,7 @@ def klom_markdown(frame: pd.DataFrame, klom_table: pd.DataFrame, specs: dict | N
                                           for forget_set in forget_sets for name in STATISTICS])
     rows = klom_rows(
         frame, forget_sets,
-        label=lambda method, is_diagnostic: ((NOISE_FLOOR_LABEL if method == NOISE_FLOOR
-                                              else method) + (" †" if is_diagnostic else "")),
-        cell_text=lambda cell: (f"{number(cell.estimate)} [{number(cell.low)}, "
-                                f"{number(cell.high)}]"),
-        missing="–")
+        label=klom_row_label, cell_text=interval_text, missing="–")
     lines += [markdown_row(row) for _, row in rows]
     lines += ["", "## Selected settings", "",
               "| forget set | method | config_id | selected by | holdout_average_95 "

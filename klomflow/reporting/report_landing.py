@@ -15,6 +15,8 @@ Numbers are passed through as they are.
 
 from __future__ import annotations
 
+# Only the standard library at import: the workflow profile imports this module for
+# REPORT_METADATA at every Snakemake start; the functions import what they use.
 import html
 from pathlib import Path
 
@@ -40,18 +42,12 @@ def run_counts(klom_table_path="results/tables/klom.parquet") -> dict[str, int]:
     return {
         "Forget sets": int(table["forget_set"].nunique()),
         "Method settings scored (per forget set, at most)": int(
-            settings.groupby("forget_set")[["method", "config_id"]]
-            .apply(lambda group: len(group.drop_duplicates())).max()) if len(settings) else 0,
+            settings.drop_duplicates(["forget_set", "method", "config_id"])
+            .groupby("forget_set").size().max()) if len(settings) else 0,
         "Oracles per forget set (scored)": int(table["n_oracle"].max()),
         "Unlearned models per setting (at most)": int(settings["n_unlearned"].max())
         if len(settings) else 0,
     }
-
-
-def _cell(cell) -> str:
-    from klomflow.reporting.markup import number
-
-    return f"{number(cell.estimate)} [{number(cell.low)}, {number(cell.high)}]"
 
 
 def results_html(frame, klom_table) -> str:
@@ -61,8 +57,12 @@ def results_html(frame, klom_table) -> str:
     frame: klomflow.reporting.selection.klom_table_frame (paper_klom.parquet);
     klom_table: klom.parquet, for the KLOM options named above the tables.
     """
-    from klomflow.reporting.markup import NOISE_FLOOR_LABEL, STATISTIC_LABELS, klom_rows
-    from klomflow.reporting.names import NOISE_FLOOR
+    from klomflow.reporting.markup import (
+        STATISTIC_LABELS,
+        interval_text,
+        klom_row_label,
+        klom_rows,
+    )
     from klomflow.reporting.render import proxy_note
     from klomflow.reporting.selection import STATISTICS
 
@@ -89,11 +89,8 @@ def results_html(frame, klom_table) -> str:
     if note:
         parts.append(f"<p>{html.escape(note)}</p>")
     for forget_set in sorted(frame["forget_set"].unique()):
-        rows = klom_rows(
-            frame[frame["forget_set"] == forget_set], [forget_set],
-            label=lambda method, diagnostic: ((NOISE_FLOOR_LABEL if method == NOISE_FLOOR
-                                               else method) + (" †" if diagnostic else "")),
-            cell_text=_cell, missing="–")
+        rows = klom_rows(frame[frame["forget_set"] == forget_set], [forget_set],
+                         label=klom_row_label, cell_text=interval_text, missing="–")
         head = "".join(f'<th style="{style[1]}">{html.escape(STATISTIC_LABELS[name])}</th>'
                        for name in STATISTICS)
         parts += [f'<h3 style="margin-top:1rem;font-weight:600">{html.escape(forget_set)}</h3>',
