@@ -26,11 +26,6 @@ SNAKEFILE = '''\
 configfile: "config.yaml"
 
 
-# `snakemake --report results/report.html` opens on klomflow's description with the KLOM
-# table (the metadata named in profiles/default makes it open there).
-report: "{report}"
-
-
 module klomflow:
     # A local copy of klomflow's workflow; from GitHub instead:
     # snakefile: github("<owner>/klomflow", path="Snakefile", tag="<release>")
@@ -142,9 +137,7 @@ def init(folder: Path, snakefile: Path) -> list[Path]:
     default = (PACKAGE / "config" / "default.yaml").read_text()
     profile = snakefile.parent / "profiles" / "default" / "config.yaml"
     files = {
-        "Snakefile": SNAKEFILE.format(
-            snakefile=snakefile.resolve().as_posix(),
-            report=(snakefile.parent / "report" / "workflow.rst").resolve().as_posix()),
+        "Snakefile": SNAKEFILE.format(snakefile=snakefile.resolve().as_posix()),
         "config.yaml": CONFIG + "".join(f"# {line}".rstrip() + "\n"
                                         for line in default.splitlines()),
         "methods/my_method.py": METHOD,
